@@ -1,0 +1,12 @@
+"""medzoo: compact CNNs for medical image classification, for Keras 3 / TensorFlow.
+
+    import zoo
+    model = zoo.get_model("rensenet", input_shape=(256, 256, 1), num_classes=2)
+    zoo.list_models("res*"); zoo.model_info("ichnet")
+"""
+
+from zoo import layers, models  # noqa: F401  (importing models registers every variant)
+from zoo.registry import get_model, list_models, model_info, register_model
+
+__all__ = ["get_model", "list_models", "model_info", "register_model", "layers", "models"]
+__version__ = "0.1.0"

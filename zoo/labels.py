@@ -1,0 +1,13 @@
+"""Label sets shared by the models (default outputs) and the dataset adapters (columns)."""
+
+RSNA_ICH = ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+
+# NIH ChestX-ray14, in the order of the dataset paper (Wang et al., CVPR 2017).
+CXR14 = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+    "Hernia",
+)
+
+BINARY = ("normal", "abnormal")
+MYOSITIS = ("normal", "myositis")

@@ -1,0 +1,105 @@
+"""What every builder shares: argument checks, the classifier head, local weights.
+
+Conventions every registered model follows (tests check them for each name in the registry):
+
+* the input layer is named ``image``; any H, W >= ``MIN_SIZE`` and any channel count;
+* the last spatial feature map (``[batch, h, w, c]``) is a layer named ``FEATURES`` (``"features"``),
+  which Grad-CAM and feature extraction use;
+* the output layer is named ``"predictions"`` and computes in float32 (mixed precision safe):
+  ``sigmoid`` for multi-label, ``softmax`` for multi-class, ``None`` for logits;
+* ``weights`` is ``None`` or a local file; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers
+
+MIN_SIZE = 32
+FEATURES = "features"
+ACTIVATIONS = ("sigmoid", "softmax", None)
+
+
+def check_common(*, input_shape, num_classes, activation, dropout, min_size: int = MIN_SIZE):
+    """Validate the keyword arguments every model takes; returns ``input_shape`` as a tuple."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"input_shape must be (height, width, channels) of integers, got {input_shape!r}."
+        ) from None
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}.")
+    h, w, c = shape
+    if h < min_size or w < min_size:
+        raise ValueError(
+            f"input_shape {shape} is too small: height and width must be at least {min_size}."
+        )
+    if c < 1:
+        raise ValueError(f"input_shape {shape} needs at least one channel.")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be 'sigmoid' (multi-label), 'softmax' (multi-class) or None "
+            f"(logits), got {activation!r}."
+        )
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+    return shape
+
+
+def classifier_head(x, *, num_classes, activation, dropout, name_prefix="head"):
+    """GAP -> dropout -> Dense(num_classes) -> activation (float32), the layer named predictions."""
+    x = layers.GlobalAveragePooling2D(name=f"{name_prefix}_gap")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{name_prefix}_dropout")(x)
+    x = layers.Dense(num_classes, name=f"{name_prefix}_logits")(x)
+    return predictions(x, activation)
+
+
+def predictions(logits, activation):
+    """The output layer: named ``predictions``, float32 whatever the compute policy."""
+    return layers.Activation(activation or "linear", dtype="float32", name="predictions")(logits)
+
+
+def features(x):
+    """Mark ``x`` as the model's last spatial feature map (an identity layer named ``features``)."""
+    return layers.Identity(name=FEATURES)(x)
+
+
+def load_weights(model: keras.Model, weights):
+    """Load ``weights`` (None or a local ``.weights.h5``/``.keras`` file) into ``model``."""
+    if weights is None:
+        return model
+    if not isinstance(weights, (str, os.PathLike)) or str(weights) in ("imagenet",):
+        raise ValueError(
+            f"weights={weights!r} would need a download, and medzoo never downloads: pass None "
+            "or the path of a local .weights.h5 / .keras file."
+        )
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Weights file {path!r} does not exist; pass the path of a local .weights.h5 or "
+            ".keras file (or weights=None to start from scratch)."
+        )
+    if path.endswith(".keras"):
+        src = keras.saving.load_model(path, compile=False)
+        try:
+            model.set_weights(src.get_weights())
+        except ValueError as err:
+            raise ValueError(
+                f"Weights in {path!r} do not fit {model.name!r} ({err}); were they saved from the "
+                "same model with the same input channels and num_classes?"
+            ) from None
+        return model
+    try:
+        model.load_weights(path)
+    except ValueError as err:
+        raise ValueError(
+            f"Weights in {path!r} do not fit {model.name!r} ({err}); were they saved from the same "
+            "model with the same input channels and num_classes?"
+        ) from None
+    return model

@@ -1,0 +1,86 @@
+"""The one model registry: names -> builders, with the facts for a model card.
+
+Modelled on timm's registry with tf-models' strictness: names are keyed by the variant
+function's name, duplicates raise, unknown names raise with close matches, ``None`` kwargs are
+dropped (so unset CLI flags fall back to model defaults) and caller kwargs override the
+variant's defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["register_model", "get_model", "list_models", "model_info", "ModelEntry"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    fn: Callable[..., Any]
+    defaults: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_PARAM_CACHE: dict[str, int] = {}
+
+
+def register_model(fn=None, *, info: dict | None = None, **defaults):
+    """Register a model variant; use bare (``@register_model``) or with card facts and defaults.
+
+    ``@register_model(info=CARD, depth=18)`` registers the decorated function under its own name;
+    ``get_model(name, **kw)`` then calls it with ``{**defaults, **kw}``.
+    """
+
+    def wrap(f):
+        name = f.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"Model name {name!r} is already registered; pick another function name.")
+        _REGISTRY[name] = ModelEntry(name=name, fn=f, defaults=dict(defaults), info=dict(info or {}))
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(
+            f"Unknown model {name!r}.{hint} Available models: {', '.join(sorted(_REGISTRY))}."
+        )
+    return _REGISTRY[name]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted registered names matching an fnmatch ``pattern`` (``"res*"``)."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model(name: str, **kwargs):
+    """Build the registered model ``name``; ``None``-valued kwargs are ignored."""
+    entry = _entry(name)
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    return entry.fn(**{**entry.defaults, **given})
+
+
+def model_info(name: str) -> dict:
+    """The card facts for ``name``: paper, DOI, task, labels, default input, parameters, ...
+
+    ``parameters`` counts the model built with its defaults (built once, then cached).
+    """
+    entry = _entry(name)
+    info = {"name": name, **entry.info, "defaults": dict(entry.defaults)}
+    if "summary" not in info:
+        doc = (entry.fn.__doc__ or "").strip()
+        info["summary"] = doc.splitlines()[0] if doc else ""
+    if name not in _PARAM_CACHE:
+        model = get_model(name)
+        _PARAM_CACHE[name] = int(model.count_params())
+        info.setdefault("input_shape", tuple(model.input_shape[1:]))
+        del model
+    info["parameters"] = _PARAM_CACHE[name]
+    return info
