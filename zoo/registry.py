@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["register_model", "get_model", "list_models", "model_info", "ModelEntry"]
 
