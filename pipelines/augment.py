@@ -1,0 +1,151 @@
+"""Training augmentation for the tf.data pipeline, from Keras core preprocessing layers.
+
+``build_augmentation(spec, seed=...)`` turns a spec into a callable on image batches
+(float32 [B, H, W, C] in [0, 1]) made of ``keras.layers.RandomFlip``, ``RandomRotation``,
+``RandomZoom`` and ``RandomContrast``; ``build_mix(mixup=..., cutmix=..., seed=...)`` wraps
+``keras.layers.MixUp`` / ``keras.layers.CutMix`` for (images, labels) batches.
+
+Spec forms: ``None`` / ``False`` / ``"none"`` (no augmentation); ``True`` / ``"default"``
+(:data:`DEFAULTS`); a string ``"flip,rotation=15,zoom=0.1"`` (a key without a value takes its
+default); a dict with the same keys; or any callable on image batches (used as given).
+
+Keys: ``flip`` ("horizontal" | "vertical" | "horizontal_and_vertical"), ``rotation``
+(maximum degrees either way), ``zoom`` (maximum fraction in or out), ``contrast`` (maximum
+fraction). The defaults suit axial head CT: left-right flips only (the head is near-symmetric
+left to right, never top to bottom), small rotations and zooms with the outside filled with 0
+(air after windowing), mild contrast changes, values kept in [0, 1].
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+DEFAULTS = {"flip": "horizontal", "rotation": 10.0, "zoom": 0.1, "contrast": 0.1}
+FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
+
+
+def parse_augment(spec):
+    """A spec -> None, a dict of settings, or the callable itself."""
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return dict(DEFAULTS)
+    if callable(spec):
+        return spec
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text in ("", "none", "off", "false"):
+            return None
+        if text in ("default", "true", "on"):
+            return dict(DEFAULTS)
+        settings = {}
+        for item in text.split(","):
+            key, _, value = item.strip().partition("=")
+            settings[key.strip()] = value.strip() if value else None
+        spec = settings
+    if not isinstance(spec, dict):
+        raise ValueError(
+            f"augment={spec!r} is not a spec; pass None, True, 'default', "
+            "'flip,rotation=10,zoom=0.1,contrast=0.1', a dict or a callable."
+        )
+    unknown = sorted(set(spec) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown augmentation {unknown[0]!r}; the known ones are {', '.join(DEFAULTS)}."
+        )
+    settings = {}
+    for key, value in spec.items():
+        if value is None or value is True:
+            value = DEFAULTS[key]
+        if value is False:
+            continue
+        if key == "flip":
+            if value not in FLIP_MODES:
+                raise ValueError(f"flip={value!r} is not one of {', '.join(FLIP_MODES)}.")
+        else:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{key}={value!r} is not a number.") from None
+            limit = 180.0 if key == "rotation" else 1.0
+            if not 0.0 <= value <= limit:
+                raise ValueError(f"{key}={value} must be between 0 and {limit:g}.")
+            if value == 0.0:
+                continue
+        settings[key] = value
+    return settings
+
+
+class Augmentation:
+    """Keras preprocessing layers applied in order to an image batch."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    def __call__(self, images, training=True):
+        for layer in self.layers:
+            images = layer(images, training=training)
+        return tf.clip_by_value(images, 0.0, 1.0)
+
+    def __repr__(self):
+        return f"Augmentation({', '.join(type(x).__name__ for x in self.layers)})"
+
+
+def build_augmentation(spec, *, seed: int = 0):
+    """A callable on image batches, or None when ``spec`` asks for no augmentation."""
+    settings = parse_augment(spec)
+    if settings is None:
+        return None
+    if callable(settings):
+        return settings
+    layers = []
+    if "flip" in settings:
+        layers.append(keras.layers.RandomFlip(settings["flip"], seed=seed))
+    if "rotation" in settings:
+        layers.append(
+            keras.layers.RandomRotation(
+                settings["rotation"] / 360.0, fill_mode="constant", fill_value=0.0, seed=seed + 1
+            )
+        )
+    if "zoom" in settings:
+        layers.append(
+            keras.layers.RandomZoom(
+                settings["zoom"], fill_mode="constant", fill_value=0.0, seed=seed + 2
+            )
+        )
+    if "contrast" in settings:
+        layers.append(
+            keras.layers.RandomContrast(settings["contrast"], value_range=(0.0, 1.0), seed=seed + 3)
+        )
+    return Augmentation(layers) if layers else None
+
+
+def build_mix(*, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0):
+    """fn(batch_index, images, labels) -> (images, labels), or None when both are 0.
+
+    MixUp's ``alpha`` and CutMix's ``factor`` are the Beta-distribution parameters. With both
+    set, even batches get MixUp and odd batches CutMix.
+    """
+    for name, value in (("mixup", mixup), ("cutmix", cutmix)):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name}={value!r} must be a number >= 0 (0 turns it off).")
+    mix = keras.layers.MixUp(alpha=float(mixup), seed=seed) if mixup > 0 else None
+    cut = keras.layers.CutMix(factor=float(cutmix), seed=seed + 1) if cutmix > 0 else None
+    if mix is None and cut is None:
+        return None
+
+    def apply(layer, images, labels):
+        out = layer({"images": images, "labels": labels}, training=True)
+        return tf.clip_by_value(out["images"], 0.0, 1.0), tf.cast(out["labels"], tf.float32)
+
+    def mixer(index, images, labels):
+        if mix is not None and cut is not None:
+            return tf.cond(
+                tf.equal(index % 2, 0),
+                lambda: apply(mix, images, labels),
+                lambda: apply(cut, images, labels),
+            )
+        return apply(mix or cut, images, labels)
+
+    return mixer
