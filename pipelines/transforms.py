@@ -1,0 +1,211 @@
+"""Pure array functions: CT window presets and stacking, 8-bit scaling, resizing, channel fixes.
+
+NumPy in, NumPy out, no state and no file access, so ``prepare`` worker processes and tests
+can call them freely.
+
+Windowing maps Hounsfield units linearly from ``[center - width/2, center + width/2]`` onto
+``[0, 1]`` and clips outside, one output channel per window (the RSNA convention,
+brain/subdural/bone as an RGB-like stack). This is the plain linear window used by most
+published RSNA pipelines, not the DICOM PS3.3 C.11.2.1.2 variant with its half-unit offsets
+(which differs by less than 1/width).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Window(NamedTuple):
+    """A CT display window in Hounsfield units."""
+
+    center: float
+    width: float
+
+
+# name -> (center, width) in HU. Sources: common radiology presets (e.g. Radiopaedia
+# "Windowing (CT)"); the first three are the RSNA 2019 ICH default stack.
+WINDOWS: dict[str, Window] = {
+    "brain": Window(40.0, 80.0),
+    "subdural": Window(80.0, 200.0),
+    "bone": Window(600.0, 2800.0),
+    "stroke": Window(32.0, 8.0),
+    "temporal_bone": Window(600.0, 2800.0),
+    "soft_tissue": Window(50.0, 350.0),
+    "abdomen": Window(40.0, 400.0),
+    "liver": Window(60.0, 160.0),
+    "mediastinum": Window(50.0, 350.0),
+    "lung": Window(-600.0, 1500.0),
+    "blood": Window(60.0, 40.0),
+    "stone": Window(400.0, 1800.0),
+}
+DEFAULT_CT_WINDOWS = ("brain", "subdural", "bone")
+
+
+def parse_windows(spec=None) -> tuple[Window, ...]:
+    """Windows from a flag or config value.
+
+    Accepts ``None`` (:data:`DEFAULT_CT_WINDOWS`), a comma-separated string of preset names
+    and/or ``center/width`` pairs (``"brain,subdural,bone"``, ``"40/80,80/200"``,
+    ``"brain,-600/1500"``), or a sequence of names, ``(center, width)`` pairs or
+    :class:`Window` s. Raises ValueError with the close preset names on an unknown name.
+    """
+    if spec is None:
+        spec = DEFAULT_CT_WINDOWS
+    if isinstance(spec, str):
+        items: Iterable = [s.strip() for s in spec.split(",")]
+    elif isinstance(spec, Window):
+        items = [spec]
+    else:
+        items = list(spec)
+        # a single bare (center, width) pair of numbers
+        if len(items) == 2 and all(isinstance(v, (int, float, np.number)) for v in items):
+            items = [tuple(items)]
+    out = []
+    for item in items:
+        out.append(_one_window(item))
+    if not out:
+        raise ValueError("no windows given; use e.g. --windows brain,subdural,bone or 40/80")
+    return tuple(out)
+
+
+def _one_window(item) -> Window:
+    if isinstance(item, str):
+        text = item.strip()
+        if not text:
+            raise ValueError("empty window in the list; use e.g. 'brain,subdural,bone'")
+        if text.lower() in WINDOWS:
+            return WINDOWS[text.lower()]
+        if "/" in text:
+            center, _, width = text.partition("/")
+            try:
+                return _checked(float(center), float(width), text)
+            except ValueError as exc:
+                if "width" in str(exc):
+                    raise
+                raise ValueError(f"window {text!r} is not 'center/width' in HU, e.g. '40/80'") from None
+        close = difflib.get_close_matches(text.lower(), WINDOWS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown window {text!r}{hint} Presets: {', '.join(WINDOWS)}; or give center/width like 40/80"
+        )
+    try:
+        center, width = item
+    except (TypeError, ValueError):
+        raise ValueError(f"window {item!r} is neither a preset name nor a (center, width) pair") from None
+    return _checked(float(center), float(width), item)
+
+
+def _checked(center: float, width: float, raw) -> Window:
+    if not np.isfinite(center) or not np.isfinite(width) or width <= 0:
+        raise ValueError(f"window {raw!r} needs a finite center and a width > 0")
+    return Window(center, width)
+
+
+def format_windows(windows=None) -> str:
+    """The inverse of :func:`parse_windows`: preset names where they match, else center/width."""
+    names = {w: n for n, w in reversed(list(WINDOWS.items()))}
+    parts = []
+    for w in parse_windows(windows):
+        parts.append(names.get(w) or f"{w.center:g}/{w.width:g}")
+    return ",".join(parts)
+
+
+def apply_windows(hu: np.ndarray, windows=None) -> np.ndarray:
+    """Stack windows of a 2-D HU image: (H, W) -> (H, W, C) float32 in [0, 1].
+
+    ``windows`` is anything :func:`parse_windows` accepts (None = brain, subdural, bone).
+    """
+    hu = np.asarray(hu, dtype=np.float32)
+    if hu.ndim == 3 and hu.shape[-1] == 1:
+        hu = hu[..., 0]
+    if hu.ndim != 2:
+        raise ValueError(f"apply_windows expects a 2-D HU image, got shape {hu.shape}")
+    parsed = parse_windows(windows)
+    out = np.empty(hu.shape + (len(parsed),), dtype=np.float32)
+    for i, (center, width) in enumerate(parsed):
+        low = center - width / 2.0
+        np.clip((hu - low) / width, 0.0, 1.0, out=out[..., i])
+    return out
+
+
+def to_unit(image: np.ndarray) -> np.ndarray:
+    """Integer image -> float32 in [0, 1] by its dtype range (uint8 /255, uint16 /65535).
+
+    Float input is assumed already in [0, 1] and is clipped. Bool becomes 0/1.
+    """
+    image = np.asarray(image)
+    if image.dtype == bool:
+        return image.astype(np.float32)
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        if info.min < 0:
+            raise ValueError(f"to_unit expects unsigned integer images, got {image.dtype}")
+        return (image.astype(np.float32) / float(info.max)).astype(np.float32)
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def ensure_hwc(image: np.ndarray) -> np.ndarray:
+    """(H, W) -> (H, W, 1); (H, W, C) unchanged; anything else ValueError."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image[..., None]
+    if image.ndim == 3:
+        return image
+    raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """True for (H, W), (H, W, 1), or colour arrays whose channels are all equal."""
+    image = np.asarray(image)
+    if image.ndim == 2 or image.shape[-1] == 1:
+        return True
+    return bool(np.all(image[..., 1:] == image[..., :1]))
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, C) -> (H, W, channels): grey repeated to 3, colour averaged to 1, alpha dropped."""
+    image = ensure_hwc(image)
+    c = image.shape[-1]
+    if c == 4:
+        image, c = image[..., :3], 3
+    if c == 2:  # grey + alpha
+        image, c = image[..., :1], 1
+    if c == channels:
+        return image
+    if c == 1:
+        return np.repeat(image, channels, axis=-1)
+    if channels == 1:
+        return image.mean(axis=-1, keepdims=True, dtype=np.float32).astype(image.dtype)
+    raise ValueError(f"cannot convert a {c}-channel image to {channels} channels")
+
+
+def resize(image: np.ndarray, size: int | Sequence[int]) -> np.ndarray:
+    """Bilinear resize of an (H, W, C) or (H, W) float image to ``size`` ((H, W) or int).
+
+    Uses Pillow's float mode per channel (antialiased when shrinking), so worker processes
+    need no TensorFlow. The dtype is kept float32; no renormalisation.
+    """
+    from PIL import Image
+
+    height, width = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {size!r}")
+    image = np.asarray(image, dtype=np.float32)
+    squeeze = image.ndim == 2
+    image = ensure_hwc(image)
+    if image.shape[:2] == (height, width):
+        return image[..., 0] if squeeze else image
+    out = np.empty((height, width, image.shape[-1]), dtype=np.float32)
+    for c in range(image.shape[-1]):
+        pil = Image.fromarray(np.ascontiguousarray(image[..., c]))  # float32 -> mode "F"
+        out[..., c] = np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR))
+    return out[..., 0] if squeeze else out
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8 with rounding (the cache's storage format)."""
+    return np.round(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
