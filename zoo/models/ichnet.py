@@ -1,0 +1,199 @@
+"""ICHNet: a tiny intracranial-haemorrhage classifier of multi-receptive-field blocks.
+
+Spec table -> ``build_ichnet()`` -> registered variants ``ichnet`` and ``ichnet_small``.
+
+Layout (default ``ichnet``, strides relative to the input)::
+
+    image [B, H, W, C]
+    stem        3x3 conv s2 -> BN -> ReLU                                  /2
+    stage1      MultiReceptiveFieldBlock x depths[0]                       /2
+    stage2..5   down: 3x3 DW s2 -> BN -> ReLU -> 1x1 -> BN -> ReLU,        /4 ... /32
+                then MultiReceptiveFieldBlock x depths[i]
+    head        1x1 conv -> BN -> ReLU  = "features" [B, H/32, W/32, head_filters]
+                GAP -> dropout -> Dense(num_classes) -> sigmoid = "predictions"
+
+Every MultiReceptiveFieldBlock has three depthwise 3x3 branches dilated 1, 2, 3
+(receptive fields 3, 5, 7) fused by a pointwise convolution, with an identity residual.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from zoo.labels import RSNA_ICH
+from zoo.layers.multi_receptive_field_block import MultiReceptiveFieldBlock
+from zoo.models.common import (
+    check_common,
+    classifier_head,
+    features,
+    load_weights,
+)
+from zoo.registry import register_model
+
+__all__ = ["build_ichnet", "ICHNET_SPECS", "ichnet", "ichnet_small"]
+
+# name -> stem filters, per-stage (filters, blocks), head filters. Stage 1 runs at /2, each
+# later stage first halves the resolution, so five stages end at /32.
+ICHNET_SPECS = {
+    "ichnet": {
+        "stem": 16,
+        "stages": ((16, 1), (24, 1), (40, 2), (64, 2), (96, 2)),
+        "head": 192,
+    },
+    "ichnet_small": {
+        "stem": 12,
+        "stages": ((12, 1), (16, 1), (24, 1), (40, 2), (64, 1)),
+        "head": 128,
+    },
+}
+
+CARD = {
+    "paper": "An efficient intracranial-haemorrhage classifier built from depthwise-separable "
+    "convolutions and a multi-receptive-field block (RSNA Intracranial Hemorrhage Detection).",
+    "doi": None,
+    "task": "multi-label",
+    "labels": RSNA_ICH,
+    "input_shape": (256, 256, 3),
+    "feature_layer": "features",
+    "from_paper": [
+        "depthwise-separable convolutions throughout for a very small parameter count",
+        "a multi-receptive-field block: parallel branches with different receptive fields "
+        "over the same input, fused into one feature map",
+        "six sigmoid outputs for the RSNA subtypes (any, epidural, intraparenchymal, "
+        "intraventricular, subarachnoid, subdural) on three-window CT slices",
+    ],
+    "our_reading": [
+        "branches are 3x3 depthwise convolutions dilated 1, 2, 3, each with BN + ReLU, "
+        "concatenated and fused by a 1x1 convolution + BN with a linear output",
+        "an identity residual around each block whose input and output shapes agree",
+        "downsampling by 3x3 depthwise (stride 2) + 1x1 convolution between stages, total "
+        "stride 32, so any input of 32x32 or more works",
+        "stage widths, depths, the 1x1 head convolution and He initialisation were chosen by us "
+        "to stay under 3% of MobileNetV3-Large's parameters",
+    ],
+}
+
+
+def _check_spec(name, stem, stages, head):
+    def positive(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    ok = positive(stem) and positive(head) and len(stages) >= 1
+    ok = ok and all(len(s) == 2 and positive(s[0]) and positive(s[1]) for s in stages)
+    if not ok:
+        raise ValueError(
+            f"{name}: stem and head must be positive integers and stages a non-empty list of "
+            f"(filters, blocks) pairs of positive integers, got stem={stem!r}, "
+            f"stages={stages!r}, head={head!r}."
+        )
+
+
+def _conv_bn_relu(x, filters, kernel, strides, prefix):
+    x = layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{prefix}_conv",
+    )(x)
+    x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
+    return layers.ReLU(name=f"{prefix}_relu")(x)
+
+
+def _separable_down(x, filters, prefix):
+    """3x3 depthwise stride 2 -> BN -> ReLU -> 1x1 -> BN -> ReLU."""
+    x = layers.DepthwiseConv2D(
+        3,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        depthwise_initializer="he_normal",
+        name=f"{prefix}_dw",
+    )(x)
+    x = layers.BatchNormalization(name=f"{prefix}_dw_bn")(x)
+    x = layers.ReLU(name=f"{prefix}_dw_relu")(x)
+    return _conv_bn_relu(x, filters, 1, 1, f"{prefix}_pw")
+
+
+def build_ichnet(
+    *,
+    input_shape=(256, 256, 3),
+    num_classes=len(RSNA_ICH),
+    activation="sigmoid",
+    dropout=0.2,
+    weights=None,
+    stem=16,
+    stages=ICHNET_SPECS["ichnet"]["stages"],
+    head=192,
+    dilations=(1, 2, 3),
+    kernel_sizes=3,
+    merge="concat",
+    name="ichnet",
+):
+    """Build an ICHNet as a flat functional model.
+
+    Args:
+        input_shape: (H, W, C), H and W >= 32; default (256, 256, 3) for three CT windows.
+        num_classes: outputs; default 6 (``zoo.labels.RSNA_ICH`` order).
+        activation: "sigmoid" (multi-label, default), "softmax" or None (logits).
+        dropout: dropout rate before the classifier, in [0, 1).
+        weights: None or a local ``.weights.h5`` / ``.keras`` file.
+        stem: filters of the stride-2 stem convolution.
+        stages: ``((filters, blocks), ...)``; every stage after the first halves the
+            resolution with a depthwise-separable convolution.
+        head: filters of the 1x1 convolution that gives the ``features`` layer.
+        dilations, kernel_sizes, merge: passed to every ``MultiReceptiveFieldBlock``.
+        name: the model name.
+
+    Returns:
+        ``keras.Model`` from ``image`` [B, H, W, C] to ``predictions`` [B, num_classes];
+        the layer ``features`` is the last spatial map [B, ~H/2^n, ~W/2^n, head] with
+        n = len(stages).
+    """
+    shape = check_common(
+        input_shape=input_shape, num_classes=num_classes, activation=activation, dropout=dropout
+    )
+    stages = tuple(tuple(s) for s in stages)
+    _check_spec("build_ichnet", stem, stages, head)
+    if len(stages) > 5:
+        raise ValueError(
+            f"build_ichnet: at most 5 stages (total stride 32, so 32x32 inputs still work), "
+            f"got {len(stages)}."
+        )
+    inputs = keras.Input(shape, name="image")
+    x = _conv_bn_relu(inputs, stem, 3, 2, "stem")
+    for s, (filters, blocks) in enumerate(stages, start=1):
+        if s > 1:
+            x = _separable_down(x, filters, f"stage{s}_down")
+        for b in range(1, blocks + 1):
+            x = MultiReceptiveFieldBlock(
+                filters,
+                dilations=dilations,
+                kernel_sizes=kernel_sizes,
+                merge=merge,
+                name=f"stage{s}_mrf{b}",
+            )(x)
+    x = _conv_bn_relu(x, head, 1, 1, "head")
+    x = features(x)
+    outputs = classifier_head(x, num_classes=num_classes, activation=activation, dropout=dropout)
+    model = keras.Model(inputs, outputs, name=name)
+    return load_weights(model, weights)
+
+
+@register_model(info=CARD, **ICHNET_SPECS["ichnet"])
+def ichnet(**kwargs):
+    """ICHNet (~150k parameters): multi-receptive-field blocks, 6 sigmoid ICH outputs."""
+    return build_ichnet(**kwargs)
+
+
+@register_model(
+    info={**CARD, "our_reading": [*CARD["our_reading"], "ichnet_small: narrower stages"]},
+    name="ichnet_small",
+    **ICHNET_SPECS["ichnet_small"],
+)
+def ichnet_small(**kwargs):
+    """ICHNet-small (~60k parameters): narrower stages, same layout as ichnet."""
+    return build_ichnet(**kwargs)

@@ -1,0 +1,218 @@
+"""MyositisNet: a light ultrasound classifier of alternating conv / separable shrinkage units.
+
+Spec table -> ``build_myositisnet()`` -> registered variant ``myositisnet``.
+
+Layout (default, at 224x224x1; about 35 MFLOPs counted as 2 per multiply-add)::
+
+    image [B, 224, 224, 1]
+    stem     3x3 conv s2 -> BN -> ReLU                            112x112x16
+    stage1   separable shrinkage unit, stride 2                    56x56x16
+    stage2   ordinary  shrinkage unit, stride 2                    28x28x24
+    stage3   separable shrinkage unit, stride 2                    14x14x48
+    stage4   ordinary  shrinkage unit, stride 2                      7x7x64
+    head     1x1 conv -> BN -> ReLU = "features"                     7x7x128
+             GAP -> dropout -> Dense(2) -> softmax = "predictions" (normal, myositis)
+
+A shrinkage unit (residual shrinkage building unit of Zhao et al., post-activation form)::
+
+    x --> conv(stride) -> BN -> ReLU -> conv -> BN -> SoftThresholdAttention --(+)--> ReLU
+     \\_____________ identity, or 1x1 conv(stride) -> BN when the shape changes ____/
+
+where ``conv`` is a 3x3 convolution ("conv" units) or a 3x3 depthwise -> BN -> ReLU -> 1x1
+convolution ("separable" units).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from zoo.labels import MYOSITIS
+from zoo.layers.soft_threshold_attention import SoftThresholdAttention
+from zoo.models.common import check_common, classifier_head, features, load_weights
+from zoo.registry import register_model
+
+__all__ = ["build_myositisnet", "MYOSITISNET_SPECS", "myositisnet"]
+
+KINDS = ("conv", "separable")
+
+# name -> stem filters, per-stage (kind, filters, units), head filters. The first unit of
+# every stage has stride 2.
+MYOSITISNET_SPECS = {
+    "myositisnet": {
+        "stem": 16,
+        "stages": (("separable", 16, 1), ("conv", 24, 1), ("separable", 48, 1), ("conv", 64, 1)),
+        "head": 128,
+    },
+}
+
+CARD = {
+    "paper": "A lightweight CNN for myositis classification in muscle ultrasound, alternating "
+    "ordinary and depthwise-separable convolutions with soft-thresholding attention from "
+    "Deep Residual Shrinkage Networks (Zhao et al., IEEE TII 2020).",
+    "doi": None,
+    "task": "binary",
+    "labels": MYOSITIS,
+    "input_shape": (224, 224, 1),
+    "feature_layer": "features",
+    "from_paper": [
+        "stages alternate ordinary and depthwise-separable convolutions",
+        "soft-thresholding attention (DRSN): thresholds tau = sigmoid(FC(ReLU(BN(FC(GAP|x|)))))"
+        " * GAP|x|, y = sign(x) max(|x| - tau, 0) (doi:10.1109/TII.2019.2943898)",
+        "grey-scale ultrasound input and a normal / myositis decision within a budget of 40 MFLOPs",
+    ],
+    "our_reading": [
+        "each stage is one residual shrinkage unit (two convolutions, soft thresholding before "
+        "the residual addition, post-activation) whose first convolution has stride 2",
+        "widths 16-16-24-48-64, a 1x1 head convolution to 128 channels and a reduction ratio 4 "
+        "in the threshold network were chosen by us to stay near 35 MFLOPs at 224x224x1",
+        "two softmax outputs (normal, myositis) rather than one sigmoid",
+    ],
+}
+
+
+def _bn(x, name):
+    return layers.BatchNormalization(name=name)(x)
+
+
+def _conv(x, filters, kernel, strides, name):
+    return layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )(x)
+
+
+def _separable(x, filters, strides, prefix):
+    """3x3 depthwise(stride) -> BN -> ReLU -> 1x1 conv (no BN, the caller adds it)."""
+    x = layers.DepthwiseConv2D(
+        3,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        depthwise_initializer="he_normal",
+        name=f"{prefix}_dw",
+    )(x)
+    x = _bn(x, f"{prefix}_dw_bn")
+    x = layers.ReLU(name=f"{prefix}_dw_relu")(x)
+    return _conv(x, filters, 1, 1, f"{prefix}_pw")
+
+
+def _shrinkage_unit(x, kind, filters, strides, reduction, channel_shared, prefix):
+    """Residual shrinkage unit; ``kind`` picks ordinary or depthwise-separable convolutions."""
+    shortcut = x
+    if kind == "conv":
+        y = _conv(x, filters, 3, strides, f"{prefix}_conv1")
+    else:
+        y = _separable(x, filters, strides, f"{prefix}_sep1")
+    y = layers.ReLU(name=f"{prefix}_relu1")(_bn(y, f"{prefix}_bn1"))
+    if kind == "conv":
+        y = _conv(y, filters, 3, 1, f"{prefix}_conv2")
+    else:
+        y = _separable(y, filters, 1, f"{prefix}_sep2")
+    y = _bn(y, f"{prefix}_bn2")
+    y = SoftThresholdAttention(
+        reduction=reduction, channel_shared=channel_shared, name=f"{prefix}_shrink"
+    )(y)
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv(x, filters, 1, strides, f"{prefix}_proj")
+        shortcut = _bn(shortcut, f"{prefix}_proj_bn")
+    y = layers.Add(name=f"{prefix}_add")([y, shortcut])
+    return layers.ReLU(name=f"{prefix}_out")(y)
+
+
+def _check_spec(stem, stages, head, reduction):
+    def positive(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    ok = positive(stem) and positive(head) and positive(reduction) and len(stages) >= 1
+    ok = ok and all(
+        len(s) == 3 and s[0] in KINDS and positive(s[1]) and positive(s[2]) for s in stages
+    )
+    if not ok:
+        raise ValueError(
+            "build_myositisnet: stem, head and reduction must be positive integers and stages a "
+            "non-empty list of (kind, filters, units) with kind 'conv' or 'separable', got "
+            f"stem={stem!r}, stages={stages!r}, head={head!r}, reduction={reduction!r}."
+        )
+    if len(stages) > 4:
+        raise ValueError(
+            f"build_myositisnet: at most 4 stages (total stride 32, so 32x32 inputs still work), "
+            f"got {len(stages)}."
+        )
+
+
+def build_myositisnet(
+    *,
+    input_shape=(224, 224, 1),
+    num_classes=len(MYOSITIS),
+    activation="softmax",
+    dropout=0.2,
+    weights=None,
+    stem=16,
+    stages=MYOSITISNET_SPECS["myositisnet"]["stages"],
+    head=128,
+    reduction=4,
+    channel_shared=False,
+    name="myositisnet",
+):
+    """Build a MyositisNet as a flat functional model.
+
+    Args:
+        input_shape: (H, W, C), H and W >= 32; default (224, 224, 1) for grey ultrasound.
+        num_classes: outputs; default 2 (``zoo.labels.MYOSITIS``: normal, myositis).
+        activation: "softmax" (default), "sigmoid" (e.g. ``num_classes=1``) or None (logits).
+        dropout: dropout rate before the classifier, in [0, 1).
+        weights: None or a local ``.weights.h5`` / ``.keras`` file.
+        stem: filters of the stride-2 stem convolution.
+        stages: ``((kind, filters, units), ...)`` with kind "conv" or "separable"; at most 4;
+            the first unit of each stage has stride 2.
+        head: filters of the 1x1 convolution that gives the ``features`` layer.
+        reduction: reduction ratio of every SoftThresholdAttention.
+        channel_shared: one threshold per sample (DRSN-CS) instead of per channel (DRSN-CW).
+        name: the model name.
+
+    Returns:
+        ``keras.Model`` from ``image`` [B, H, W, C] to ``predictions`` [B, num_classes];
+        the layer ``features`` is the last spatial map [B, ~H/2^(n+1), ~W/2^(n+1), head] with
+        n = len(stages).
+    """
+    shape = check_common(
+        input_shape=input_shape, num_classes=num_classes, activation=activation, dropout=dropout
+    )
+    stages = tuple(tuple(s) for s in stages)
+    _check_spec(stem, stages, head, reduction)
+    if not isinstance(channel_shared, bool):
+        raise ValueError(
+            f"build_myositisnet: channel_shared must be True or False, got {channel_shared!r}."
+        )
+    inputs = keras.Input(shape, name="image")
+    x = _conv(inputs, stem, 3, 2, "stem_conv")
+    x = layers.ReLU(name="stem_relu")(_bn(x, "stem_bn"))
+    for s, (kind, filters, units) in enumerate(stages, start=1):
+        for u in range(1, units + 1):
+            x = _shrinkage_unit(
+                x,
+                kind,
+                filters,
+                2 if u == 1 else 1,
+                reduction,
+                channel_shared,
+                f"stage{s}_{'sep' if kind == 'separable' else 'conv'}{u}",
+            )
+    x = _conv(x, head, 1, 1, "head_conv")
+    x = layers.ReLU(name="head_relu")(_bn(x, "head_bn"))
+    x = features(x)
+    outputs = classifier_head(x, num_classes=num_classes, activation=activation, dropout=dropout)
+    model = keras.Model(inputs, outputs, name=name)
+    return load_weights(model, weights)
+
+
+@register_model(info=CARD, **MYOSITISNET_SPECS["myositisnet"])
+def myositisnet(**kwargs):
+    """MyositisNet (~35 MFLOPs at 224x224x1): conv / separable shrinkage units, 2 softmax outputs."""
+    return build_myositisnet(**kwargs)
