@@ -1,0 +1,220 @@
+"""Training: strategy selection, the one custom loop, checkpoints and resume, export at the end.
+
+    from zoo.training import run
+    metrics = run({"model": "ichnet", "dataset": "synthetic", "epochs": 3})
+
+``run(config)`` is what ``python train.py`` calls: it validates the config (cheap, before any
+heavy work), picks the tf.distribute strategy, makes sure the data is there (the synthetic
+phantom is generated, a dataset is prepared into a TFRecord cache once), trains with
+:func:`zoo.training.loop.fit` (resuming from the run directory's checkpoint when there is one),
+saves ``model.keras`` with the best weights and exports a SavedModel version for TF Serving.
+
+Run directory (``--output-dir``, default ``runs/<model>-<dataset>``): config.yaml, history.csv,
+metrics.json, checkpoints/, logs/ (TensorBoard), best.weights.h5, model.keras.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from zoo.training.config import ConfigError, TrainConfig
+
+__all__ = ["run", "TrainConfig", "ConfigError", "default_cache_dir", "default_output_dir"]
+
+
+def default_output_dir(cfg: TrainConfig) -> str:
+    return os.path.join("runs", f"{cfg.model}-{cfg.dataset}")
+
+
+def default_cache_dir(cfg: TrainConfig) -> str:
+    """``data/cache/<dataset>-<size>px-<key>``: one cache per data dir, size, windows, split."""
+    key = json.dumps([os.path.abspath(cfg.data_dir) if cfg.data_dir else None, cfg.image_size,
+                      cfg.windows, cfg.val_fraction, cfg.test_fraction, cfg.seed])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return os.path.join("data", "cache", f"{cfg.dataset}-{cfg.image_size}px-{digest}")
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    """Model and dataset names against the registry and the adapters (before heavy work)."""
+    import zoo
+
+    try:
+        zoo.registry._entry(cfg.model)
+    except KeyError as err:
+        raise ConfigError(f"{err.args[0]} Pass one of them to --model (see --list-models).") from None
+    if cfg.cache_dir and (Path(cfg.cache_dir) / "dataset.json").is_file():
+        return  # a prepared cache is enough, whatever the dataset name
+    from pipelines.datasets import DATASETS
+
+    if cfg.dataset not in DATASETS:
+        close = difflib.get_close_matches(cfg.dataset, list(DATASETS), n=2)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise ConfigError(f"Unknown dataset {cfg.dataset!r}{hint}; pass one of {', '.join(DATASETS)} to --dataset.")
+    if cfg.dataset != "synthetic" and cfg.data_dir is None:
+        raise ConfigError(
+            f"--dataset {cfg.dataset} needs --data-dir (the folder or file of the dataset), or "
+            "--cache-dir pointing at a prepared cache."
+        )
+
+
+def _prepare_data(cfg: TrainConfig, chief: bool):
+    """Make sure the cache exists (only the chief writes it); return a CacheSource."""
+    from zoo.training.data import CacheSource
+
+    cache = Path(cfg.cache_dir)
+    if not (cache / "dataset.json").is_file():
+        if chief:
+            from pipelines.records import prepare
+
+            if cfg.dataset == "synthetic" and cfg.data_dir is None:
+                from pipelines.datasets.synthetic import ensure_head_ct
+
+                print("Generating the synthetic head-CT dataset (RSNA layout) if absent ...", flush=True)
+                cfg.data_dir = os.fspath(ensure_head_ct())
+            print(f"Preparing {cfg.dataset} from {cfg.data_dir} into {cache} ...", flush=True)
+            prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
+                    windows=cfg.windows, workers=cfg.prepare_workers,
+                    val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                    seed=cfg.seed, progress=bool(cfg.verbose))
+        else:  # other workers wait for the chief's cache (shared filesystem)
+            deadline = time.time() + 3600
+            while not (cache / "dataset.json").is_file():
+                if time.time() > deadline:
+                    raise TimeoutError(f"Waited an hour for the chief to prepare {cache}.")
+                time.sleep(2)
+    return CacheSource(cache)
+
+
+def _registry_model_fn(cfg: TrainConfig):
+    import zoo
+
+    def model_fn(input_shape, num_classes, activation):
+        try:
+            return zoo.get_model(cfg.model, input_shape=tuple(input_shape), num_classes=num_classes,
+                                 activation=activation, weights=cfg.weights, **cfg.model_kwargs)
+        except TypeError as err:
+            raise ConfigError(f"--model-kwargs do not fit {cfg.model!r}: {err}.") from None
+
+    return model_fn
+
+
+def _config_mismatch(old: dict, new: dict) -> list[str]:
+    from zoo.training.config import RESUME_KEYS
+
+    return [k for k in RESUME_KEYS if k in old and old.get(k) != new.get(k)]
+
+
+def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None) -> dict:
+    """Train as ``config`` says and return the metrics (also written to metrics.json).
+
+    ``source`` (a :class:`zoo.training.data.CacheSource` or ``ArraySource``) replaces the dataset
+    options; ``model_fn(input_shape, num_classes, activation)`` replaces the registry model.
+    """
+    cfg = TrainConfig.coerce(config).validate()
+    if model_fn is None:
+        _check_names(cfg)
+    if source is None:
+        cfg.cache_dir = cfg.cache_dir or default_cache_dir(cfg)
+        if cfg.dataset == "synthetic" and cfg.data_dir is None:
+            default = Path("data") / "synthetic-head-ct"
+            if default.is_dir():
+                cfg.data_dir = os.fspath(default)
+    cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
+
+    from zoo.training.strategy import configure_cpu_replicas, is_chief, make_strategy
+
+    configure_cpu_replicas(cfg.cpu_replicas)
+    strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
+    if cfg.batch_size % strategy.num_replicas_in_sync:
+        n = strategy.num_replicas_in_sync
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the {n} "
+            f"replicas; pass a multiple of {n}."
+        )
+    chief = is_chief(strategy)
+
+    run_dir = Path(cfg.output_dir)
+    config_path = run_dir / "config.yaml"
+    if cfg.fresh and chief and run_dir.exists():
+        for name in ("checkpoints", "logs", "history.csv", "metrics.json", "best.weights.h5"):
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    has_checkpoint = (run_dir / "checkpoints" / "checkpoint").is_file()
+    if has_checkpoint and config_path.is_file():
+        import yaml
+
+        old = yaml.safe_load(config_path.read_text()) or {}
+        differ = _config_mismatch(old, cfg.to_dict())
+        if differ:
+            raise ConfigError(
+                f"{run_dir} holds a checkpoint of a run with different {', '.join(differ)}; pass "
+                "another --output-dir, or --fresh to start this run over."
+            )
+
+    if source is None:
+        source = _prepare_data(cfg, chief)
+    if model_fn is None:
+        model_fn = _registry_model_fn(cfg)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save_yaml(config_path)
+
+    from zoo.training.loop import fit
+
+    metrics = fit(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
+    model = metrics.pop("_model")
+    if chief:
+        final_model = _final_model(model, model_fn, source, run_dir)
+        final_model.save(run_dir / "model.keras")
+        if cfg.export:
+            version = _export(final_model, cfg, source, metrics)
+            metrics["export"] = os.fspath(version)
+            print(f"Exported {version}", flush=True)
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _final_model(model, model_fn, source, run_dir):
+    """A plain (undistributed, float32) copy of the model holding the best weights."""
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = model_fn(source.input_shape, len(source.labels), source.activation)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    copy.set_weights(model.get_weights())
+    best = run_dir / "best.weights.h5"
+    if best.is_file():
+        copy.load_weights(best)
+    return copy
+
+
+def _export(model, cfg: TrainConfig, source, metrics):
+    from zoo.export import export_saved_model
+
+    preprocessing = dict(source.description)
+    preprocessing.update({
+        "input": "float32 [batch, height, width, channels] in [0, 1]",
+        "labels": list(source.labels),
+        "activation": source.activation,
+    })
+    card = {"training": {"dataset": cfg.dataset, "epochs": cfg.epochs,
+                         "best_epoch": metrics["best"]["epoch"],
+                         "val_auroc": metrics["best"]["auroc"] or metrics["val_auroc"],
+                         "val_auroc_mean": metrics["best"]["auroc_mean"]}}
+    try:
+        import zoo
+
+        card["model"] = zoo.model_info(cfg.model)
+    except (KeyError, ImportError):
+        pass
+    return export_saved_model(model, cfg.export_dir, model_name=cfg.model, labels=list(source.labels),
+                              config=cfg.to_dict(), preprocessing=preprocessing, card=card)

@@ -1,0 +1,83 @@
+"""The config: YAML defaults, flag overrides, and one-sentence errors for bad values."""
+
+import importlib.util
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from zoo.training.config import ConfigError, TrainConfig, parse_class_weights
+
+
+def _train_module():
+    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_yaml_gives_defaults_and_flags_override(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"epochs": 2, "lr": 0.01, "model": "rensenet",
+                                    "model_kwargs": {"dropout": 0.3}}))
+    cli = _train_module()
+    cfg, _ = cli.config_from_args(["--config", str(path), "--epochs", "5", "--class-weights", "1,2"])
+    assert cfg.epochs == 5            # flag wins
+    assert cfg.lr == 0.01             # from the file
+    assert cfg.model == "rensenet"
+    assert cfg.model_kwargs == {"dropout": 0.3}
+    assert cfg.batch_size == TrainConfig().batch_size   # built-in default
+    cfg.validate()
+    assert cfg.class_weights == [1.0, 2.0]
+    # the saved config round-trips into the same config
+    cfg.save_yaml(tmp_path / "saved.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "saved.yaml") == cfg
+
+
+def test_unknown_option_in_yaml_names_the_close_match(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"Unknown option 'epoch'.*did you mean 'epochs'"):
+        TrainConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"image_size": 16}, "--image-size 16 is below the models' minimum of 32"),
+    ({"lr": 0}, "--lr must be positive"),
+    ({"loss": "focall"}, "did you mean 'focal'"),
+    ({"strategy": "mirror"}, "did you mean 'mirrored'"),
+    ({"val_fraction": 0.6, "test_fraction": 0.5}, "leave some data for training"),
+    ({"model_kwargs": "{dropout: 1}"}, "--model-kwargs is not valid JSON"),
+    ({"model_kwargs": {"num_classes": 3}}, "may not set num_classes"),
+    ({"data_dir": "/nonexistent/medzoo-data"}, "Data directory '/nonexistent/medzoo-data' does not exist"),
+    ({"class_weights": "1,-2"}, "--class-weights must be 'balanced'"),
+])
+def test_bad_values_are_one_clear_sentence(values, needle):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**values).validate()
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_class_weights_forms():
+    assert parse_class_weights(None) is None
+    assert parse_class_weights("balanced") == "balanced"
+    assert parse_class_weights([1, 2]) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--model", "ichnett"], "Unknown model 'ichnett'. Did you mean 'ichnet'"),
+    (["--dataset", "rsnaa", "--data-dir", "."], "Unknown dataset 'rsnaa' (did you mean 'rsna'"),
+    (["--dataset", "rsna"], "--dataset rsna needs --data-dir"),
+    (["--dataset", "rsna", "--data-dir", "/nonexistent/rsna"], "Data directory '/nonexistent/rsna' does not exist"),
+    (["--image-size", "24"], "--image-size 24 is below the models' minimum of 32"),
+    (["--config", "/nonexistent/x.yaml"], "Config file '/nonexistent/x.yaml' does not exist"),
+])
+def test_bad_flags_exit_2_with_one_sentence_before_any_work(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # nothing may be written here
+    cli = _train_module()
+    assert cli.main(argv + ["--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train.py: error: ") and needle in err, err
+    assert len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Train any zoo model on any dataset adapter: flags -> TrainConfig -> zoo.training.run.
+
+    python train.py                                   # the main job: synthetic head CT, ichnet
+    python train.py --config configs/ichnet-synthetic.yaml --epochs 3
+    python train.py --dataset medmnist --data-dir ../shared/data/medmnist/pneumoniamnist.npz \\
+        --model ichnet --image-size 32
+    TF_CONFIG='{...}' python train.py --strategy multiworker ...   # one process per worker
+    python train.py --list-models
+
+Precedence: built-in defaults < --config FILE.yaml < flags. The resolved config is saved as
+config.yaml in the run directory; running the same command again resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from zoo.training.config import (  # noqa: E402  (light: no TensorFlow)
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    STRATEGIES,
+    ConfigError,
+    TrainConfig,
+    load_yaml,
+    parse_model_kwargs,
+)
+
+S = argparse.SUPPRESS  # unset flags stay out of the namespace, so --config values survive
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a medzoo model. With no flags: the main job (synthetic head CT, ichnet).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=S,
+    )
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of defaults (flags override)")
+    p.add_argument("--list-models", action="store_true", help="print the model registry and exit")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help=f"dataset adapter (default {d.dataset})")
+    g.add_argument("--data-dir", help="the dataset's folder or file (default: generated for synthetic)")
+    g.add_argument("--cache-dir", help="TFRecord cache (default data/cache/<dataset>-<size>px-<key>)")
+    g.add_argument("--image-size", type=int, help=f"square input size in pixels (default {d.image_size})")
+    g.add_argument("--windows", help="CT windows as channels, e.g. brain,subdural,bone or 40/80,80/200")
+    g.add_argument("--val-fraction", type=float, help=f"validation share of patients (default {d.val_fraction})")
+    g.add_argument("--test-fraction", type=float, help=f"test share of patients (default {d.test_fraction})")
+    g.add_argument("--split", "--eval-split", dest="eval_split",
+                   help=f"split scored each epoch (default {d.eval_split})")
+    g.add_argument("--augment", nargs="?", const=True,
+                   help="augment training batches; optional spec such as flip,rotation=10,zoom=0.1")
+    g.add_argument("--prepare-workers", type=int, help="processes for preparing the cache (default 1)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help=f"registry name (default {d.model}; see --list-models)")
+    g.add_argument("--model-kwargs", help='JSON object of builder arguments, e.g. \'{"dropout": 0.2}\'')
+    g.add_argument("--weights", help="local .weights.h5/.keras file to start from")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
+    g.add_argument("--batch-size", type=int, help=f"GLOBAL batch, split over replicas (default {d.batch_size})")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.optimizer})")
+    g.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
+    g.add_argument("--schedule", choices=SCHEDULES, help=f"decay after warmup (default {d.schedule})")
+    g.add_argument("--warmup-epochs", type=float, help=f"linear warmup length (default {d.warmup_epochs})")
+    g.add_argument("--loss", choices=LOSSES, help="auto = bce for multi-label, ce for multi-class")
+    g.add_argument("--focal-gamma", type=float, help=f"focal loss gamma (default {d.focal_gamma})")
+    g.add_argument("--class-weights", help="'balanced' or one comma-separated weight per label")
+    g.add_argument("--label-smoothing", type=float, help="(default 0)")
+    g.add_argument("--mixed-precision", action="store_true",
+                   help="float16 compute with loss scaling on GPUs, bfloat16 on CPUs")
+    g.add_argument("--seed", type=int, help="seeds weights, data order and augmentation (default 0)")
+    g.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (default: one pass)")
+
+    g = p.add_argument_group("distribution")
+    g.add_argument("--strategy", choices=STRATEGIES,
+                   help="auto: multi-worker if TF_CONFIG has several workers, mirrored if several GPUs")
+    g.add_argument("--cpu-replicas", type=int,
+                   help="split the CPU into N logical devices (MirroredStrategy without GPUs)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--output-dir", help="run directory (default runs/<model>-<dataset>)")
+    g.add_argument("--export-dir", help=f"base of <model>/<version>/ exports (default {d.export_dir})")
+    g.add_argument("--no-export", dest="export", action="store_false", help="skip the SavedModel export")
+    g.add_argument("--checkpoint-steps", type=int, help=f"mid-epoch checkpoint interval (default {d.checkpoint_steps})")
+    g.add_argument("--keep-checkpoints", type=int, help=f"checkpoints kept (default {d.keep_checkpoints})")
+    g.add_argument("--fresh", action="store_true", help="discard the run directory's checkpoint and history")
+    g.add_argument("--quiet", dest="verbose", action="store_const", const=0, help="no progress bars")
+    return p
+
+
+def config_from_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
+    args = build_parser().parse_args(argv)
+    given = vars(args).copy()
+    config_file = given.pop("config", None)
+    given.pop("list_models", None)
+    values = load_yaml(config_file) if config_file else {}
+    if "model_kwargs" in given:
+        given["model_kwargs"] = parse_model_kwargs(given["model_kwargs"])
+    values.update(given)
+    source = f"config file {config_file}" if config_file else "flags"
+    return TrainConfig.from_dict(values, source=source), args
+
+
+def list_models() -> None:
+    import zoo
+
+    for name in zoo.list_models():
+        entry = zoo.registry._entry(name)
+        info = entry.info
+        doc = (entry.fn.__doc__ or "").strip().splitlines()
+        shape = info.get("input_shape", "")
+        print(f"{name:<22} {info.get('task', ''):<12} {str(tuple(shape)) if shape else '':<16} "
+              f"{doc[0] if doc else ''}")
+
+
+def main(argv=None) -> int:
+    try:
+        cfg, args = config_from_args(argv)
+        if getattr(args, "list_models", False):
+            list_models()
+            return 0
+        from zoo.training.strategy import configure_cpu_replicas
+
+        configure_cpu_replicas(cfg.cpu_replicas)  # before anything initialises TensorFlow
+        from zoo.training import run
+
+        run(cfg)
+    except (ConfigError, FileNotFoundError, NotADirectoryError, ValueError, KeyError) as err:
+        if os.environ.get("MEDZOO_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"train.py: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The training configuration: one dataclass, read from YAML or flags, saved with every run.
+
+Everything here is cheap (no TensorFlow): :meth:`TrainConfig.validate` runs before any data is
+generated or any model is built, so a bad value costs the user a sentence, not a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "LOSSES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "STRATEGIES",
+    "RESUME_KEYS",
+]
+
+LOSSES = ("auto", "bce", "ce", "focal")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "step")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+# Fields that must agree between a checkpoint and the command resuming it (a run continued with a
+# different model, data or optimisation would silently be a different experiment).
+RESUME_KEYS = (
+    "dataset", "image_size", "windows", "val_fraction", "test_fraction", "augment",
+    "model", "model_kwargs", "weights", "batch_size", "lr", "optimizer", "weight_decay",
+    "schedule", "warmup_epochs", "loss", "focal_gamma", "class_weights", "label_smoothing",
+    "mixed_precision", "seed", "steps_per_epoch",
+)
+
+
+class ConfigError(ValueError):
+    """A value the user gave is wrong; the message is one sentence naming it and the fix."""
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; defaults are the README's main job (``python train.py``)."""
+
+    # data
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    image_size: int = 96
+    windows: str | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    eval_split: str = "val"
+    augment: bool | str = False
+    prepare_workers: int = 1
+    # model
+    model: str = "ichnet"
+    model_kwargs: dict = field(default_factory=dict)
+    weights: str | None = None
+    # optimisation
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 2e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.5
+    loss: str = "auto"
+    focal_gamma: float = 2.0
+    class_weights: str | list | None = None
+    label_smoothing: float = 0.0
+    mixed_precision: bool = False
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    # distribution
+    strategy: str = "auto"
+    cpu_replicas: int = 0
+    # output
+    output_dir: str | None = None
+    export_dir: str = "saved_models"
+    export: bool = True
+    checkpoint_steps: int = 50
+    keep_checkpoints: int = 2
+    fresh: bool = False
+    verbose: int = 1
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """Build from a mapping; an unknown key is an error that names the close matches."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"The {source} must be a mapping of option: value, got {type(values).__name__}.")
+        known = cls.fields()
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=2, cutoff=0.5)
+                hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+                raise ConfigError(f"Unknown option {key!r} in the {source}{hint}; valid options: {', '.join(known)}.")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+        return cls.from_dict(load_yaml(path), source=f"config file {os.fspath(path)}")
+
+    @classmethod
+    def coerce(cls, config: TrainConfig | dict | None) -> TrainConfig:
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return dataclasses.replace(config)
+        return cls.from_dict(dict(config))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save_yaml(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    # ---- checks that need no TensorFlow ----------------------------------------------------
+    def validate(self) -> TrainConfig:
+        """Check types and ranges; returns self. Registry/dataset names are checked in run()."""
+        def need(cond, message):
+            if not cond:
+                raise ConfigError(message)
+
+        if isinstance(self.model_kwargs, str):
+            self.model_kwargs = parse_model_kwargs(self.model_kwargs)
+        need(isinstance(self.model_kwargs, dict), f"model_kwargs must be a JSON object such as '{{\"dropout\": 0.2}}', got {self.model_kwargs!r}.")
+        reserved = {"input_shape", "num_classes", "activation", "weights"} & set(self.model_kwargs)
+        need(not reserved, f"model_kwargs may not set {', '.join(sorted(reserved))}: use --image-size, the dataset's labels and --weights instead.")
+        for name in ("image_size", "epochs", "batch_size", "checkpoint_steps", "keep_checkpoints", "prepare_workers"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                 f"{_flag(name)} must be a positive integer, got {value!r}.")
+        need(self.steps_per_epoch is None or (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1),
+             f"--steps-per-epoch must be a positive integer, got {self.steps_per_epoch!r}.")
+        need(isinstance(self.cpu_replicas, int) and self.cpu_replicas >= 0,
+             f"--cpu-replicas must be 0 (off) or a positive integer, got {self.cpu_replicas!r}.")
+        need(float(self.lr) > 0, f"--lr must be positive, got {self.lr!r}.")
+        need(float(self.weight_decay) >= 0, f"--weight-decay must be >= 0, got {self.weight_decay!r}.")
+        need(float(self.warmup_epochs) >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}.")
+        need(0.0 <= float(self.label_smoothing) < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}.")
+        need(float(self.focal_gamma) >= 0, f"--focal-gamma must be >= 0, got {self.focal_gamma!r}.")
+        for name in ("val_fraction", "test_fraction"):
+            value = float(getattr(self, name))
+            need(0.0 <= value < 1.0, f"{_flag(name)} must be in [0, 1), got {value!r}.")
+        need(float(self.val_fraction) + float(self.test_fraction) < 1.0,
+             "--val-fraction plus --test-fraction must leave some data for training (sum below 1).")
+        _choice("loss", self.loss, LOSSES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("strategy", self.strategy, STRATEGIES)
+        self.class_weights = parse_class_weights(self.class_weights)
+        from zoo.models.common import MIN_SIZE  # light module: keras only, no model is built
+
+        need(self.image_size >= MIN_SIZE,
+             f"--image-size {self.image_size} is below the models' minimum of {MIN_SIZE} pixels; pass --image-size {MIN_SIZE} or more.")
+        if self.data_dir is not None:
+            need(os.path.exists(self.data_dir),
+                 f"Data directory {self.data_dir!r} does not exist; pass --data-dir pointing at the dataset (or omit it for --dataset synthetic).")
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{_flag(name)} {value!r} is not one of {', '.join(choices)}{hint}.")
+
+
+def load_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {os.fspath(path)!r} does not exist; pass the path of a YAML file.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Config file {os.fspath(path)!r} is not valid YAML ({str(err).splitlines()[0]}); fix the syntax.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {os.fspath(path)!r} must hold a mapping of option: value.")
+    return data
+
+
+def parse_model_kwargs(text: str) -> dict:
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--model-kwargs is not valid JSON ({err.msg}); pass an object such as '{{\"dropout\": 0.2}}'.") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-kwargs must be a JSON object such as '{{\"dropout\": 0.2}}', got {text!r}.")
+    return value
+
+
+def parse_class_weights(value):
+    """``None``, ``"balanced"`` or a list of positive floats (also from ``"1,2.5,3"``)."""
+    if value is None or value == "" or value == "none":
+        return None
+    if value == "balanced":
+        return "balanced"
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = None
+    try:
+        weights = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        weights = None
+    if not weights or any(w <= 0 for w in weights):
+        raise ConfigError(f"--class-weights must be 'balanced' or a comma list of positive numbers, one per label, got {value!r}.")
+    return weights

@@ -1,0 +1,166 @@
+"""Where the loop gets its batches: a prepared TFRecord cache, or arrays in memory.
+
+A source answers the same few questions for the loop: labels, task, input shape, how many
+training examples, the training labels (for balanced class weights), a training dataset for a
+given epoch (the order is a function of seed and epoch only, so a resumed run can skip exactly
+the batches it had consumed), and an evaluation dataset.
+
+Training datasets are built inside ``strategy.distribute_datasets_from_function``: they receive
+the ``tf.distribute.InputContext``, shard by worker before decoding, and are batched with the
+per-replica batch size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+__all__ = ["CacheSource", "ArraySource", "activation_for"]
+
+
+def activation_for(task: str, num_labels: int) -> str:
+    """sigmoid for multi-label (and one-column binary), softmax for multi-class/one-hot binary."""
+    if task == "multi-class" or (task == "binary" and num_labels == 2):
+        return "softmax"
+    return "sigmoid"
+
+
+class _Source:
+    labels: tuple
+    task: str
+    input_shape: tuple
+    description: dict
+
+    @property
+    def activation(self) -> str:
+        return activation_for(self.task, len(self.labels))
+
+    def num_examples(self, split: str) -> int:
+        raise NotImplementedError
+
+    def split_labels(self, split: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def train_dataset(self, *, epoch, batch_size, seed, input_context=None, augment=False):
+        raise NotImplementedError
+
+    def eval_dataset(self, split: str, *, batch_size: int):
+        raise NotImplementedError
+
+
+class CacheSource(_Source):
+    """A cache written by :func:`pipelines.records.prepare` (dataset.json, manifest.csv, TFRecords)."""
+
+    def __init__(self, cache_dir):
+        from pipelines.records import read_info
+
+        self.cache_dir = Path(cache_dir)
+        self.info = read_info(self.cache_dir)
+        self.labels = tuple(self.info["labels"])
+        self.task = self.info["task"]
+        h, w = self.info["image_size"]
+        self.input_shape = (int(h), int(w), int(self.info["channels"]))
+        self.splits = {k: int(v) for k, v in self.info.get("splits", {}).items()}
+        self.description = {
+            "source": "cache",
+            "cache_dir": os.fspath(self.cache_dir),
+            "dataset": self.info.get("dataset"),
+            "windows": self.info.get("windows"),
+            "image_size": [int(h), int(w)],
+            "channels": int(self.info["channels"]),
+        }
+        self._manifest = None
+
+    def num_examples(self, split):
+        return self.splits.get(split, 0)
+
+    def _manifest_df(self):
+        if self._manifest is None:
+            self._manifest = pd.read_csv(self.cache_dir / "manifest.csv")
+        return self._manifest
+
+    def split_labels(self, split):
+        df = self._manifest_df()
+        df = df[df["split"] == split]
+        return df[list(self.labels)].to_numpy(dtype=np.float32)
+
+    def train_dataset(self, *, epoch, batch_size, seed, input_context=None, augment=False):
+        from pipelines.records import make_dataset
+
+        return make_dataset(
+            self.cache_dir, "train", batch_size=batch_size, training=True, seed=seed, epoch=epoch,
+            input_context=input_context, augment=augment or None, repeat=True, drop_remainder=True,
+        )
+
+    def eval_dataset(self, split, *, batch_size):
+        from pipelines.records import make_dataset
+
+        return make_dataset(self.cache_dir, split, batch_size=batch_size, training=False)
+
+
+class ArraySource(_Source):
+    """Arrays in memory: ``splits = {"train": (x, y), "val": (x, y), ...}``.
+
+    ``x`` is float32 ``[N, H, W, C]`` in [0, 1] (uint8 is divided by 255), ``y`` is ``[N, K]``.
+    """
+
+    def __init__(self, splits: dict, *, labels, task: str):
+        self.arrays = {}
+        for name, (x, y) in splits.items():
+            x = np.asarray(x)
+            x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+            if x.ndim == 3:
+                x = x[..., None]
+            y = np.asarray(y, dtype=np.float32)
+            if y.ndim == 1:
+                y = y[:, None]
+            if len(x) != len(y):
+                raise ValueError(f"Split {name!r} has {len(x)} images but {len(y)} label rows.")
+            self.arrays[name] = (x, y)
+        self.labels = tuple(labels)
+        self.task = task
+        self.input_shape = tuple(int(s) for s in self.arrays["train"][0].shape[1:])
+        self.description = {"source": "arrays", "image_size": list(self.input_shape[:2]),
+                            "channels": self.input_shape[2]}
+
+    def num_examples(self, split):
+        return len(self.arrays[split][0]) if split in self.arrays else 0
+
+    def split_labels(self, split):
+        return self.arrays[split][1]
+
+    def train_dataset(self, *, epoch, batch_size, seed, input_context=None, augment=False):
+        x, y = self.arrays["train"]
+        n = len(x)
+
+        def one_pass(i):
+            # order = f(seed, epoch, pass) only: a resumed run rebuilds the same stream
+            rng = np.random.default_rng([int(seed), int(epoch), int(i)])
+            return rng.permutation(n)
+
+        index = np.concatenate([one_pass(i) for i in range(4)])
+        ds = tf.data.Dataset.from_tensor_slices(index)
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        xt, yt = tf.constant(x), tf.constant(y)
+        if augment:
+            base = tf.constant([int(seed) * 1_000_003 + int(epoch), 0], tf.int64)
+
+            def load(pos, i):
+                # random horizontal flip, seeded by (seed, epoch, position in the stream)
+                image = tf.image.stateless_random_flip_left_right(
+                    tf.gather(xt, i), seed=base + tf.stack([tf.constant(0, tf.int64), pos]))
+                return image, tf.gather(yt, i)
+
+            ds = ds.enumerate().map(load)
+        else:
+            ds = ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i)))
+        return ds.batch(batch_size, drop_remainder=True).repeat().prefetch(2)
+
+    def eval_dataset(self, split, *, batch_size):
+        x, y = self.arrays[split]
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(2)
