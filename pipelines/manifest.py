@@ -53,6 +53,13 @@ class DataError(ValueError):
         super().__init__(text + ".")
 
 
+def show(value) -> str:
+    """``repr`` of a value as a user wrote it (numpy scalars as plain Python numbers)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def require_dir(data_dir, what: str = "data directory") -> Path:
     """``data_dir`` as a Path, or DataError if it is missing or not a directory."""
     path = Path(data_dir)
@@ -184,7 +191,7 @@ def validate_manifest(
         bad = ~values.isin((0, 1))
         if bad.any():
             raw = out.loc[bad, name].iloc[0]
-            raise DataError(None, f"label column {name!r} must hold 0 or 1 but has {raw!r}")
+            raise DataError(None, f"label column {name!r} must hold 0 or 1 but has {show(raw)}")
         out[name] = values.astype("int64")
     if "split" in out.columns:
         out["split"] = out["split"].astype(str)

@@ -34,7 +34,14 @@ import numpy as np
 import pandas as pd
 
 from pipelines.datasets import base
-from pipelines.manifest import DataError, read_table, relative_posix, require_dir, validate_manifest
+from pipelines.manifest import (
+    DataError,
+    read_table,
+    relative_posix,
+    require_dir,
+    show,
+    validate_manifest,
+)
 
 LABELS = base.zoo_labels.RSNA_ICH
 TASK = "multi-label"
@@ -81,7 +88,7 @@ def read_reads(csv_path) -> pd.DataFrame:
             values = pd.to_numeric(table[col], errors="coerce")
             if not values.isin((0, 1)).all():
                 raw = table.loc[~values.isin((0, 1)), col].iloc[0]
-                raise DataError(csv_path, f"column {col!r} must hold 0 or 1 but has {raw!r}")
+                raise DataError(csv_path, f"column {col!r} must hold 0 or 1 but has {show(raw)}")
             marks.append(values.to_numpy(dtype="int64"))
         votes[label] = (np.sum(marks, axis=0) * 2 > len(readers)).astype("int64")
     out = pd.DataFrame(votes, index=table["name"].astype(str).str.strip())

@@ -32,7 +32,14 @@ import pandas as pd
 
 from pipelines import nifti, transforms
 from pipelines.datasets import base
-from pipelines.manifest import DataError, read_table, require_dir, safe_join, validate_manifest
+from pipelines.manifest import (
+    DataError,
+    read_table,
+    require_dir,
+    safe_join,
+    show,
+    validate_manifest,
+)
 
 LABELS: tuple[str, ...] = ()  # named by the options; see df.attrs["labels"]
 TASK = "multi-label"
@@ -96,7 +103,7 @@ def read_manifest(data_dir, *, csv=None, path_column="path", label_columns=None,
             numbers = pd.to_numeric(col, errors="coerce")
             bad = ~numbers.isin((0, 1))
             if bad.any():
-                raise DataError(csv_path, f"label column {name!r} must hold 0 or 1 but has {col[bad].iloc[0]!r}")
+                raise DataError(csv_path, f"label column {name!r} must hold 0 or 1 but has {show(col[bad].iloc[0])}")
             values[name] = numbers.astype("int64").to_numpy()
         inferred = "multi-label"
     elif label_column:

@@ -20,6 +20,7 @@ between MedMNIST files: the module-level :data:`LABELS` / :data:`TASK` describe 
 from __future__ import annotations
 
 import re
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def _arrays(path: str, mtime: float) -> dict[str, np.ndarray]:
                     out[key] = npz[key]
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(path, f"cannot be read as .npz ({type(exc).__name__}); the file is truncated or corrupt") from None
     return out
 

@@ -25,7 +25,14 @@ import pandas as pd
 
 from pipelines import nifti, transforms
 from pipelines.datasets import base
-from pipelines.manifest import DataError, read_table, require_dir, safe_join, validate_manifest
+from pipelines.manifest import (
+    DataError,
+    read_table,
+    require_dir,
+    safe_join,
+    show,
+    validate_manifest,
+)
 
 LABELS = base.zoo_labels.RSNA_ICH
 TASK = "multi-label"
@@ -63,7 +70,7 @@ def read_manifest(data_dir, *, csv=CSV, scans="ct_scans", masks="masks", strict=
         if not ok.all():
             raw = table.loc[~ok, col].iloc[0]
             kind = "an integer" if col in ("PatientNumber", "SliceNumber") else "0 or 1"
-            raise DataError(root / csv, f"column {col!r} must hold {kind} but has {raw!r}")
+            raise DataError(root / csv, f"column {col!r} must hold {kind} but has {show(raw)}")
         table[col] = values.astype("int64")
     if (table["SliceNumber"] < 1).any():
         raise DataError(root / csv, "SliceNumber starts at 1, but the file has a value below 1")

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.datasets import base
-from pipelines.manifest import DataError, read_table, require_dir, validate_manifest
+from pipelines.manifest import DataError, read_table, require_dir, show, validate_manifest
 
 LABELS = base.zoo_labels.RSNA_ICH
 TASK = "multi-label"
@@ -63,7 +63,7 @@ def read_labels(csv_path) -> pd.DataFrame:
     values = pd.to_numeric(table["label"], errors="coerce")
     if not values.isin((0, 1)).all():
         raw = table.loc[~values.isin((0, 1)), "label"].iloc[0]
-        raise DataError(csv_path, f"Label must be 0 or 1 but one row has {raw!r}")
+        raise DataError(csv_path, f"Label must be 0 or 1 but one row has {show(raw)}")
     table["label"] = values.astype("int64")
     table = table.drop_duplicates()
     clash = table.duplicated(["image", "subtype"], keep=False)
