@@ -92,6 +92,19 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
+class Row(dict):
+    """A manifest row for ``adapter.load``: ``row["path"]``, ``row.path`` and ``row.get``.
+
+    Much cheaper to make than a ``pandas.Series`` (which matters for tiny images).
+    """
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
 _WORKER: dict = {}
 
 
@@ -107,13 +120,11 @@ def init_worker(ref: AdapterRef, data_dir: str, windows, size, channels) -> None
 
 def work(task):
     """Pool task: (position, row dict) -> (position, uint8 bytes or None, error or None)."""
-    import pandas as pd
-
     position, row = task
     try:
         image = decode_row(
             _WORKER["adapter"],
-            pd.Series(row),
+            Row(row),
             _WORKER["data_dir"],
             _WORKER["windows"],
             _WORKER["size"],

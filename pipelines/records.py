@@ -74,17 +74,6 @@ def _image_size(image_size) -> tuple[int, int]:
     return size
 
 
-def _resolve_windows(windows):
-    """None -> the default CT windows; a string -> parse_windows; else as given (a tuple)."""
-    from pipelines import transforms
-
-    if windows is None:
-        windows = transforms.DEFAULT_CT_WINDOWS
-    if isinstance(windows, str):
-        return transforms.parse_windows(windows)
-    return tuple(windows)
-
-
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -223,28 +212,15 @@ def _plan(
 
 
 def _settings(
-    name,
-    data_dir,
-    size,
-    windows,
-    channels,
-    labels,
-    task,
-    val_fraction,
-    test_fraction,
-    seed,
-    shard_size,
-    options,
+    name, data_dir, size, windows, val_fraction, test_fraction, seed, shard_size, options
 ) -> dict:
+    """The arguments that define a cache; a re-run with other values is refused."""
     return _jsonable(
         {
             "dataset": name,
             "data_dir": str(Path(data_dir).resolve()),
             "image_size": list(size),
             "windows": windows,
-            "channels": channels,
-            "labels": list(labels),
-            "task": task,
             "val_fraction": val_fraction,
             "test_fraction": test_fraction,
             "seed": seed,
@@ -262,11 +238,6 @@ def _check_same(settings: dict, stored: dict, out: Path) -> None:
             f"The cache {out} was prepared with other settings ({detail}); "
             "use a new --out folder or delete this one."
         )
-
-
-def _row_payload(row: pd.Series, original: dict) -> dict:
-    """What the adapter's load sees: the source manifest row (with its real path/slice)."""
-    return original[row["id"]]
 
 
 def _decoded_rows(todo, payloads, ref, data_dir, windows, size, channels, workers):
@@ -325,8 +296,15 @@ def prepare(
         shard_size: examples per shard (default: about 64 MiB of pixels per shard).
         options: extra keyword arguments for the adapter's ``read_manifest``.
     """
+    from pipelines.datasets import (
+        CT_DATASETS,
+        manifest_channels,
+        manifest_labels,
+        manifest_task,
+    )
     from pipelines.manifest import quarantined, validate_manifest
     from pipelines.splits import assert_patient_disjoint, split_manifest
+    from pipelines.transforms import format_windows, parse_windows
 
     start = time.perf_counter()
     out = Path(out)
@@ -347,22 +325,9 @@ def prepare(
 
         adapter = get_adapter(dataset)
     name = _adapter_name(dataset)
-    labels = tuple(adapter.LABELS)
-    windows = _resolve_windows(windows)
-    channels = int(adapter.channels(windows))
+    windows = parse_windows(windows)
     settings = _settings(
-        name,
-        data_dir,
-        size,
-        windows,
-        channels,
-        labels,
-        adapter.TASK,
-        val_fraction,
-        test_fraction,
-        seed,
-        shard_size,
-        options,
+        name, data_dir, size, windows, val_fraction, test_fraction, seed, shard_size, options
     )
 
     info_path = out / INFO_FILE
@@ -376,9 +341,14 @@ def prepare(
             )
         return out
 
-    # Read, validate, split. This is redone on resume (cheap); the stored salt keeps the
-    # pseudonyms and the seed keeps the split and the shard plan the same.
+    # Read, validate, split. This is redone on resume; the stored salt keeps the pseudonyms
+    # and the seed keeps the split and the shard plan the same. Labels, task and channels
+    # come from the manifest where the adapter learns them from the data (folder, csv, ...).
     manifest = adapter.read_manifest(data_dir, **(options or {}))
+    labels = manifest_labels(adapter, manifest)
+    task = manifest_task(adapter, manifest)
+    channels = int(manifest_channels(adapter, manifest, windows))
+    is_ct = bool(manifest.attrs.get("ct", name in CT_DATASETS))
     left_out = [[str(q.get("path", "")), str(q.get("reason", ""))] for q in quarantined(manifest)]
     if strict and left_out:
         raise PrepareError(
@@ -407,7 +377,8 @@ def prepare(
     shards = list(dict.fromkeys(plan["shard"]))
     done = {s for s in shards if (out / s).is_file() and (progress_dir / f"{s}.json").is_file()}
     todo = plan[~plan["shard"].isin(done)].reset_index(drop=True)
-    payloads = [_row_payload(row, original) for _, row in todo.iterrows()]
+    rows = todo.to_dict("records")
+    payloads = [original[row["id"]] for row in rows]
 
     shape = (size[0], size[1], channels)
     ref = _decode.AdapterRef(dataset if isinstance(dataset, str) else adapter)
@@ -420,7 +391,7 @@ def prepare(
     bad: list[list[str]] = []
     results = _decoded_rows(todo, payloads, ref, data_dir, windows, size, channels, workers)
     try:
-        for (position, pixels, error), (_, row) in zip(results, todo.iterrows()):
+        for (position, pixels, error), row in zip(results, rows):
             if row["shard"] != current:
                 if writer is not None:
                     _finish_shard(writer, tmp, out, progress_dir, current, written, bad)
@@ -455,24 +426,22 @@ def prepare(
         if bar is not None:
             bar.close()
 
-    info = _finish_cache(
-        out,
-        plan,
-        shards,
-        progress_dir,
-        labels,
-        settings,
-        adapter,
-        name,
-        windows,
-        shape,
-        workers,
-        time.perf_counter() - start,
-        len(todo),
-        left_out,
-    )
+    facts = {
+        "dataset": name,
+        "labels": list(labels),
+        "task": task,
+        "image_size": [size[0], size[1]],
+        "channels": channels,
+        "windows": format_windows(windows) if is_ct else None,
+    }
+    run_stats = {
+        "workers": workers,
+        "seconds_last_run": round(time.perf_counter() - start, 3),
+        "images_last_run": len(todo),
+    }
+    info = _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out)
     if progress:
-        _print_summary(out, info, quarantined_now=quarantined)
+        _print_summary(out, info)
     return out
 
 
@@ -493,22 +462,9 @@ def _finish_shard(writer, tmp, out, progress_dir, shard, written, bad) -> None:
     os.replace(tmp, out / shard)
 
 
-def _finish_cache(
-    out,
-    plan,
-    shards,
-    progress_dir,
-    labels,
-    settings,
-    adapter,
-    name,
-    windows,
-    shape,
-    workers,
-    seconds,
-    processed,
-    left_out,
-) -> dict:
+def _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out) -> dict:
+    """Gather the shard markers into manifest.csv, quarantine.csv and (last) dataset.json."""
+    labels = facts["labels"]
     written_ids: set[str] = set()
     quarantine: list[list[str]] = list(left_out)
     for shard in shards:
@@ -526,14 +482,13 @@ def _finish_cache(
         csv_writer.writerows(quarantine)
     splits = {s: int((final["split"] == s).sum()) for s in _split_names(plan["split"].unique())}
     by_split = {s: [x for x in shards if x.startswith(f"{s}-")] for s in splits}
+    seconds = run_stats["seconds_last_run"]
+    run_stats["images_per_s_last_run"] = (
+        round(run_stats["images_last_run"] / seconds, 2) if seconds > 0 else None
+    )
     info = {
         "format_version": FORMAT_VERSION,
-        "dataset": name,
-        "labels": list(labels),
-        "task": adapter.TASK,
-        "image_size": [shape[0], shape[1]],
-        "channels": shape[2],
-        "windows": _jsonable(windows) if _uses_windows(adapter) else None,
+        **facts,
         "splits": splits,
         "shards": by_split,
         "quarantined": len(quarantine),
@@ -549,31 +504,18 @@ def _finish_cache(
             "patient_id": "bytes, pseudonymised",
         },
         "settings": settings,
-        "prepare": {
-            "workers": workers,
-            "seconds_last_run": round(seconds, 3),
-            "images_last_run": processed,
-            "images_per_s_last_run": round(processed / seconds, 2) if seconds > 0 else None,
-        },
+        "prepare": run_stats,
     }
     _atomic_write_text(out / INFO_FILE, json.dumps(info, indent=2))
     shutil.rmtree(progress_dir, ignore_errors=True)
     return info
 
 
-def _uses_windows(adapter) -> bool:
-    """Whether the adapter's channel count follows the windows (CT) or the image (8-bit)."""
-    try:
-        return adapter.channels(((40, 80),)) != adapter.channels(((40, 80), (80, 200)))
-    except Exception:  # noqa: BLE001 - an adapter that cannot say is treated as not CT
-        return False
-
-
 def _counts_text(splits: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in splits.items())
 
 
-def _print_summary(out: Path, info: dict, *, quarantined_now: int) -> None:
+def _print_summary(out: Path, info: dict) -> None:
     run = info["prepare"]
     rate = run["images_per_s_last_run"]
     lines = [
