@@ -1,4 +1,8 @@
-"""Label sets shared by the models (default outputs) and the dataset adapters (columns)."""
+"""Label sets shared by the dataset adapters (columns) and the models (default outputs).
+
+They live in pipelines so that data code imports them without loading TensorFlow and the models;
+`zoo.labels` re-exports them.
+"""
 
 RSNA_ICH = ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 

@@ -7,7 +7,6 @@ Options reach ``read_manifest`` either as Python values or as strings from
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,21 +20,6 @@ from pipelines.manifest import DataError, safe_join
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def _zoo_labels():
-    """``zoo/labels.py`` loaded on its own: the label tuples without importing the ``zoo``
-    package, whose ``__init__`` builds every model (TensorFlow, ~15 s) and would make every
-    ``prepare`` worker process slow to start."""
-    spec = importlib.util.find_spec("zoo")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the zoo package is not installed; pip install -e . from the repository")
-    path = Path(list(spec.submodule_search_locations)[0]) / "labels.py"
-    module_spec = importlib.util.spec_from_file_location("_medzoo_labels", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
-zoo_labels = _zoo_labels()
 
 
 # ------------------------------------------------------------------------------------- options

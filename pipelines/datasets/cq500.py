@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import labels
 from pipelines.datasets import base
 from pipelines.manifest import (
     DataError,
@@ -43,7 +44,7 @@ from pipelines.manifest import (
     validate_manifest,
 )
 
-LABELS = base.zoo_labels.RSNA_ICH
+LABELS = labels.RSNA_ICH
 TASK = "multi-label"
 CSV = "reads.csv"
 FINDINGS = {

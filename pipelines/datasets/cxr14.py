@@ -25,10 +25,11 @@ import difflib
 import numpy as np
 import pandas as pd
 
+from pipelines import labels
 from pipelines.datasets import base
 from pipelines.manifest import DataError, read_table, relative_posix, require_dir, validate_manifest
 
-LABELS = base.zoo_labels.CXR14
+LABELS = labels.CXR14
 TASK = "multi-label"
 CSV = "Data_Entry_2017.csv"
 NO_FINDING = "No Finding"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines import nifti, transforms
+from pipelines import labels, nifti, transforms
 from pipelines.datasets import base
 from pipelines.manifest import (
     DataError,
@@ -34,7 +34,7 @@ from pipelines.manifest import (
     validate_manifest,
 )
 
-LABELS = base.zoo_labels.RSNA_ICH
+LABELS = labels.RSNA_ICH
 TASK = "multi-label"
 CSV = "hemorrhage_diagnosis_raw_ct.csv"
 SUBTYPE_COLUMNS = {

@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import labels
 from pipelines.datasets import base
 from pipelines.manifest import DataError, read_table, require_dir, show, validate_manifest
 
-LABELS = base.zoo_labels.RSNA_ICH
+LABELS = labels.RSNA_ICH
 TASK = "multi-label"
 CSV = "stage_2_train.csv"
 IMAGE_DIR = "stage_2_train"
