@@ -113,3 +113,185 @@ def energy_in_mask(heatmaps, masks) -> np.ndarray:
         total = h.sum()
         out.append(float(h[m].sum() / total) if m.any() and total > 0 else np.nan)
     return np.array(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading one image the way the model was trained, and the command line
+# --------------------------------------------------------------------------------------------
+
+METHODS = {"gradcam": False, "gradcam++": True}
+
+
+def _is_dicom(path) -> bool:
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_image_file(path, *, input_shape, windows=None) -> np.ndarray:
+    """One image file -> float32 ``input_shape`` (H, W, C) in [0, 1], as the model was trained.
+
+    DICOM: Hounsfield units through the training ``windows`` (one channel per window). PNG/JPEG:
+    8-bit / 255 (16-bit / 65535), colour kept for 3-channel models, grey repeated otherwise.
+    ``.npy``: uint8 / 255, floats in [0, 1] as they are, other floats are taken as HU and
+    windowed. The result is resized (bilinear) to the model's input.
+    """
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    path = Path(path)
+    h, w, c = (int(d) for d in input_shape)
+    if not path.is_file():
+        raise FileNotFoundError(f"--image {path} does not exist; pass a DICOM, PNG/JPEG or .npy file.")
+    if _is_dicom(path):
+        from pipelines import dicom, transforms
+
+        hu = dicom.read_hu(path)
+        if windows is None:
+            lo, hi = float(np.min(hu)), float(np.max(hu))
+            image = ((hu - lo) / max(hi - lo, 1e-6))[..., None]
+        else:
+            image = transforms.apply_windows(hu, windows)
+    elif path.suffix.lower() == ".npy":
+        array = np.load(path, allow_pickle=False)
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3:
+            raise ValueError(f"--image {path} holds an array of shape {array.shape}; save one "
+                             "image as (H, W) or (H, W, C).")
+        if array.dtype == np.uint8:
+            image = array.astype(np.float32) / 255.0
+        elif array.min() >= 0.0 and array.max() <= 1.0:
+            image = array.astype(np.float32)
+        elif windows is not None and array.shape[-1] == 1:
+            from pipelines import transforms
+
+            image = transforms.apply_windows(array[..., 0].astype(np.float32), windows)
+        else:
+            raise ValueError(f"--image {path} holds values in [{array.min():g}, {array.max():g}]; "
+                             "save uint8, floats in [0, 1], or Hounsfield units for a CT model.")
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        from pipelines.datasets.base import read_image
+
+        try:
+            with Image.open(path) as img:
+                colour = img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr")
+                rgb = np.asarray(img.convert("RGB"), np.float32) / 255.0 if colour and c == 3 else None
+        except UnidentifiedImageError:
+            raise ValueError(f"--image {path} is not a DICOM, PNG/JPEG or .npy file.") from None
+        image = rgb if rgb is not None else read_image(path)
+    image = np.asarray(image, np.float32)
+    if image.shape[-1] == 1 and c != 1:
+        image = np.repeat(image, c, axis=-1)
+    if image.shape[-1] != c:
+        raise ValueError(
+            f"--image {path} gives {image.shape[-1]} channel(s) but the model takes {c}; for CT "
+            "models the channels are the training windows (" + str(windows) + ")."
+        )
+    if image.shape[:2] != (h, w):
+        image = tf.image.resize(image[None], (h, w), method="bilinear")[0].numpy()
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def explain_image(source, image_path, *, classes=None, method: str = "gradcam", out) -> dict:
+    """Heatmaps and overlays for one image; returns a summary (also ``explain.json``).
+
+    ``source`` is a :class:`zoo.evaluate.ModelSource` (or a path to an export / run dir);
+    ``classes``: label names, ``["all"]``, or None for the top-scoring class.
+    """
+    import json
+    from pathlib import Path
+
+    from zoo import plots
+    from zoo.evaluate import ModelSource, load_model_source
+
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r} is unknown; use {' or '.join(METHODS)}.")
+    if not isinstance(source, ModelSource):
+        source = load_model_source(source)
+    model = source.keras_model()
+    labels = list(source.labels)
+    image = read_image_file(image_path, input_shape=source.input_shape, windows=source.windows)
+    probs = np.asarray(model(image[None], training=False), dtype=float)[0]
+    if not classes:
+        wanted = [labels[int(np.argmax(probs))]]
+    elif list(classes) == ["all"]:
+        wanted = labels
+    else:
+        wanted = []
+        for name in classes:
+            if name not in labels:
+                raise ValueError(f"--class {name!r} is not a label of {source.model_name}; its "
+                                 f"labels are {', '.join(labels)} (or 'all').")
+            wanted.append(name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    top = np.argsort(-probs)[:4]
+    prob_text = ", ".join(f"{labels[i]} {probs[i]:.2f}" for i in top)
+    feature_layer = FEATURES
+    rgb = source.input_shape[2] == 3 and not source.windows
+    written = {}
+    for name in wanted:
+        k = labels.index(name)
+        heat = grad_cam(model, image[None], class_index=k, plus=METHODS[method],
+                        feature_layer=feature_layer)[0]
+        stem = f"{method.replace('+', 'pp')}_{_safe(name)}"
+        np.save(out / f"{stem}.npy", heat.astype(np.float32))
+        title = (f"{source.model_name} {method} for '{name}' (p={probs[k]:.3f})\n"
+                 f"probabilities: {prob_text}")
+        plots.overlay_png(image, heat, out / f"{stem}.png", title=title, rgb=rgb)
+        written[name] = {"png": f"{stem}.png", "heatmap": f"{stem}.npy",
+                         "probability": float(probs[k])}
+    summary = {"model": str(source.path), "image": str(image_path), "method": method,
+               "probabilities": dict(zip(labels, map(float, probs))), "maps": written}
+    (out / "explain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(name))
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo.explain",
+        description="Grad-CAM / Grad-CAM++ heatmaps for one image, written as PNG overlays.",
+    )
+    parser.add_argument("--model", required=True, type=Path,
+                        help="export (saved_models/<model>/<version>) or training run directory")
+    parser.add_argument("--image", required=True, type=Path, help="DICOM, PNG/JPEG or .npy file")
+    parser.add_argument("--class", dest="classes", action="append",
+                        help="label to explain (repeat, comma-separate, or 'all'; default: the "
+                        "top-scoring class)")
+    parser.add_argument("--method", default="gradcam", choices=tuple(METHODS))
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    args = parser.parse_args(argv)
+    classes = [c.strip() for item in (args.classes or []) for c in item.split(",") if c.strip()]
+    try:
+        summary = explain_image(args.model, args.image, classes=classes or None,
+                                method=args.method, out=args.out)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, item in summary["maps"].items():
+        print(f"{name}: p={item['probability']:.3f} -> {args.out / item['png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

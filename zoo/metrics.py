@@ -12,6 +12,7 @@ number.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from sklearn import metrics as skm
@@ -116,7 +117,8 @@ def bootstrap_ci(
         stats.append(np.atleast_1d(metric(y_true[rows], y_prob[rows])))
     stats = np.asarray(stats, dtype=np.float64)
     defined = np.isfinite(stats).sum(axis=0)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
         low = np.nanpercentile(np.where(np.isfinite(stats), stats, np.nan), 100 * alpha / 2, axis=0)
         high = np.nanpercentile(
             np.where(np.isfinite(stats), stats, np.nan), 100 * (1 - alpha / 2), axis=0
