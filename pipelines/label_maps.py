@@ -113,8 +113,9 @@ def resolve(model_labels, dataset_labels, *, given: dict[str, str] | None = None
     Order of preference per model label: ``given`` (explicit ``model=dataset`` names), the same
     name (case-insensitive), then the RSNA <-> CQ500 / PhysioNet tables. The result keeps the
     model's output order. Either every model label or every dataset label must be paired
-    (a model may be scored on a subset of its outputs, or a dataset on a subset of its columns);
-    anything less raises :class:`LabelMappingError` with one sentence naming both label sets.
+    (a model may be scored on a subset of its outputs, or a dataset on a subset of its columns),
+    unless ``given`` pairs them explicitly (``abnormal=stone`` scores a 2-class model's positive
+    output alone); anything less raises :class:`LabelMappingError` with one sentence naming both label sets.
     """
     model_labels = [str(x) for x in model_labels]
     dataset_labels = [str(x) for x in dataset_labels]
@@ -147,7 +148,8 @@ def resolve(model_labels, dataset_labels, *, given: dict[str, str] | None = None
         if pair is not None and pair.dataset not in used:
             pairs.append(pair)
             used.add(pair.dataset)
-    if not pairs or (len(pairs) < len(model_labels) and len(used) < len(dataset_labels)):
+    partial = len(pairs) < len(model_labels) and len(used) < len(dataset_labels)
+    if not pairs or (partial and not given):
         paired = f" (paired only {', '.join(p.text() for p in pairs)})" if pairs else ""
         raise LabelMappingError(
             f"The model's labels ({', '.join(model_labels)}) do not match the dataset's labels "

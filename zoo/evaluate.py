@@ -597,7 +597,7 @@ def _write_predictions(path, gathered, pairs, model_labels, yt, yp_cal):
         probs[:, index[p.model]] = yp_cal[:, i]
     for i, lbl in enumerate(model_labels):
         frame[f"prob_{lbl}"] = probs[:, i]
-    frame.to_csv(path, index=False, float_format="%.6f")
+    frame.to_csv(path, index=False, float_format="%.9g")
 
 
 def _safe_name(label: str) -> str:
