@@ -77,15 +77,62 @@ def parse_augment(spec):
     return settings
 
 
+_SEED_MOD = 2**31 - 2  # Keras' TensorFlow backend folds seeds into int32 with this modulus
+
+
+class _BatchSeed(keras.random.SeedGenerator):
+    """Stateless seeds for one batch of one layer: ``[layer seed, batch index * 64 + draw]``.
+
+    Keras' random layers draw their seeds from ``layer.generator.next()``; a normal
+    SeedGenerator advances a variable, which only gives a reproducible stream when batches
+    pass one at a time. This stand-in derives every draw from the batch index instead, so
+    the augmentation map can run batches in parallel and still depend only on the seed.
+    (No ``super().__init__``: there is no state to create.)
+    """
+
+    def __init__(self, layer_seed: int, batch_index):  # noqa: D107
+        self._first = tf.constant(layer_seed % _SEED_MOD, tf.int64)
+        self._base = tf.math.floormod(tf.cast(batch_index, tf.int64) * 64, _SEED_MOD)
+        self._draws = 0
+
+    def next(self, ordered=True):
+        self._draws += 1
+        return tf.stack([self._first, tf.math.floormod(self._base + self._draws, _SEED_MOD)])
+
+
+def _stateless_call(layer, inputs, layer_seed: int, batch_index):
+    """``layer(inputs, training=True)`` with its random draws tied to ``batch_index``."""
+    original = layer.generator
+    object.__setattr__(layer, "generator", _BatchSeed(layer_seed, batch_index))  # untracked
+    try:
+        return layer(inputs, training=True)
+    finally:
+        object.__setattr__(layer, "generator", original)
+
+
+def stateless_ok() -> bool:
+    """Whether the per-batch stateless seeding applies (Keras on the TensorFlow backend)."""
+    return keras.backend.backend() == "tensorflow"
+
+
 class Augmentation:
-    """Keras preprocessing layers applied in order to an image batch."""
+    """Keras preprocessing layers applied in order to an image batch.
 
-    def __init__(self, layers):
+    ``aug(images)`` uses the layers' own seeded generators (one batch after another);
+    ``aug(images, batch_index=i)`` ties the randomness to ``(seed, i)`` so that a parallel
+    ``tf.data`` map gives the same output whatever order the batches are computed in.
+    """
+
+    def __init__(self, layers, seed: int = 0):
         self.layers = list(layers)
+        self.seed = int(seed)
 
-    def __call__(self, images, training=True):
-        for layer in self.layers:
-            images = layer(images, training=training)
+    def __call__(self, images, training=True, batch_index=None):
+        for k, layer in enumerate(self.layers):
+            if batch_index is not None and training:
+                images = _stateless_call(layer, images, self.seed + 7919 * (k + 1), batch_index)
+            else:
+                images = layer(images, training=training)
         return tf.clip_by_value(images, 0.0, 1.0)
 
     def __repr__(self):
@@ -118,7 +165,7 @@ def build_augmentation(spec, *, seed: int = 0):
         layers.append(
             keras.layers.RandomContrast(settings["contrast"], value_range=(0.0, 1.0), seed=seed + 3)
         )
-    return Augmentation(layers) if layers else None
+    return Augmentation(layers, seed=seed) if layers else None
 
 
 def build_mix(*, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0):
@@ -135,17 +182,24 @@ def build_mix(*, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0):
     if mix is None and cut is None:
         return None
 
-    def apply(layer, images, labels):
-        out = layer({"images": images, "labels": labels}, training=True)
+    def apply(layer, layer_seed, index, images, labels):
+        data = {"images": images, "labels": labels}
+        if stateless_ok():
+            out = _stateless_call(layer, data, layer_seed, index)
+        else:
+            out = layer(data, training=True)
         return tf.clip_by_value(out["images"], 0.0, 1.0), tf.cast(out["labels"], tf.float32)
 
     def mixer(index, images, labels):
+        """Deterministic in (seed, index): safe in a parallel map."""
         if mix is not None and cut is not None:
             return tf.cond(
                 tf.equal(index % 2, 0),
-                lambda: apply(mix, images, labels),
-                lambda: apply(cut, images, labels),
+                lambda: apply(mix, seed, index, images, labels),
+                lambda: apply(cut, seed + 1, index, images, labels),
             )
-        return apply(mix or cut, images, labels)
+        if mix is not None:
+            return apply(mix, seed, index, images, labels)
+        return apply(cut, seed + 1, index, images, labels)
 
     return mixer

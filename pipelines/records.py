@@ -243,7 +243,7 @@ def _check_same(settings: dict, stored: dict, out: Path) -> None:
 def _decoded_rows(todo, payloads, ref, data_dir, windows, size, channels, workers):
     """Yield (position, bytes | None, error | None) in order, from workers or in-process."""
     tasks = ((i, payloads[i]) for i in range(len(todo)))
-    if workers <= 1:
+    if workers <= 1 or len(todo) <= 1:
         _decode.init_worker(ref, str(data_dir), windows, size, channels)
         for task in tasks:
             yield _decode.work(task)
@@ -390,8 +390,11 @@ def prepare(
     written: list[str] = []
     bad: list[list[str]] = []
     results = _decoded_rows(todo, payloads, ref, data_dir, windows, size, channels, workers)
+    first_result = last_result = None
     try:
         for (position, pixels, error), row in zip(results, rows):
+            last_result = time.perf_counter()
+            first_result = first_result or last_result
             if row["shard"] != current:
                 if writer is not None:
                     _finish_shard(writer, tmp, out, progress_dir, current, written, bad)
@@ -439,6 +442,10 @@ def prepare(
         "seconds_last_run": round(time.perf_counter() - start, 3),
         "images_last_run": len(todo),
     }
+    if len(todo) > 1 and last_result > first_result:
+        # decode + write rate once the workers are up (reading the manifest, splitting and
+        # starting the processes excluded): the throughput a large dataset sees
+        run_stats["images_per_s_steady"] = round((len(todo) - 1) / (last_result - first_result), 2)
     info = _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out)
     if progress:
         _print_summary(out, info)
@@ -521,7 +528,13 @@ def _print_summary(out: Path, info: dict) -> None:
     lines = [
         f"prepared {info['dataset']} into {out} in {run['seconds_last_run']:.1f} s "
         f"({run['images_last_run']} images decoded, {rate if rate is not None else '-'} images/s, "
-        f"{run['workers']} worker{'s' if run['workers'] != 1 else ''})",
+        f"{run['workers']} worker{'s' if run['workers'] != 1 else ''}"
+        + (
+            f"; {run['images_per_s_steady']} images/s once started"
+            if "images_per_s_steady" in run
+            else ""
+        )
+        + ")",
         f"  {'split':<8}{'images':>8}{'shards':>8}",
     ]
     for split, count in info["splits"].items():
@@ -702,13 +715,29 @@ def make_dataset(
 
     if training:
         augmenter = _augment.build_augmentation(augment, seed=_seed(seed, epoch, 3))
-        if augmenter is not None:
-            # Sequential map: the Keras layers draw from a seeded generator whose state must
-            # advance in batch order for the output to depend only on (seed, epoch).
-            ds = ds.map(lambda x, y, ids: (augmenter(x, training=True), y, ids))
         mixer = _augment.build_mix(mixup=mixup, cutmix=cutmix, seed=_seed(seed, epoch, 4))
+        if augmenter is not None or mixer is not None:
+            ds = ds.enumerate()
+        if isinstance(augmenter, _augment.Augmentation) and _augment.stateless_ok():
+            # each batch's randomness comes from (seed, epoch, batch index): parallel and
+            # still deterministic
+            ds = ds.map(
+                lambda i, b: (i, (augmenter(b[0], batch_index=i), b[1], b[2])),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        elif augmenter is not None:
+            # a callable of the caller's (or another Keras backend): one batch at a time, so
+            # seeded generators advance in batch order
+            ds = ds.map(lambda i, b: (i, (augmenter(b[0], training=True), b[1], b[2])))
         if mixer is not None:
-            ds = ds.enumerate().map(lambda i, b: (*mixer(i, b[0], b[1]), b[2]))
+            ds = ds.map(
+                lambda i, b: (i, (*mixer(i, b[0], b[1]), b[2])),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        if augmenter is not None or mixer is not None:
+            ds = ds.map(lambda i, b: b)
     if not with_ids:
         ds = ds.map(lambda x, y, ids: (x, y))
     options = tf.data.Options()

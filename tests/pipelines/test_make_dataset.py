@@ -237,3 +237,34 @@ def test_augment_spec_parsing():
         "RandomZoom",
         "RandomContrast",
     ]
+
+
+def test_augmentation_is_tied_to_the_batch_index_not_to_the_thread_order():
+    aug = augment.build_augmentation(True, seed=7)
+    batches = tf.random.stateless_uniform((6, 4, SIZE, SIZE, 3), seed=(1, 2))
+
+    def run(parallel):
+        ds = tf.data.Dataset.from_tensor_slices(batches).enumerate()
+        ds = ds.map(
+            lambda i, b: aug(b, batch_index=i), num_parallel_calls=parallel, deterministic=True
+        )
+        return np.stack([b.numpy() for b in ds])
+
+    sequential = run(None)
+    np.testing.assert_array_equal(sequential, run(tf.data.AUTOTUNE))
+    np.testing.assert_array_equal(sequential, run(4))
+    assert not np.allclose(sequential, batches.numpy())
+    assert 0.0 <= sequential.min() and sequential.max() <= 1.0
+
+
+def test_mixup_is_deterministic_by_seed(caches):
+    many, _ = caches
+
+    def run(seed):
+        ds = make_dataset(
+            many, "train", batch_size=5, training=True, seed=seed, mixup=0.4, cutmix=1.0
+        )
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    np.testing.assert_array_equal(run(0), run(0))
+    assert not np.array_equal(run(0), run(1))
