@@ -472,8 +472,9 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
     if aggregate not in (None, "none", "max", "topk_mean"):
         raise EvaluationError(f"--aggregate {aggregate!r} must be max or topk_mean.")
     aggregate = None if aggregate == "none" else aggregate
-    multiclass = source.task in ("multi-class",) or (
-        source.task == "binary" and len(source.labels) == 2)
+    # softmax temperature needs every output; a subset of softmax outputs is rescaled per class
+    multiclass = (source.task == "multi-class" or (
+        source.task == "binary" and len(source.labels) == 2)) and len(pairs) == len(source.labels)
 
     test = gather_predictions(source, cache, split, batch_size=batch_size)
     yt, yp = _select(test, pairs, source.labels)
@@ -494,8 +495,8 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
         if aggregate:
             _, vt, vp = _aggregate(val["id"], vgroups, vt, vp, aggregate, top_k)
         if temperature:
-            temp_value = M.fit_temperature(vt, vp, multiclass=multiclass and len(labels) > 1)
-            vp = M.apply_temperature(vp, temp_value, multiclass=multiclass and len(labels) > 1)
+            temp_value = M.fit_temperature(vt, vp, multiclass=multiclass)
+            vp = M.apply_temperature(vp, temp_value, multiclass=multiclass)
         thresholds = M.choose_thresholds(vt, vp, rule=threshold_rule)
         op_source = {"kind": "validation split", "dataset": dataset, "split": "val",
                      "rule": threshold_rule, "n": int(len(vt))}
@@ -519,7 +520,7 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
                 print("warning: --temperature needs a validation split; not applied.",
                       file=sys.stderr)
     if temp_value is not None:
-        yp_cal = M.apply_temperature(yp, temp_value, multiclass=multiclass and len(labels) > 1)
+        yp_cal = M.apply_temperature(yp, temp_value, multiclass=multiclass)
     else:
         yp_cal = yp
 

@@ -173,3 +173,43 @@ def test_scan_level_aggregation_groups_slices_by_study(tiny, tmp_path):
     assert int(scans["any"].iloc[0]) == members["any"].max()
     top2 = np.sort(members["prob_any"].to_numpy())[-2:].mean()
     assert float(scans["prob_any"].iloc[0]) == pytest.approx(top2, abs=1e-5)
+
+
+def _cq500_from_phantom(tiny, root, n_scans=8):
+    """A CQ500-layout copy of the phantom: one scan per patient, reads.csv from 3 readers."""
+    from pipelines.datasets import rsna
+    from pipelines.label_maps import RSNA_TO_CQ500
+
+    df = rsna.read_manifest(tiny.data)
+    rows = []
+    for number, (_, scan) in enumerate(list(df.groupby("patient_id"))[:n_scans]):
+        folder = root / f"CQ500CT{number} CQ500CT{number}" / "Unknown Study" / "CT PLAIN THIN"
+        folder.mkdir(parents=True)
+        for path in scan["path"]:
+            shutil.copy(tiny.data / path, folder / E.Path(path).name)
+        row = {"name": f"CQ500-CT-{number}", "Category": "B1"}
+        for reader in ("R1", "R2", "R3"):
+            for label, code in RSNA_TO_CQ500.items():
+                vote = int(scan[label].max())
+                row[f"{reader}:{code}"] = 1 - vote if reader == "R3" else vote  # R3 outvoted
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(root / "reads.csv", index=False)
+    return df
+
+
+def test_external_validation_on_cq500_layout_scores_scans(tiny, tmp_path):
+    df = _cq500_from_phantom(tiny, tmp_path / "cq500")
+    out = tmp_path / "eval"
+    rc = E.main(["--model", str(tiny.version), "--dataset", "cq500", "--data-dir",
+                 str(tmp_path / "cq500"), "--split", "all", "--out", str(out),
+                 "--bootstrap", "20", "--no-card"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["level"] == "scan" and report["data"]["aggregate"] == "max"
+    assert report["metrics"]["n"] == 8 and report["data"]["images"] == 8 * 4
+    assert (out / "cache" / "dataset.json").is_file()  # prepared at the model's size and windows
+    scans = pd.read_csv(out / "predictions_scan.csv")
+    expected = df.groupby("patient_id")["any"].max().iloc[:8].sort_values().to_numpy()
+    assert np.array_equal(np.sort(scans["any"].to_numpy()), expected)  # majority of 3 readers
+    assert report["operating_point"]["source"]["kind"] in ("model card", "fixed 0.5")
+    assert "any <- any (same name)" in report["label_mapping"]
