@@ -245,9 +245,8 @@ def test_augmentation_is_tied_to_the_batch_index_not_to_the_thread_order():
 
     def run(parallel):
         ds = tf.data.Dataset.from_tensor_slices(batches).enumerate()
-        ds = ds.map(
-            lambda i, b: aug(b, batch_index=i), num_parallel_calls=parallel, deterministic=True
-        )
+        fn = lambda i, b: aug(b, batch_index=i)  # noqa: E731
+        ds = ds.map(fn, num_parallel_calls=parallel, deterministic=True) if parallel else ds.map(fn)
         return np.stack([b.numpy() for b in ds])
 
     sequential = run(None)
