@@ -24,6 +24,8 @@ README = ROOT / "README.md"
 GOLDEN = ROOT / "tests" / "models" / "golden_params.json"
 START, END = "<!-- models:start -->", "<!-- models:end -->"
 PAPER_CHARS = 70
+# the paper models first, the keras.applications baselines last; unknown families before those
+FAMILY_ORDER = ("ichnet", "rensenet", "myositisnet", "cxr", "cpmid", "other", "baselines")
 
 
 def _family(name: str, info: dict) -> str:
@@ -62,8 +64,8 @@ def rows() -> list[dict]:
                 "parameters": int(info["parameters"]),
             }
         )
-    baseline_last = {"baselines": 1}
-    out.sort(key=lambda r: (baseline_last.get(r["family"], 0), r["family"], r["name"]))
+    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    out.sort(key=lambda r: (order.get(r["family"], len(FAMILY_ORDER) - 1), r["name"]))
     return out
 
 
