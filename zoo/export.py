@@ -834,7 +834,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
-def _run_dir_model(run_dir: Path, weights, input_shape):
+def _run_dir_model(run_dir: Path, weights, input_shape, labels=None):
     """(model, model_name, labels, config) from a training run directory."""
     import keras
     import yaml
@@ -843,35 +843,35 @@ def _run_dir_model(run_dir: Path, weights, input_shape):
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise SystemExit(
-            f"error: {config_path} does not exist; --run-dir must be a training run directory "
+        raise FileNotFoundError(
+            f"{config_path} does not exist; --run-dir must be a training run directory "
             "(written by train.py, holding config.yaml and best.weights.h5 or model.keras)."
         )
     config = yaml.safe_load(config_path.read_text()) or {}
     name = config.get("model")
     name = name.get("name") if isinstance(name, dict) else name
-    labels = _run_labels(run_dir, config)
+    labels = labels or _run_labels(run_dir, config)
 
     if weights is None and (run_dir / "model.keras").is_file() and input_shape is None:
         model = keras.saving.load_model(str(run_dir / "model.keras"), compile=False)
     else:
         weights = weights or _first_file(run_dir, ("best.weights.h5", "model.keras"))
         if weights is None:
-            raise SystemExit(
-                f"error: {run_dir} holds neither best.weights.h5 nor model.keras; pass --weights FILE."
+            raise FileNotFoundError(
+                f"{run_dir} holds neither best.weights.h5 nor model.keras; pass --weights FILE."
             )
         if input_shape is None:
             size = int(config.get("image_size", 0) or 0)
             channels = _run_channels(run_dir, config)
             if not size or not channels:
-                raise SystemExit(
-                    f"error: cannot tell the input shape of the model in {run_dir}; pass "
+                raise ValueError(
+                    f"Cannot tell the input shape of the model in {run_dir}; pass "
                     "--input-shape H,W,C."
                 )
             input_shape = (size, size, channels)
         if labels is None:
-            raise SystemExit(
-                f"error: cannot find the labels of the run in {run_dir}; pass --labels a,b,c."
+            raise ValueError(
+                f"Cannot find the labels of the run in {run_dir}; pass --labels a,b,c."
             )
         kwargs = dict(config.get("model_kwargs") or {})
         model = zoo.get_model(name, input_shape=input_shape, num_classes=len(labels), **kwargs)
@@ -947,13 +947,13 @@ def main(argv=None) -> int:
         if args.run_dir is not None:
             if not args.run_dir.is_dir():
                 parser.error(f"--run-dir {args.run_dir} is not a directory; pass a training run directory.")
-            model, name, run_labels, config = _run_dir_model(args.run_dir, args.weights, args.input_shape)
-            labels = labels or run_labels
+            model, name, labels, config = _run_dir_model(
+                args.run_dir, args.weights, args.input_shape, labels
+            )
         else:
             if args.model not in zoo.list_models():
                 zoo.model_info(args.model)  # raises the registry's message with close matches
-            info = zoo.model_info(args.model)
-            labels = labels or list(info.get("labels") or ())
+            labels = labels or list(_registry_facts(args.model).get("default_labels") or ())
             model = zoo.get_model(args.model, input_shape=args.input_shape,
                                   num_classes=len(labels) if labels else None)
             if args.weights is not None:
