@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", "--eval-split", dest="eval_split",
                    help=f"split scored each epoch (default {d.eval_split})")
     g.add_argument("--augment", nargs="?", const=True,
-                   help="augment training batches; optional spec such as flip,rotation=10,zoom=0.1")
+                   help="augment training batches (on by default); optional spec such as "
+                        "flip,rotation=10,zoom=0.1")
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
     g.add_argument("--prepare-workers", type=int, help="processes for preparing the cache (default 1)")
 
     g = p.add_argument_group("model")
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float16 compute with loss scaling on GPUs, bfloat16 on CPUs")
     g.add_argument("--seed", type=int, help="seeds weights, data order and augmentation (default 0)")
     g.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (default: one pass)")
+    g.add_argument("--bn-calibration-batches", type=int,
+                   help=f"training batches that set exact batch-norm statistics before each "
+                        f"evaluation, 0 = off (default {d.bn_calibration_batches})")
 
     g = p.add_argument_group("distribution")
     g.add_argument("--strategy", choices=STRATEGIES,

@@ -40,7 +40,7 @@ def default_cache_dir(cfg: TrainConfig) -> str:
     return os.path.join("data", "cache", f"{cfg.dataset}-{cfg.image_size}px-{digest}")
 
 
-def _check_names(cfg: TrainConfig) -> None:
+def _check_names(cfg: TrainConfig, *, data: bool = True) -> None:
     """Model and dataset names against the registry and the adapters (before heavy work)."""
     import zoo
 
@@ -48,6 +48,8 @@ def _check_names(cfg: TrainConfig) -> None:
         zoo.registry._entry(cfg.model)
     except KeyError as err:
         raise ConfigError(f"{err.args[0]} Pass one of them to --model (see --list-models).") from None
+    if not data:
+        return
     if cfg.cache_dir and (Path(cfg.cache_dir) / "dataset.json").is_file():
         return  # a prepared cache is enough, whatever the dataset name
     from pipelines.datasets import DATASETS
@@ -118,7 +120,7 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
     """
     cfg = TrainConfig.coerce(config).validate()
     if model_fn is None:
-        _check_names(cfg)
+        _check_names(cfg, data=source is None)
     if source is None:
         cfg.cache_dir = cfg.cache_dir or default_cache_dir(cfg)
         if cfg.dataset == "synthetic" and cfg.data_dir is None:
@@ -206,15 +208,9 @@ def _export(model, cfg: TrainConfig, source, metrics):
         "labels": list(source.labels),
         "activation": source.activation,
     })
-    card = {"training": {"dataset": cfg.dataset, "epochs": cfg.epochs,
-                         "best_epoch": metrics["best"]["epoch"],
-                         "val_auroc": metrics["best"]["auroc"] or metrics["val_auroc"],
-                         "val_auroc_mean": metrics["best"]["auroc_mean"]}}
-    try:
-        import zoo
-
-        card["model"] = zoo.model_info(cfg.model)
-    except (KeyError, ImportError):
-        pass
+    card = {"validation": {"split": cfg.eval_split, "best_epoch": metrics["best"]["epoch"],
+                           "auroc": metrics["best"]["auroc"] or metrics["val_auroc"],
+                           "auroc_mean": metrics["best"]["auroc_mean"],
+                           "examples": metrics["final"]["examples"]}}
     return export_saved_model(model, cfg.export_dir, model_name=cfg.model, labels=list(source.labels),
                               config=cfg.to_dict(), preprocessing=preprocessing, card=card)

@@ -37,7 +37,7 @@ RESUME_KEYS = (
     "dataset", "image_size", "windows", "val_fraction", "test_fraction", "augment",
     "model", "model_kwargs", "weights", "batch_size", "lr", "optimizer", "weight_decay",
     "schedule", "warmup_epochs", "loss", "focal_gamma", "class_weights", "label_smoothing",
-    "mixed_precision", "seed", "steps_per_epoch",
+    "mixed_precision", "seed", "steps_per_epoch", "bn_calibration_batches",
 )
 
 
@@ -58,16 +58,16 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     eval_split: str = "val"
-    augment: bool | str = False
+    augment: bool | str = True
     prepare_workers: int = 1
     # model
     model: str = "ichnet"
     model_kwargs: dict = field(default_factory=dict)
     weights: str | None = None
     # optimisation
-    epochs: int = 6
+    epochs: int = 20
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     schedule: str = "cosine"
@@ -79,6 +79,7 @@ class TrainConfig:
     mixed_precision: bool = False
     seed: int = 0
     steps_per_epoch: int | None = None
+    bn_calibration_batches: int = 8
     # distribution
     strategy: str = "auto"
     cpu_replicas: int = 0
@@ -145,6 +146,8 @@ class TrainConfig:
                  f"{_flag(name)} must be a positive integer, got {value!r}.")
         need(self.steps_per_epoch is None or (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1),
              f"--steps-per-epoch must be a positive integer, got {self.steps_per_epoch!r}.")
+        need(isinstance(self.bn_calibration_batches, int) and self.bn_calibration_batches >= 0,
+             f"--bn-calibration-batches must be 0 (off) or a positive integer, got {self.bn_calibration_batches!r}.")
         need(isinstance(self.cpu_replicas, int) and self.cpu_replicas >= 0,
              f"--cpu-replicas must be 0 (off) or a positive integer, got {self.cpu_replicas!r}.")
         need(float(self.lr) > 0, f"--lr must be positive, got {self.lr!r}.")

@@ -53,6 +53,49 @@ _SCALAR_META = summary_pb2.SummaryMetadata(
 ).SerializeToString()
 
 
+def _batchnorm_layers(model):
+    found = model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in found if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+class BatchNormCalibrator:
+    """Precise batch-norm statistics: exact averages over training batches, not a lagging EMA.
+
+    With few steps (small datasets, short schedules) and many BN layers, the EMA moving
+    statistics (momentum 0.99) lag far behind the weights and inference-mode predictions are
+    poor although training-mode ones are good. Before each evaluation we set every moving
+    mean/variance to the plain average over ``batches`` training batches (batch i uses momentum
+    i/(i+1)), as in "Rethinking 'Batch' in BatchNorm" (Wu and Johnson, 2021). The data is the
+    unshuffled, unsharded training split, so every worker computes the same statistics.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = _batchnorm_layers(model)
+
+        @tf.function(reduce_retracing=True)
+        def update(x, momentum):
+            saved = [layer.momentum for layer in self.layers]
+            for layer in self.layers:  # traced once: momentum is a tensor in the graph
+                layer.momentum = momentum
+            try:
+                self.model(x, training=True)
+            finally:
+                for layer, value in zip(self.layers, saved):
+                    layer.momentum = value
+
+        self._update = update
+
+    def __call__(self, dataset, batches: int) -> int:
+        if not self.layers or batches <= 0:
+            return 0
+        done = 0
+        for i, batch in enumerate(dataset.take(batches)):
+            self._update(batch[0], tf.constant(i / (i + 1), tf.float32))
+            done += 1
+        return done
+
+
 def _history_fields(labels):
     return (["epoch", "train_loss", "val_loss", "val_auroc_mean"]
             + [f"val_auroc_{name}" for name in labels] + ["lr", "seconds", "images_per_sec"])
@@ -184,7 +227,12 @@ def _fit(cfg, source, strategy, run_dir, write_dir, chief, model_fn, loss_fn, st
     def predict_step(x):
         return model(x, training=False)
 
+    calibrate = BatchNormCalibrator(model)
+
     def evaluate():
+        if cfg.bn_calibration_batches:
+            calibrate(source.eval_dataset("train", batch_size=max(global_batch, 32)),
+                      cfg.bn_calibration_batches)
         ys, ps = [], []
         for batch in source.eval_dataset(split, batch_size=max(global_batch, 64)):
             ps.append(np.asarray(predict_step(batch[0]), dtype=np.float32))

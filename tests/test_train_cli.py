@@ -1,0 +1,186 @@
+"""train.py as users run it: real processes on a tiny synthetic head-CT cache.
+
+Covers MirroredStrategy over two logical CPU devices, two real workers under
+MultiWorkerMirroredStrategy (identical weights, only the chief writes and exports, a restarted
+cluster resumes from the chief's checkpoint), SIGKILL mid-epoch then resume (same final
+metrics as an uninterrupted run), and bad flags that need a strategy to be detected.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+TRAIN = [sys.executable, str(ROOT / "train.py")]
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A 32 px cache of a tiny synthetic head-CT dataset in the RSNA layout (8 patients)."""
+    from pipelines.datasets.synthetic import write_head_ct
+    from pipelines.records import prepare
+
+    root = tmp_path_factory.mktemp("ct")
+    write_head_ct(root / "head-ct", patients=8, slices=4, size=64, seed=3)
+    return prepare("synthetic", root / "head-ct", root / "cache", image_size=32,
+                   val_fraction=0.25, test_fraction=0.0, seed=0, progress=False)
+
+
+def _args(cache, out, *extra):
+    return ["--cache-dir", str(cache), "--dataset", "synthetic", "--model", "ichnet_small",
+            "--image-size", "32", "--batch-size", "4", "--output-dir", str(out), "--quiet",
+            "--bn-calibration-batches", "2", *extra]
+
+
+def _run(args, cwd, timeout=240, **env):
+    proc = subprocess.run(TRAIN + args, cwd=cwd, env=_env(**env), capture_output=True,
+                          text=True, timeout=timeout)
+    return proc
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _digest(stdout):
+    found = re.findall(r"final weights sha256 ([0-9a-f]{64})", stdout)
+    assert found, stdout[-2000:]
+    return found[-1]
+
+
+def test_mirrored_two_cpu_devices_trains_and_exports(cache, tmp_path):
+    out = _ok(_run(_args(cache, tmp_path / "run", "--cpu-replicas", "2", "--strategy", "mirrored",
+                         "--epochs", "1", "--steps-per-epoch", "3", "--export-dir",
+                         str(tmp_path / "exports")), cwd=tmp_path))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["strategy"] == "MirroredStrategy" and metrics["replicas"] == 2
+    assert set(metrics["val_auroc"]) == {"any", "epidural", "intraparenchymal",
+                                         "intraventricular", "subarachnoid", "subdural"}
+    assert "val AUROC per label:" in out
+    assert (tmp_path / "exports" / "ichnet_small" / "1" / "saved_model.pb").is_file()
+    assert metrics["export"].endswith(os.path.join("ichnet_small", "1"))
+    assert (tmp_path / "run" / "model.keras").is_file()
+    # the global batch must split evenly over the replicas: one sentence, exit 2, no run dir
+    bad = _run(_args(cache, tmp_path / "bad", "--cpu-replicas", "2", "--batch-size", "5"),
+               cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "train.py: error: --batch-size 5 is the global batch and must be divisible by the 2 "
+        "replicas; pass a multiple of 2.")
+    assert not (tmp_path / "bad").exists()
+
+
+def _wait_for(path, proc, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"training ended (rc {proc.returncode}) before {path.name} appeared:\n"
+                        + proc.stdout.read()[-2000:])
+        time.sleep(0.02)
+    pytest.fail(f"{path} did not appear within {timeout} s")
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(cache, tmp_path):
+    common = ["--epochs", "2", "--steps-per-epoch", "16", "--checkpoint-steps", "4", "--no-export"]
+    _ok(_run(_args(cache, tmp_path / "straight", *common), cwd=tmp_path))
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+
+    args = _args(cache, tmp_path / "killed", *common)
+    proc = subprocess.Popen(TRAIN + args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    # epoch 1 saves ckpt-1..3 (steps 4, 8, 12) and ckpt-4 (its end); ckpt-5 = epoch 2, step 4
+    _wait_for(tmp_path / "killed" / "checkpoints" / "ckpt-5.index", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    history = (tmp_path / "killed" / "history.csv").read_text().splitlines()
+    assert len(history) == 2                      # header + the completed epoch 1
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    resumed = _ok(_run(args, cwd=tmp_path))       # the very same command
+    assert re.search(r"Resuming from .*ckpt-\d+: epoch 2/2, step (4|8|12)/16", resumed), resumed
+    killed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    for label, value in straight["val_auroc"].items():
+        if value is None:
+            assert killed["val_auroc"][label] is None
+        else:
+            assert killed["val_auroc"][label] == pytest.approx(value, abs=1e-3)
+    assert killed["final"]["loss"] == pytest.approx(straight["final"]["loss"], abs=1e-3)
+    rows = lambda run: [line.split(",")[:3] for line in  # noqa: E731
+                        (tmp_path / run / "history.csv").read_text().splitlines()[1:]]
+    for a, b in zip(rows("straight"), rows("killed"), strict=True):
+        assert a[0] == b[0]
+        assert float(a[1]) == pytest.approx(float(b[1]), abs=1e-3)   # train loss per epoch
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _cluster(args, cwd, timeout=300):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(TRAIN + args, cwd=cwd, env=_env(TF_CONFIG=tf_config),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = []
+    try:
+        for proc in procs:
+            outs.append(proc.communicate(timeout=timeout)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, out in zip(procs, outs):
+        assert proc.returncode == 0, out[-4000:]
+    return outs
+
+
+def test_two_workers_identical_weights_chief_alone_writes_and_restart_resumes(cache, tmp_path):
+    run_dir, exports = tmp_path / "run", tmp_path / "exports"
+    args = _args(cache, run_dir, "--strategy", "multiworker", "--steps-per-epoch", "3",
+                 "--export-dir", str(exports))
+    chief, worker = _cluster(args + ["--epochs", "1"], cwd=tmp_path)
+    assert _digest(chief) == _digest(worker)
+    assert "MultiWorkerMirroredStrategy with 2 replica(s)" in chief
+    assert "[worker1]" in worker and "Exported" not in worker
+    assert [p.name for p in (exports / "ichnet_small").iterdir()] == ["1"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["weights_sha256"] == _digest(chief)
+    # the non-chief wrote nothing into the run directory (its temp dirs are gone)
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 2
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("medzoo-worker1-*"))
+
+    # restart the whole cluster with a longer schedule: both resume from the chief's checkpoint
+    chief2, worker2 = _cluster(args + ["--epochs", "2", "--no-export"], cwd=tmp_path)
+    for out in (chief2, worker2):
+        assert "epoch 2/2, step 0/3" in out and "Resuming from" in out, out[-2000:]
+    assert _digest(chief2) == _digest(worker2) != _digest(chief)
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 3
