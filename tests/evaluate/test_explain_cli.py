@@ -101,3 +101,13 @@ def test_vit_map_over_patch_tokens(tmp_path):
                         upsample=False)
     assert coarse.shape == (1, 4, 4) and np.isfinite(coarse).all()
     assert heat.shape == (32, 32) and np.isfinite(heat).all() and 0 <= heat.max() <= 1
+
+
+def test_pointing_game_tolerance():
+    heat = np.zeros((1, 20, 20))
+    heat[0, 10, 13] = 1.0  # maximum 3 pixels right of the mask
+    mask = np.zeros((1, 20, 20), bool)
+    mask[0, 8:12, 6:11] = True
+    assert X.pointing_game(heat, mask)[0] == 0.0
+    assert X.pointing_game(heat, mask, tolerance=2)[0] == 0.0
+    assert X.pointing_game(heat, mask, tolerance=3)[0] == 1.0
