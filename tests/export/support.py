@@ -55,20 +55,36 @@ def write_jpeg(path, pixels):
     return str(path)
 
 
-def reload_in_fresh_process(exports, workdir, timeout=600):
-    """Run reload_exports.py on ``exports`` (list of job dicts); returns (arrays, report)."""
+def start_child(script, job: dict, workdir) -> tuple[subprocess.Popen, Path]:
+    """Start ``python script job.json`` (job written into ``workdir``); returns (process, out)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "results.npz"
-    job = workdir / "job.json"
-    job.write_text(json.dumps({"out": str(out), "exports": exports}))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, str(RELOAD), str(job)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    (workdir / "job.json").write_text(json.dumps({"out": str(out), **job}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, str(script), str(workdir / "job.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, out
+
+
+def finish_child(proc: subprocess.Popen, out: Path, timeout=900):
+    """Wait for a child of start_child; returns (arrays, report)."""
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-4000:]
     arrays = dict(np.load(out))
     report = json.loads(Path(str(out) + ".json").read_text())
     return arrays, report
+
+
+def reload_in_fresh_process(exports, workdir, timeout=600):
+    """Run reload_exports.py on ``exports`` (list of job dicts); returns (arrays, report)."""
+    proc, out = start_child(RELOAD, {"exports": exports}, workdir)
+    return finish_child(proc, out, timeout)
 
 
 def tree_digest(path) -> dict[str, str]:
