@@ -30,7 +30,7 @@ from zoo.training.config import ConfigError, TrainConfig
 from zoo.training.losses import balanced_class_weights, make_loss
 from zoo.training.metrics import format_auroc_table, score, weights_digest
 from zoo.training.optim import WarmupSchedule, make_optimizer
-from zoo.training.strategy import is_chief, worker_id
+from zoo.training.strategy import is_chief, strategy_name, worker_id
 
 __all__ = ["fit"]
 
@@ -201,7 +201,7 @@ def _fit(cfg, source, strategy, run_dir, write_dir, chief, model_fn, loss_fn, st
         history_path.unlink()
 
     log(f"Training {model.name} ({model.count_params():,} parameters) on {source.input_shape} "
-        f"inputs, {len(labels)} labels ({activation}); strategy {type(strategy).__name__} with "
+        f"inputs, {len(labels)} labels ({activation}); strategy {strategy_name(strategy)} with "
         f"{replicas} replica(s), global batch {global_batch}, {steps} steps/epoch.")
     if class_weights is not None:
         log("Class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(labels, class_weights)))
@@ -341,7 +341,7 @@ def _fit(cfg, source, strategy, run_dir, write_dir, chief, model_fn, loss_fn, st
         "steps_per_epoch": steps,
         "global_batch_size": global_batch,
         "replicas": replicas,
-        "strategy": type(strategy).__name__,
+        "strategy": strategy_name(strategy),
         "final": final,
         "best": {
             "epoch": best_epoch if best_epoch > 0 else None,

@@ -19,6 +19,7 @@ from zoo.training.config import ConfigError
 __all__ = [
     "configure_cpu_replicas",
     "make_strategy",
+    "strategy_name",
     "cluster_spec",
     "is_chief",
     "worker_id",
@@ -70,16 +71,12 @@ def make_strategy(name: str = "auto", cpu_replicas: int = 0) -> tf.distribute.St
     """Build the strategy ``name`` (auto|default|mirrored|multiworker)."""
     spec = cluster_spec()
     workers = _num_workers(spec)
+    if name == "multiworker" or (name == "auto" and workers > 1):
+        # before anything lists devices: collectives must be configured at program startup
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
-        if workers > 1:
-            name = "multiworker"
-        elif len(gpus) > 1 or cpu_replicas > 1:
-            name = "mirrored"
-        else:
-            name = "default"
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        name = "mirrored" if len(gpus) > 1 or cpu_replicas > 1 else "default"
     if name == "mirrored":
         if gpus:
             return tf.distribute.MirroredStrategy([d.name for d in gpus])
@@ -93,6 +90,17 @@ def make_strategy(name: str = "auto", cpu_replicas: int = 0) -> tf.distribute.St
     if len(gpus) == 1:
         return tf.distribute.OneDeviceStrategy(gpus[0].name)
     return tf.distribute.get_strategy()
+
+
+def strategy_name(strategy) -> str:
+    """The public name (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "MirroredStrategy"
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return "OneDeviceStrategy"
+    return "default (one device)"
 
 
 def _task(strategy) -> tuple[str | None, int]:
