@@ -126,9 +126,13 @@ def _gflops(f: int) -> str:
 
 
 def render(rows: list[dict], ref: dict, *, device: str, train_batch: int) -> str:
-    shape = " x ".join(str(s) for s in rows[0]["speed_input"]) if rows else ""
     same = all(r["speed_input"] == r["flops_input"] for r in rows)
-    where = "each model's default input" if same else f"{shape}"
+    side = rows[0]["speed_input"][:2] if rows else ()
+    where = (
+        "each model's default input"
+        if same
+        else f"{side[0]}x{side[1]} with each model's default channels"
+    )
     lines = [
         f"Speed on {device} at {where}; training batch {train_batch}; FLOPs at the default "
         f"input, batch 1 (2 per multiply-add; attention products added analytically). Ratios are against `{REFERENCE}` "
