@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
+DATA = ROOT.parent / "shared" / "data" / "medmnist"
 PUBLISHED = [  # (model, AUC, ACC) on the test split, MedMNIST v2 Table 3
     ("ResNet-18 (28)", 0.944, 0.854),
     ("ResNet-18 (224)", 0.956, 0.864),
@@ -70,7 +70,7 @@ def evaluate(model, source, positive: str = "pneumonia") -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="ichnet,myositisnet,rensenet,resnet18")
-    p.add_argument("--data", default=str(DATA), help="pneumoniamnist.npz")
+    p.add_argument("--data", default=str(DATA), help="folder holding pneumoniamnist.npz")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=64)
@@ -81,8 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    if not Path(args.data).is_file():
-        p.error(f"{args.data} does not exist; pass --data pointing at pneumoniamnist.npz.")
+    if not (Path(args.data) / "pneumoniamnist.npz").is_file():
+        p.error(f"{args.data} holds no pneumoniamnist.npz; pass --data pointing at its folder.")
 
     import keras
 

@@ -81,3 +81,16 @@ def test_bad_flags_exit_2_with_one_sentence_before_any_work(argv, needle, capsys
     assert err.startswith("train.py: error: ") and needle in err, err
     assert len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_example_configs_load_and_validate():
+    paths = sorted((ROOT / "configs").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        cfg = TrainConfig.from_yaml(path)
+        cfg.data_dir = None          # the examples point at data this machine may not have
+        cfg.validate()
+    main_job = TrainConfig.from_yaml(ROOT / "configs" / "ichnet-synthetic.yaml")
+    defaults = TrainConfig()
+    for key, value in yaml.safe_load((ROOT / "configs" / "ichnet-synthetic.yaml").read_text()).items():
+        assert getattr(defaults, key) == getattr(main_job, key) == value, key

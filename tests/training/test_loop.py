@@ -33,18 +33,18 @@ def source():
 def tiny_model(input_shape, num_classes, activation):
     return keras.Sequential([
         keras.Input(input_shape, name="image"),
-        keras.layers.Conv2D(4, 3, strides=2, name="conv"),
+        keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv"),
         keras.layers.BatchNormalization(momentum=0.5, name="bn"),
         keras.layers.ReLU(),
         keras.layers.Dropout(0.1),
-        keras.layers.AveragePooling2D(7),          # keeps which half is bright
+        keras.layers.AveragePooling2D(8),          # 2x2 cells: keeps which half is bright
         keras.layers.Flatten(),
         keras.layers.Dense(num_classes, activation=activation, dtype="float32", name="predictions"),
     ], name="tiny")
 
 
 def _config(tmp_path, **over):
-    cfg = {"model": "tiny", "dataset": "arrays", "epochs": 3, "batch_size": 16, "lr": 0.05,
+    cfg = {"model": "tiny", "dataset": "arrays", "epochs": 4, "batch_size": 16, "lr": 0.05,
            "output_dir": str(tmp_path / "run"), "export": False, "verbose": 0, "seed": 1}
     cfg.update(over)
     return cfg
@@ -65,7 +65,7 @@ def test_run_writes_history_metrics_logs_and_best_weights(source, tmp_path):
     run_dir = tmp_path / "run"
     with open(run_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert {"train_loss", "val_loss", "val_auroc_mean", "val_auroc_left", "val_auroc_top",
             "images_per_sec"} <= set(rows[0])
     saved = json.loads((run_dir / "metrics.json").read_text())
@@ -73,14 +73,14 @@ def test_run_writes_history_metrics_logs_and_best_weights(source, tmp_path):
     assert set(saved["val_auroc"]) == set(LABELS)
     assert saved["val_auroc_mean"] > 0.9, saved          # learnt the two halves
     assert saved["steps_per_epoch"] == 96 // 16
-    assert saved["best"]["epoch"] in (1, 2, 3)
+    assert saved["best"]["epoch"] in (1, 2, 3, 4)
     assert saved["best"]["auroc_mean"] == pytest.approx(
         max(float(r["val_auroc_mean"]) for r in rows), abs=1e-6)
     # TensorBoard scalars, readable without the tensorboard package
     train = _scalars(run_dir / "logs" / "train")
     val = _scalars(run_dir / "logs" / "val")
     assert {"loss", "learning_rate", "images_per_sec", "epoch_loss"} <= set(train)
-    assert [s for s, _ in val["auroc_mean"]] == [1, 2, 3]
+    assert [s for s, _ in val["auroc_mean"]] == [1, 2, 3, 4]
     assert val["auroc/left"][-1][1] == pytest.approx(metrics["final"]["auroc"]["left"], abs=1e-5)
     # the best weights and the saved model (holding the best weights) load back
     best = tiny_model((32, 32, 1), 2, "sigmoid")

@@ -74,11 +74,12 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
         if chief:
             from pipelines.records import prepare
 
-            if cfg.dataset == "synthetic" and cfg.data_dir is None:
+            if cfg.dataset == "synthetic":
                 from pipelines.datasets.synthetic import ensure_head_ct
 
-                print("Generating the synthetic head-CT dataset (RSNA layout) if absent ...", flush=True)
-                cfg.data_dir = os.fspath(ensure_head_ct())
+                if not Path(cfg.data_dir or "data/synthetic-head-ct").is_dir():
+                    print("Generating the synthetic head-CT dataset (RSNA layout) ...", flush=True)
+                cfg.data_dir = os.fspath(ensure_head_ct(cfg.data_dir))
             print(f"Preparing {cfg.dataset} from {cfg.data_dir} into {cache} ...", flush=True)
             prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
                     windows=cfg.windows, workers=cfg.prepare_workers,
@@ -122,11 +123,9 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
     if model_fn is None:
         _check_names(cfg, data=source is None)
     if source is None:
+        if cfg.dataset == "synthetic" and cfg.data_dir is None and not cfg.cache_dir:
+            cfg.data_dir = os.path.join("data", "synthetic-head-ct")  # generated when absent
         cfg.cache_dir = cfg.cache_dir or default_cache_dir(cfg)
-        if cfg.dataset == "synthetic" and cfg.data_dir is None:
-            default = Path("data") / "synthetic-head-ct"
-            if default.is_dir():
-                cfg.data_dir = os.fspath(default)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
 
     from zoo.training.strategy import configure_cpu_replicas, is_chief, make_strategy

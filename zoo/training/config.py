@@ -169,7 +169,7 @@ class TrainConfig:
 
         need(self.image_size >= MIN_SIZE,
              f"--image-size {self.image_size} is below the models' minimum of {MIN_SIZE} pixels; pass --image-size {MIN_SIZE} or more.")
-        if self.data_dir is not None:
+        if self.data_dir is not None and not (self.dataset == "synthetic" and self.data_dir == os.path.join("data", "synthetic-head-ct")):
             need(os.path.exists(self.data_dir),
                  f"Data directory {self.data_dir!r} does not exist; pass --data-dir pointing at the dataset (or omit it for --dataset synthetic).")
         return self
