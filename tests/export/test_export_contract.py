@@ -267,6 +267,25 @@ def test_onnx_matches_keras(exports):
     np.testing.assert_allclose(got, keras_probs(exports["rgb"], x), rtol=0, atol=1e-4)
 
 
+def test_onnx_freezes_captured_constants_and_exact_gelu(tmp_path):
+    """A Normalization layer's constants stay inside the graph; TF's Erfc (exact GELU) converts."""
+    import keras
+    import onnxruntime as ort
+
+    inp = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.Normalization(mean=0.3, variance=0.04, name="norm")(inp)
+    x = keras.layers.Conv2D(4, 3, activation="gelu")(x)  # exact GELU: TF emits Erfc
+    x = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, keras.layers.Activation("softmax", name="predictions")(x))
+    path = zx.export_saved_model(model, tmp_path, model_name="norm_gelu", labels=("a", "b"),
+                                 formats=("onnx",))
+    session = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    x = np.random.default_rng(6).random((3, 32, 32, 1), dtype=np.float32)
+    (got,) = session.run(["probabilities"], {"image": x})
+    np.testing.assert_allclose(got, keras_probs(model, x), rtol=0, atol=1e-4)
+
+
 def test_load_export(exports):
     served = zx.load_export(exports["base"] / "tiny_rgb")  # a model dir means its latest version
     assert served.path == exports["rgb_v2"] and served.version == 2
