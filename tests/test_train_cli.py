@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 
@@ -186,3 +187,25 @@ def test_two_workers_identical_weights_chief_alone_writes_and_restart_resumes(ca
         assert "epoch 2/2, step 0/3" in out and "Resuming from" in out, out[-2000:]
     assert _digest(chief2) == _digest(worker2) != _digest(chief)
     assert len((run_dir / "history.csv").read_text().splitlines()) == 3
+
+
+def test_no_flag_main_job_path_with_small_overrides(tmp_path):
+    """`python train.py` in a fresh folder: data/synthetic-head-ct -> data/cache -> runs/ ->
+    saved_models/ichnet/1. The full-size job takes minutes, so the phantom is made small up
+    front (train.py reuses an existing folder) and the model and schedule are cut by flags."""
+    from pipelines.datasets.synthetic import ensure_head_ct
+
+    ensure_head_ct(tmp_path / "data" / "synthetic-head-ct", patients=6, slices=4, size=64)
+    out = _ok(_run(["--image-size", "32", "--epochs", "1", "--steps-per-epoch", "2",
+                    "--batch-size", "4", "--model-kwargs", TINY, "--quiet"], cwd=tmp_path))
+    run_dir = tmp_path / "runs" / "ichnet-synthetic"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"] == "ichnet" and metrics["labels"][0] == "any"
+    assert "val AUROC per label:" in out and "subdural" in out
+    caches = list((tmp_path / "data" / "cache").glob("synthetic-32px-*"))
+    assert len(caches) == 1 and (caches[0] / "dataset.json").is_file()
+    assert (tmp_path / "saved_models" / "ichnet" / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "saved_models" / "ichnet" / "1" / "assets" / "labels.txt").read_text().split()[0] == "any"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["cache_dir"] == os.fspath(caches[0].relative_to(tmp_path))
+    assert saved["data_dir"] == os.path.join("data", "synthetic-head-ct")

@@ -94,3 +94,13 @@ def test_example_configs_load_and_validate():
     defaults = TrainConfig()
     for key, value in yaml.safe_load((ROOT / "configs" / "ichnet-synthetic.yaml").read_text()).items():
         assert getattr(defaults, key) == getattr(main_job, key) == value, key
+
+
+def test_list_models_prints_the_registry(capsys):
+    import zoo
+
+    assert _train_module().main(["--list-models"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert names == zoo.list_models()
+    assert "multi-label" in out

@@ -79,7 +79,8 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
 
                 if not Path(cfg.data_dir or "data/synthetic-head-ct").is_dir():
                     print("Generating the synthetic head-CT dataset (RSNA layout) ...", flush=True)
-                cfg.data_dir = os.fspath(ensure_head_ct(cfg.data_dir))
+                made = ensure_head_ct(cfg.data_dir)
+                cfg.data_dir = cfg.data_dir or os.fspath(made)
             print(f"Preparing {cfg.dataset} from {cfg.data_dir} into {cache} ...", flush=True)
             prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
                     windows=cfg.windows, workers=cfg.prepare_workers,
