@@ -102,7 +102,7 @@ def table(rows: list[dict]) -> str:
     head = ["model", "input", "params"]
     for b in BATCHES:
         head += [f"SavedModel b{b}", f"ONNX RT b{b}", f"Keras predict b{b}"]
-    head += ["export s", "max |diff|"]
+    head += ["export s", "max abs diff vs Keras"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"], r["input"], f"{r['params'] / 1e6:.2f}M"]
