@@ -143,16 +143,16 @@ def _sample_lesion(rng: np.random.Generator, kind: str, p: HeadPatient) -> Lesio
         phi = rng.choice([0.0, np.pi]) + rng.uniform(-0.9, 0.9)
         lesion.params = dict(
             phi=float(phi),
-            half_len=float(rng.uniform(16, 26)),
-            thick=float(rng.uniform(9, 16)),
+            half_len=float(rng.uniform(15, 24)),
+            thick=float(rng.uniform(14, 21)),
             hu=float(rng.uniform(62, 80)),
         )
     elif kind == "subdural":
         phi = rng.choice([0.0, np.pi]) + rng.uniform(-0.5, 0.5)
         lesion.params = dict(
             phi=float(phi),
-            half_len=float(rng.uniform(50, 85)),
-            thick=float(rng.uniform(4.5, 9)),
+            half_len=float(rng.uniform(60, 95)),
+            thick=float(rng.uniform(5.5, 10)),
             hu=float(rng.uniform(58, 76)),
         )
     elif kind == "intraparenchymal":
