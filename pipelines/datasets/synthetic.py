@@ -41,10 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import phantoms
+from pipelines.labels import RSNA_ICH
 
-# == zoo.labels.RSNA_ICH (a test checks); spelled out so generating data never imports the
-# model zoo (and TensorFlow with it)
-LABELS = ("any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+LABELS = RSNA_ICH
 TASK = "multi-label"
 
 # the order of the six rows per image in the Kaggle stage_2_train.csv
