@@ -275,10 +275,9 @@ def _registry_facts(model_name: str) -> dict:
 
     if model_name not in registry.list_models():
         return {}
-    # The registered card facts without model_info's parameter count, which builds the model at
-    # its default size (seconds for the big ones); the card counts the exported model instead.
-    entry = registry._REGISTRY[model_name]
-    info = {"summary": (entry.fn.__doc__ or "").strip().split("\n")[0], **entry.info}
+    # Without model_info's parameter count, which builds the model at its default size (seconds
+    # for the big ones); the card counts the exported model instead.
+    info = registry.model_info(model_name, count_params=False)
     keep = ("summary", "paper", "doi", "task", "labels", "input_shape", "feature_layer",
             "from_paper", "our_reading", "parameters")
     facts = {k: info[k] for k in keep if k in info}

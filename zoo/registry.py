@@ -68,16 +68,19 @@ def get_model(name: str, **kwargs):
     return entry.fn(**{**entry.defaults, **given})
 
 
-def model_info(name: str) -> dict:
+def model_info(name: str, *, count_params: bool = True) -> dict:
     """The card facts for ``name``: paper, DOI, task, labels, default input, parameters, ...
 
-    ``parameters`` counts the model built with its defaults (built once, then cached).
+    ``parameters`` counts the model built with its defaults (built once, then cached); with
+    ``count_params=False`` nothing is built and ``parameters`` is left out unless already cached.
     """
     entry = _entry(name)
     info = {"name": name, **entry.info, "defaults": dict(entry.defaults)}
     if "summary" not in info:
         doc = (entry.fn.__doc__ or "").strip()
         info["summary"] = doc.splitlines()[0] if doc else ""
+    if name not in _PARAM_CACHE and not count_params:
+        return info
     if name not in _PARAM_CACHE:
         model = get_model(name)
         _PARAM_CACHE[name] = int(model.count_params())

@@ -123,3 +123,11 @@ def test_model_info_fields():
     info = zoo.model_info("cxr_efficientnet_b0")
     assert info["labels"] == CXR14 and len(info["labels"]) == 14
     assert info["task"] == "multi-label" and info["input_shape"] == (224, 224, 1)
+
+
+def test_logits_reach_a_model_through_the_registry():
+    # None is dropped by get_model, so "logits" is the spelling that asks for raw scores
+    model = zoo.get_model("ichnet_small", activation="logits", input_shape=(32, 32, 1))
+    assert model.get_layer("predictions").get_config()["activation"] == "linear"
+    info = zoo.model_info("vit_small", count_params=False)
+    assert info["paper"] and "parameters" not in info or isinstance(info["parameters"], int)

@@ -19,7 +19,9 @@ from keras import layers
 
 MIN_SIZE = 32
 FEATURES = "features"
-ACTIVATIONS = ("sigmoid", "softmax", None)
+ACTIVATIONS = ("sigmoid", "softmax", None, "linear", "logits")
+# "linear" and "logits" are spellings of None that survive the registry, which drops None kwargs
+# so that unset CLI flags fall back to a variant's default: get_model(name, activation="logits").
 
 
 def check_common(*, input_shape, num_classes, activation, dropout, min_size: int = MIN_SIZE):
@@ -43,8 +45,8 @@ def check_common(*, input_shape, num_classes, activation, dropout, min_size: int
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
     if activation not in ACTIVATIONS:
         raise ValueError(
-            f"activation must be 'sigmoid' (multi-label), 'softmax' (multi-class) or None "
-            f"(logits), got {activation!r}."
+            f"activation must be 'sigmoid' (multi-label), 'softmax' (multi-class) or None / "
+            f"'logits' (raw scores), got {activation!r}."
         )
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
@@ -62,7 +64,9 @@ def classifier_head(x, *, num_classes, activation, dropout, name_prefix="head"):
 
 def predictions(logits, activation):
     """The output layer: named ``predictions``, float32 whatever the compute policy."""
-    return layers.Activation(activation or "linear", dtype="float32", name="predictions")(logits)
+    if activation in (None, "logits"):
+        activation = "linear"
+    return layers.Activation(activation, dtype="float32", name="predictions")(logits)
 
 
 def features(x):
