@@ -19,7 +19,7 @@ import tensorflow as tf
 from tests.export.support import keras_probs, resized, tiny_model
 from zoo import export as zx
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
 
 
 class _PredictionService:
