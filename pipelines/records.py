@@ -359,7 +359,7 @@ def prepare(
     manifest = split_manifest(
         manifest, labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
-    assert_patient_disjoint(manifest)
+    assert_patient_disjoint(manifest, name_patients=False)  # raw header ids stay out of logs
 
     progress_dir = out / PROGRESS_DIR
     progress_dir.mkdir(parents=True, exist_ok=True)

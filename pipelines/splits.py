@@ -210,9 +210,17 @@ def split_manifest(
 
 
 def assert_patient_disjoint(
-    df: pd.DataFrame, *, patient_column: str = "patient_id", split_column: str = "split"
+    df: pd.DataFrame,
+    *,
+    patient_column: str = "patient_id",
+    split_column: str = "split",
+    name_patients: bool = True,
 ) -> None:
-    """Raise :class:`PatientLeakError` if any patient has rows in more than one split."""
+    """Raise :class:`PatientLeakError` if any patient has rows in more than one split.
+
+    ``name_patients=False`` keeps patient ids out of the message (for raw header ids, which must
+    not reach logs).
+    """
     for col in (patient_column, split_column):
         if col not in df.columns:
             raise ValueError(f"The manifest has no {col!r} column.")
@@ -223,8 +231,9 @@ def assert_patient_disjoint(
     if len(leaks):
         shown = "; ".join(f"{p} in {', '.join(s)}" for p, s in list(leaks.items())[:5])
         more = f" and {len(leaks) - 5} more" if len(leaks) > 5 else ""
+        detail = f" ({shown}{more})" if name_patients else ""
         raise PatientLeakError(
-            f"{len(leaks)} patient(s) appear in more than one split ({shown}{more}); "
+            f"{len(leaks)} patient(s) appear in more than one split{detail}; "
             "split by patient with pipelines.splits.split_manifest."
         )
 

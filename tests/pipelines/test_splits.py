@@ -170,3 +170,15 @@ def test_save_and_load_split(tmp_path):
     assert not list(path.parent.glob(".*.tmp"))
     with pytest.raises(ValueError, match="no 'split' column"):
         save_split(manifest(n_patients=2), tmp_path / "x.csv")
+
+
+def test_leak_message_can_keep_patient_ids_out():
+    import pandas as pd
+    import pytest
+
+    from pipelines.splits import PatientLeakError, assert_patient_disjoint
+
+    df = pd.DataFrame({"patient_id": ["ID_secret", "ID_secret"], "split": ["train", "test"]})
+    with pytest.raises(PatientLeakError) as err:
+        assert_patient_disjoint(df, name_patients=False)
+    assert "ID_secret" not in str(err.value) and "1 patient" in str(err.value)
