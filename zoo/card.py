@@ -32,7 +32,7 @@ def _registry_facts(name: str) -> dict:
 
     if name not in zoo.list_models():
         return {}
-    info = zoo.model_info(name)
+    info = zoo.model_info(name, count_params=False)  # the card counts the evaluated model
     keep = ("summary", "paper", "doi", "task", "labels", "input_shape", "parameters",
             "from_paper", "our_reading")
     facts = {k: info[k] for k in keep if k in info}
@@ -117,6 +117,8 @@ def card_from_report(report: dict, source, existing: dict | None = None) -> dict
     if not card:
         card.update({"model_name": source.model_name, "labels": list(source.labels),
                      "input_shape": list(source.input_shape), "task": source.task})
+        if source._keras is not None:
+            card["parameters"] = int(source._keras.count_params())
         card.update({k: v for k, v in _registry_facts(source.model_name).items()
                      if k not in ("labels", "input_shape", "task")})
         card.setdefault("task", source.task)
