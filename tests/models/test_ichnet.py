@@ -32,9 +32,12 @@ def test_defaults_and_card():
     assert model.input.name == "image"
     assert tuple(model.output.shape) == (None, len(RSNA_ICH))
     assert model.get_layer("predictions").get_config()["activation"] == "sigmoid"
-    assert tuple(model.get_layer("features").output.shape) == (None, 8, 8, 192)
+    assert tuple(model.get_layer("features").output.shape) == (None, 16, 16, 192)
     blocks = [layer for layer in model.layers if isinstance(layer, MultiReceptiveFieldBlock)]
-    assert len(blocks) == 8 and all(b.branches == ((3, 1), (3, 2), (3, 3)) for b in blocks)
+    assert len(blocks) == 8
+    # stages 1-4 at the paper's dilations; stage 5 runs at stride 16 with them doubled
+    assert all(b.branches == ((3, 1), (3, 2), (3, 3)) for b in blocks[:-2])
+    assert all(b.branches == ((3, 2), (3, 4), (3, 6)) for b in blocks[-2:])
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # flat
 
 
@@ -46,9 +49,17 @@ def test_any_input_of_32_or_more(shape):
     assert y.shape == (2, 3) and np.all(np.isfinite(y))
 
 
-def test_features_of_smallest_input_are_one_pixel():
-    model = zoo.get_model("ichnet", input_shape=(32, 32, 1))
-    assert tuple(model.get_layer("features").output.shape) == (None, 1, 1, 192)
+def test_output_stride_sets_the_feature_grid_without_changing_parameters():
+    m16 = zoo.get_model("ichnet", input_shape=(64, 64, 1))
+    m32 = zoo.get_model("ichnet", input_shape=(64, 64, 1), output_stride=32)
+    assert tuple(m16.get_layer("features").output.shape) == (None, 4, 4, 192)
+    assert tuple(m32.get_layer("features").output.shape) == (None, 2, 2, 192)
+    assert m16.count_params() == m32.count_params()
+    # past the output stride the last stage dilates instead (DeepLab-style)
+    assert m16.get_layer("stage5_mrf1").dilations == (2, 4, 6)
+    assert m32.get_layer("stage5_mrf1").dilations == (1, 2, 3)
+    small = zoo.get_model("ichnet", input_shape=(32, 32, 1), output_stride=32)
+    assert tuple(small.get_layer("features").output.shape) == (None, 1, 1, 192)
 
 
 @pytest.mark.parametrize(
@@ -58,6 +69,7 @@ def test_features_of_smallest_input_are_one_pixel():
         ({"stages": ((8, 0),)}, "non-empty list of \\(filters, blocks\\)"),
         ({"stem": 0}, "stem and head must be positive"),
         ({"stages": ((8, 1),) * 6}, "at most 5 stages"),
+        ({"output_stride": 8}, "output_stride must be 16 or 32"),
         ({"input_shape": (16, 16, 3)}, "at least 32"),
         ({"activation": "relu"}, "activation must be"),
         ({"merge": "mean"}, "merge must be 'concat' or 'sum'"),
