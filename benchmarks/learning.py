@@ -43,7 +43,7 @@ def _predict(model, source, split, batch_size=256):
 
     ys, ps = [], []
     for x, y in source.eval_dataset(split, batch_size=batch_size):
-        ps.append(model.predict_on_batch(x))
+        ps.append(np.asarray(model(x, training=False)))
         ys.append(np.asarray(y))
     return np.concatenate(ys), np.concatenate(ps)
 
