@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import labels
+from pipelines import label_maps, labels
 from pipelines.datasets import base
 from pipelines.manifest import (
     DataError,
@@ -47,14 +47,7 @@ from pipelines.manifest import (
 LABELS = labels.RSNA_ICH
 TASK = "multi-label"
 CSV = "reads.csv"
-FINDINGS = {
-    "any": "ICH",
-    "epidural": "EDH",
-    "intraparenchymal": "IPH",
-    "intraventricular": "IVH",
-    "subarachnoid": "SAH",
-    "subdural": "SDH",
-}
+FINDINGS = label_maps.RSNA_TO_CQ500  # RSNA label -> reads.csv finding code (one table)
 _SCAN_NUMBER = re.compile(r"CQ500[-_ ]?CT[-_ ]?(\d+)", re.IGNORECASE)
 
 

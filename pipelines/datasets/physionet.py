@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines import labels, nifti, transforms
+from pipelines import label_maps, labels, nifti, transforms
 from pipelines.datasets import base
 from pipelines.manifest import (
     DataError,
@@ -37,13 +37,8 @@ from pipelines.manifest import (
 LABELS = labels.RSNA_ICH
 TASK = "multi-label"
 CSV = "hemorrhage_diagnosis_raw_ct.csv"
-SUBTYPE_COLUMNS = {
-    "epidural": "Epidural",
-    "intraparenchymal": "Intraparenchymal",
-    "intraventricular": "Intraventricular",
-    "subarachnoid": "Subarachnoid",
-    "subdural": "Subdural",
-}
+# RSNA subtype -> CSV column, from the one mapping table ("any" is 1 - No_Hemorrhage, below)
+SUBTYPE_COLUMNS = {k: v for k, v in label_maps.RSNA_TO_PHYSIONET.items() if k != "any"}
 
 
 def channels(windows=None) -> int:
