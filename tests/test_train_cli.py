@@ -90,10 +90,11 @@ def test_mirrored_two_cpu_devices_trains_and_exports(cache, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def _wait_for(path, proc, timeout=180):
+def _wait_for(path, proc, timeout=180, contains=None):
+    """Wait until ``path`` exists (and, with ``contains``, its text holds that string)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if path.exists():
+        if path.exists() and (contains is None or contains in path.read_text(errors="ignore")):
             return
         if proc.poll() is not None:
             pytest.fail(f"training ended (rc {proc.returncode}) before {path.name} appeared:\n"
@@ -111,7 +112,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(cache, tmp_path
     proc = subprocess.Popen(TRAIN + args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     # epoch 1 saves ckpt-1..3 (steps 4, 8, 12) and ckpt-4 (its end); ckpt-5 = epoch 2, step 4
-    _wait_for(tmp_path / "killed" / "checkpoints" / "ckpt-5.index", proc)
+    # the manager's state file names ckpt-5 only once it is complete (the .index comes earlier)
+    _wait_for(tmp_path / "killed" / "checkpoints" / "checkpoint", proc, contains='"ckpt-5"')
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
