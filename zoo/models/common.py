@@ -53,12 +53,52 @@ def check_common(*, input_shape, num_classes, activation, dropout, min_size: int
     return shape
 
 
-def classifier_head(x, *, num_classes, activation, dropout, name_prefix="head"):
-    """GAP -> dropout -> Dense(num_classes) -> activation (float32), the layer named predictions."""
-    x = layers.GlobalAveragePooling2D(name=f"{name_prefix}_gap")(x)
+POOLINGS = ("avg", "lse", "max")
+
+
+def check_pooling(pooling, lse_r=5.0):
+    """Validate the head's pooling arguments (see :func:`classifier_head`)."""
+    if pooling not in POOLINGS:
+        raise ValueError(
+            f"pooling must be 'avg' (global average of the features), 'lse' (log-sum-exp of a "
+            f"class evidence map, for small lesions) or 'max', got {pooling!r}."
+        )
+    if isinstance(lse_r, bool) or not isinstance(lse_r, (int, float)) or not lse_r > 0:
+        raise ValueError(f"lse_r must be a positive number, got {lse_r!r}.")
+
+
+def classifier_head(
+    x, *, num_classes, activation, dropout, pooling="avg", lse_r=5.0, name_prefix="head"
+):
+    """The classifier on the ``features`` map; the output layer is named ``predictions``.
+
+    * ``pooling="avg"``: GAP -> dropout -> Dense(num_classes) -> activation.
+    * ``pooling="lse"`` / ``"max"``: dropout -> 1x1 conv to a class evidence map
+      ``head_class_map`` [B, h, w, num_classes] -> log-sum-exp (sharpness ``lse_r``) or max
+      over positions -> activation. Same parameter count as the Dense head. A lesion is scored by
+      where it is, not diluted by the area around it, and Grad-CAM on ``features`` equals the
+      rectified class evidence map (up to its bias).
+    """
+    check_pooling(pooling, lse_r)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name=f"{name_prefix}_gap")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"{name_prefix}_dropout")(x)
+        x = layers.Dense(num_classes, name=f"{name_prefix}_logits")(x)
+        return predictions(x, activation)
+    from zoo.layers.log_sum_exp_pooling import GlobalLogSumExpPooling2D
+
     if dropout:
         x = layers.Dropout(dropout, name=f"{name_prefix}_dropout")(x)
-    x = layers.Dense(num_classes, name=f"{name_prefix}_logits")(x)
+    # zero kernel: every position scores the same at the start, so the first steps train like
+    # GAP instead of pushing down whichever random position happens to be the maximum
+    x = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=f"{name_prefix}_class_map")(
+        x
+    )
+    if pooling == "lse":
+        x = GlobalLogSumExpPooling2D(lse_r, name=f"{name_prefix}_logits")(x)
+    else:
+        x = layers.GlobalMaxPooling2D(name=f"{name_prefix}_logits")(x)
     return predictions(x, activation)
 
 

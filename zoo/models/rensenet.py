@@ -141,6 +141,8 @@ def build_rensenet(
     units=RENSENET_SPECS["rensenet"]["units"],
     compression=RENSENET_SPECS["rensenet"]["compression"],
     bn_momentum=0.9,
+    pooling="avg",
+    lse_r=5.0,
     name="rensenet",
 ):
     """Build a RenseNet as a flat functional model.
@@ -158,6 +160,8 @@ def build_rensenet(
         compression: a transition keeps ``round(channels * compression)`` channels.
         bn_momentum: momentum of every BatchNorm (default 0.9, PyTorch's 0.1: the moving
             statistics settle within a few hundred steps, which small datasets need).
+        pooling, lse_r: the head (:func:`zoo.models.common.classifier_head`): "avg" (GAP,
+            default) or "lse" / "max" over a class evidence map.
         name: the model name.
 
     Returns:
@@ -192,7 +196,14 @@ def build_rensenet(
                 filters=channels, momentum=bn_momentum, name=f"stage{s}_pool"
             )(x)
     x = features(x)
-    outputs = classifier_head(x, num_classes=num_classes, activation=activation, dropout=dropout)
+    outputs = classifier_head(
+        x,
+        num_classes=num_classes,
+        activation=activation,
+        dropout=dropout,
+        pooling=pooling,
+        lse_r=lse_r,
+    )
     model = keras.Model(inputs, outputs, name=name)
     return load_weights(model, weights)
 
