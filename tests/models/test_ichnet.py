@@ -60,6 +60,14 @@ def test_output_stride_sets_the_feature_grid_without_changing_parameters():
     assert m32.get_layer("stage5_mrf1").dilations == (1, 2, 3)
     small = zoo.get_model("ichnet", input_shape=(32, 32, 1), output_stride=32)
     assert tuple(small.get_layer("features").output.shape) == (None, 1, 1, 192)
+    m8 = zoo.get_model("ichnet", input_shape=(64, 64, 1), output_stride=8)
+    assert tuple(m8.get_layer("features").output.shape) == (None, 8, 8, 192)
+    assert m8.count_params() == m16.count_params()
+    assert m8.get_layer("stage4_mrf1").dilations == (2, 4, 6)
+    assert m8.get_layer("stage5_mrf1").dilations == (4, 8, 12)
+    plain = zoo.get_model("ichnet", input_shape=(64, 64, 1), output_stride=8,
+                          dilate_past_stride=False)
+    assert plain.get_layer("stage5_mrf1").dilations == (1, 2, 3)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +77,7 @@ def test_output_stride_sets_the_feature_grid_without_changing_parameters():
         ({"stages": ((8, 0),)}, "non-empty list of \\(filters, blocks\\)"),
         ({"stem": 0}, "stem and head must be positive"),
         ({"stages": ((8, 1),) * 6}, "at most 5 stages"),
-        ({"output_stride": 8}, "output_stride must be 16 or 32"),
+        ({"output_stride": 4}, "output_stride must be 8, 16 or 32"),
         ({"input_shape": (16, 16, 3)}, "at least 32"),
         ({"activation": "relu"}, "activation must be"),
         ({"merge": "mean"}, "merge must be 'concat' or 'sum'"),
