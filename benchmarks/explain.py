@@ -148,11 +148,10 @@ def resolution_ceiling(masks, grid) -> float:
     are missed even by a perfect map)."""
     import tensorflow as tf
 
-    from zoo.explain import pointing_game
+    from zoo.explain import pointing_game, upsample_maps
 
-    m = masks.astype("float32")[..., None]
-    small = tf.image.resize(m, grid, method="area")
-    up = tf.image.resize(small, m.shape[1:3], method="bilinear")[..., 0].numpy()
+    small = tf.image.resize(masks.astype("float32")[..., None], grid, method="area")[..., 0]
+    up = upsample_maps(small, masks.shape[1:3]).numpy()
     return float(np.nanmean(pointing_game(up, masks)))
 
 
@@ -296,7 +295,9 @@ def main(argv=None) -> int:
                    help="training augmentation spec (pipelines.augment; default flips, small "
                    "rotations and zooms)")
     p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")
-    p.add_argument("--pooling", choices=("avg", "lse", "max"), default=None,
+    from zoo.models.common import POOLINGS
+
+    p.add_argument("--pooling", choices=POOLINGS, default=None,
                    help="the models' head pooling (default: each model's own, 'avg')")
     p.add_argument("--model-kwargs", type=_json_object, default=None,
                    help='more get_model arguments for every model trained, as JSON, e.g. '

@@ -84,10 +84,21 @@ def grad_cam(
         weights = tf.reduce_mean(grads, axis=(1, 2))
     cam = tf.nn.relu(tf.einsum("bhwc,bc->bhw", feats, weights))
     if upsample:
-        cam = tf.image.resize(cam[..., None], tf.shape(images)[1:3], method="bilinear")[..., 0]
+        cam = upsample_maps(cam, tf.shape(images)[1:3])
     cam = cam.numpy()
     peak = cam.reshape(len(cam), -1).max(axis=1)
     return cam / np.where(peak > 0, peak, 1.0)[:, None, None]
+
+
+def upsample_maps(maps, size):
+    """Maps ``[batch, h, w]`` -> ``[batch, *size]``, bilinear: how every heatmap reaches image size.
+
+    Each cell's value lands on the centre of the image patch it covers, so a map's maximum sits
+    on a cell centre (what the pointing game's resolution ceiling is computed from).
+    """
+    import tensorflow as tf
+
+    return tf.image.resize(tf.convert_to_tensor(maps)[..., None], size, method="bilinear")[..., 0]
 
 
 def pointing_game(heatmaps, masks, *, tolerance: int = 0) -> np.ndarray:

@@ -59,8 +59,8 @@ def test_lse_head_survives_keras_save_and_load(tmp_path):
     "kwargs, match",
     [
         ({"pooling": "mean"}, "pooling must be 'avg'"),
-        ({"pooling": "lse", "lse_r": 0}, "lse_r must be a positive number"),
-        ({"pooling": "lse", "lse_r": "big"}, "lse_r must be a positive number"),
+        ({"pooling": "lse", "lse_r": 0}, "lse_r must be a positive finite number"),
+        ({"pooling": "lse", "lse_r": "big"}, "lse_r must be a positive finite number"),
     ],
 )
 def test_bad_pooling_arguments_are_one_sentence(kwargs, match):

@@ -15,14 +15,14 @@ class GlobalLogSumExpPooling2D(keras.layers.Layer):
     ``y[b, c] = 1/r * log(mean_{h,w} exp(r * x[b, h, w, c]))``, computed stably as
     ``m + 1/r * log(mean exp(r * (x - m)))`` with ``m`` the per-channel maximum.
 
-    Why a classifier for small lesions wants it: global *average* pooling scores a lesion in
-    proportion to its area, so a lesion covering 1% of the slice must either produce activations
-    a hundred times larger than the background or be spread over the whole map; training finds
-    the second, and the class activation map goes flat (measured on the head-CT phantom:
-    ``python -m benchmarks.explain``). Pooled by log-sum-exp, the score follows the strongest
-    positions, the evidence stays where the lesion is, and Grad-CAM's maximum points at it.
-    Pinheiro & Collobert (CVPR 2015) and Wang et al. (ChestX-ray8, CVPR 2017) use it for weakly
-    supervised localisation for the same reason.
+    Why a classifier for small lesions may want it: global *average* pooling scores a lesion
+    in proportion to its area, so a lesion covering 1% of the slice must either produce
+    activations a hundred times larger than the background or be spread over the whole map, and
+    the class activation map tends to go flat. Pooled by log-sum-exp, the score follows the
+    strongest positions. Pinheiro & Collobert (CVPR 2015) and Wang et al. (ChestX-ray8, CVPR 2017)
+    use it for weakly supervised localisation for that reason. On our head-CT phantom it made
+    ichnet's last-layer Grad-CAM point at the lesion more often in one configuration and not in
+    others (``python -m benchmarks.explain --pooling lse``; figures on ichnet's card).
 
     Args:
         r: sharpness, > 0 (default 5.0). The output lies in ``[mean, max]`` and at most

@@ -12,10 +12,13 @@ Conventions every registered model follows (tests check them for each name in th
 
 from __future__ import annotations
 
+import math
 import os
 
 import keras
 from keras import layers
+
+from zoo.layers.log_sum_exp_pooling import GlobalLogSumExpPooling2D
 
 MIN_SIZE = 32
 FEATURES = "features"
@@ -63,8 +66,12 @@ def check_pooling(pooling, lse_r=5.0):
             f"pooling must be 'avg' (global average of the features), 'lse' (log-sum-exp of a "
             f"class evidence map, for small lesions) or 'max', got {pooling!r}."
         )
-    if isinstance(lse_r, bool) or not isinstance(lse_r, (int, float)) or not lse_r > 0:
-        raise ValueError(f"lse_r must be a positive number, got {lse_r!r}.")
+    if (
+        isinstance(lse_r, bool)
+        or not isinstance(lse_r, (int, float))
+        or not (math.isfinite(lse_r) and lse_r > 0)
+    ):
+        raise ValueError(f"lse_r must be a positive finite number, got {lse_r!r}.")
 
 
 def classifier_head(
@@ -86,8 +93,6 @@ def classifier_head(
             x = layers.Dropout(dropout, name=f"{name_prefix}_dropout")(x)
         x = layers.Dense(num_classes, name=f"{name_prefix}_logits")(x)
         return predictions(x, activation)
-    from zoo.layers.log_sum_exp_pooling import GlobalLogSumExpPooling2D
-
     if dropout:
         x = layers.Dropout(dropout, name=f"{name_prefix}_dropout")(x)
     # zero kernel: every position scores the same at the start, so the first steps train like
