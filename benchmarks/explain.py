@@ -155,29 +155,49 @@ def resolution_ceiling(masks, grid) -> float:
     return float(np.nanmean(pointing_game(up, masks)))
 
 
-def _faithfulness(model, x, y_pos, masks, class_index, plus: bool, tolerance: int = 0,
+def _maps(model, methods, strides=(8, 4)) -> list[tuple[str, list[str], str]]:
+    """(method, layers, fusion) to score: Grad-CAM(++) on ``features`` and on the last layer at
+    each of ``strides``; LayerCAM on every scale, fused by product (ours) and by max (LayerCAM's)."""
+    from zoo.explain import scale_layers
+
+    out = []
+    for method in methods:
+        if method == "layercam":
+            out += [(method, scale_layers(model), "product"), (method, scale_layers(model), "max")]
+        else:
+            out += [(method, [layer], "product") for layer, _ in _layers(model, strides)]
+    return out
+
+
+def _faithfulness(model, x, y_pos, masks, class_index, methods, tolerance: int = 0,
                   strides=(8, 4)) -> list[dict]:
-    """One row per feature layer: Grad-CAM on the positive slices that have a lesion mask."""
-    from zoo.explain import energy_in_mask, grad_cam, pointing_game
+    """One row per map: its pointing game on the positive slices that have a lesion mask."""
+    from zoo.explain import class_activation_map, energy_in_mask, pointing_game
 
     sel = (y_pos > 0.5) & masks.reshape(len(masks), -1).any(axis=1)
     area = masks[sel].reshape(int(sel.sum()), -1).mean(axis=1)
     rows = []
-    for layer, grid in _layers(model, strides):
+    for method, layers, fusion in _maps(model, methods, strides):
+        grids = [tuple(model.get_layer(name).output.shape[1:3]) for name in layers]
+        finest = max(grids, key=lambda g: g[0] * g[1])
         heats = np.concatenate([
-            grad_cam(model, x[sel][i:i + 16], class_index=class_index, plus=plus,
-                     feature_layer=layer)
+            class_activation_map(model, x[sel][i:i + 16], class_index, method=method,
+                                 feature_layer=layers, fusion=fusion)
             for i in range(0, int(sel.sum()), 16)
         ])
+        if len(layers) == 1:
+            layer = f"{layers[0]} ({finest[0]}x{finest[1]})"
+        else:
+            layer = f"{len(layers)} scales {grids[-1][0]}..{finest[0]}, {fusion}"
         rows.append({
-            "layer": layer, "grid": f"{grid[0]}x{grid[1]}", "n": int(sel.sum()),
+            "method": method, "layer": layer, "n": int(sel.sum()),
             "hit_rate": float(np.nanmean(pointing_game(heats, masks[sel]))),
             "hit_rate_tol": float(np.nanmean(pointing_game(heats, masks[sel],
                                                            tolerance=tolerance))),
             "tolerance": int(tolerance),
             "energy": float(np.nanmean(energy_in_mask(heats, masks[sel]))),
             "mask_area": float(area.mean()),
-            "ceiling": resolution_ceiling(masks[sel], grid),
+            "ceiling": resolution_ceiling(masks[sel], finest),
         })
     return rows
 
@@ -188,7 +208,6 @@ def run(args) -> list[dict]:
     rows = []
     root = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-explain-"))
     root.mkdir(parents=True, exist_ok=True)
-    plus = args.method == "gradcam++"
     s = args.size
 
     data, cache = _head_ct(root, s, args.patients, args.slices, args.seed)
@@ -201,7 +220,7 @@ def run(args) -> list[dict]:
         p = model.predict(xv, verbose=0)
         base = {"model": name, "phantom": "head CT", "class": "any", "train_s": secs,
                 "val_auroc": auroc(yv[:, 0], p[:, 0])}
-        for r in _faithfulness(model, xv, yv[:, 0], mv, 0, plus, args.tolerance):
+        for r in _faithfulness(model, xv, yv[:, 0], mv, 0, args.methods, args.tolerance):
             rows.append({**base, **r})
             _show(rows[-1])
 
@@ -215,7 +234,7 @@ def run(args) -> list[dict]:
         p = model.predict(xv, verbose=0)
         base = {"model": "rensenet", "phantom": "kidney stones", "class": "stone",
                 "train_s": secs, "val_auroc": auroc(yv[:, k], p[:, k])}
-        for r in _faithfulness(model, xv, yv[:, k], mv, k, plus, args.tolerance):
+        for r in _faithfulness(model, xv, yv[:, k], mv, k, args.methods, args.tolerance):
             rows.append({**base, **r})
             _show(rows[-1])
     return rows
@@ -234,7 +253,7 @@ def zoo_labels(cache):
 
 
 def _show(row):
-    print(f"  {row['model']} on {row['phantom']} [{row['layer']} {row['grid']}]: val AUROC {row['val_auroc']:.3f}, "
+    print(f"  {row['model']} on {row['phantom']} [{row['method']} on {row['layer']}]: val AUROC {row['val_auroc']:.3f}, "
           f"hit rate {row['hit_rate']:.3f} (within {row['tolerance']}px: "
           f"{row['hit_rate_tol']:.3f}; ceiling {row['ceiling']:.3f}), energy {row['energy']:.3f} "
           f"(n={row['n']}, "
@@ -245,16 +264,15 @@ def _secs(value) -> str:
     return "-" if value != value else f"{value:.0f}"  # NaN: a reused model
 
 
-def table(rows, method) -> str:
+def table(rows) -> str:
     tol = rows[0]["tolerance"] if rows else 0
-    lines = [f"| model | phantom | class | layer (grid) | val AUROC | positive val slices | "
-             f"pointing-game hit "
-             f"rate ({method}) | ceiling at this grid | hit rate within {tol}px | energy in mask | "
-             "mask area | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| model | phantom | class | map | layer (grid) | val AUROC | positive val slices | "
+             f"pointing-game hit rate | ceiling at this grid | hit rate within {tol}px | "
+             "energy in mask | mask area | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['phantom']} | {r['class']} | {r['layer']} ({r['grid']}) "
-                     f"| {r['val_auroc']:.3f} | "
+        lines.append(f"| {r['model']} | {r['phantom']} | {r['class']} | {r['method']} | "
+                     f"{r['layer']} | {r['val_auroc']:.3f} | "
                      f"{r['n']} | {r['hit_rate']:.3f} | {r['ceiling']:.3f} | {r['hit_rate_tol']:.3f} | "
                      f"{r['energy']:.3f} | "
                      f"{r['mask_area']:.3f} | {_secs(r['train_s'])} |")
@@ -294,7 +312,11 @@ def main(argv=None) -> int:
     p.add_argument("--augment", default="default",
                    help="training augmentation spec (pipelines.augment; default flips, small "
                    "rotations and zooms)")
-    p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam")
+    from zoo.explain import METHODS
+
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=["gradcam", "layercam"],
+                   help="maps to score (default: Grad-CAM on features and on the last stride-8 "
+                   "and stride-4 layers; LayerCAM fused over every scale, by product and by max)")
     from zoo.models.common import POOLINGS
 
     p.add_argument("--pooling", choices=POOLINGS, default=None,
@@ -312,7 +334,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = run(args)
     print()
-    print(table(rows, args.method))
+    print(table(rows))
     print(f"\ntotal {time.perf_counter() - t0:.0f}s; target: hit rate >= 0.8 for ichnet and "
           "rensenet on the head CT")
     return 0
