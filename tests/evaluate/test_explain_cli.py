@@ -111,3 +111,27 @@ def test_pointing_game_tolerance():
     assert X.pointing_game(heat, mask)[0] == 0.0
     assert X.pointing_game(heat, mask, tolerance=2)[0] == 0.0
     assert X.pointing_game(heat, mask, tolerance=3)[0] == 1.0
+
+
+def test_explain_layercam_reads_every_scale_and_names_bad_layers(tiny, tmp_path, capsys):
+    out = tmp_path / "lc"
+    assert X.main(["--model", str(tiny.version), "--image", str(_a_dicom(tiny)), "--class", "any",
+                   "--method", "layercam", "--out", str(out)]) == 0
+    summary = json.loads((out / "explain.json").read_text())
+    model = load_model_source(tiny.version).keras_model()
+    assert summary["layers"] == X.scale_layers(model) and summary["layers"][-1] == "features"
+    assert len(summary["layers"]) >= 3
+    assert_real_png(out / summary["maps"]["any"]["png"])
+    heat = np.load(out / summary["maps"]["any"]["heatmap"])
+    assert heat.shape == (32, 32) and heat.max() == pytest.approx(1.0) and heat.min() >= 0
+    # explicit layers, comma-separated; a layer the model lacks is one sentence
+    assert X.main(["--model", str(tiny.version), "--image", str(_a_dicom(tiny)), "--method",
+                   "gradcam", "--layers", f"{summary['layers'][1]},features",
+                   "--out", str(tmp_path / "two")]) == 0
+    assert json.loads((tmp_path / "two" / "explain.json").read_text())["layers"] == [
+        summary["layers"][1], "features"]
+    capsys.readouterr()
+    assert X.main(["--model", str(tiny.version), "--image", str(_a_dicom(tiny)),
+                   "--layers", "stage9", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "'stage9'" in err and "names no layer" in err and err.count("\n") == 1
