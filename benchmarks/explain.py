@@ -1,7 +1,7 @@
-"""Faithfulness of Grad-CAM on the phantoms that ship lesion masks: pointing game and energy.
+"""Faithfulness of Grad-CAM and LayerCAM on the phantoms that ship lesion masks.
 
     python -m benchmarks.explain            # ichnet + rensenet on head CT, rensenet on kidney, 256 px
-    python -m benchmarks.explain --size 128 --epochs 8 --method gradcam++   # ~4x faster
+    python -m benchmarks.explain --size 128 --epochs 8 --methods gradcam++ layercam  # ~4x faster
     python -m benchmarks.explain --models ichnet --no-kidney --size 256 --epochs 10 \
         --work-dir W [--pooling lse] [--model-kwargs '{"output_stride": 8}'] [--reuse]
 
@@ -10,9 +10,8 @@ models' default input), so the target is only reachable at 256 px or on a finer 
 
 For each (model, phantom): generate the phantom (pipelines.datasets.synthetic), prepare it into a
 TFRecord cache with the real pipeline (patient-grouped train/val split), train briefly with
-``zoo.training.run`` (the loop train.py uses) on the cached
-arrays, then compute Grad-CAM of the positive class on every
-positive validation slice whose lesion mask is non-empty, and print
+``zoo.training.run`` (the loop train.py uses) on the cached arrays, then compute the maps of the
+positive class on every positive validation slice whose lesion mask is non-empty, and print
 
 * the validation AUROC of that class (so a map is read next to how well the model works),
 * the pointing-game hit rate: the heatmap's maximum falls inside the lesion mask
@@ -26,10 +25,12 @@ Head CT: ``ichnet`` and ``rensenet``, both on the three CT windows with six sigm
 the map of ``any`` is scored against the union of the lesion masks. Kidney stones: ``rensenet``
 (grey PNGs, softmax normal/stone, class ``stone``).
 
-Maps are computed on the documented ``features`` layer (the last feature map, stride 16 for
-both) and, to show what the resolution of that map costs, on the last layer at stride 8 and 4.
-``--pooling lse`` trains the models with the log-sum-exp head instead of GAP. Target: hit rate >= 0.8 for ichnet and
-rensenet on the head CT.
+Maps (``--methods``): Grad-CAM on the documented ``features`` layer (the last feature map,
+stride 16 for both), on the last layer at stride 8 and 4 (what the resolution costs) and on
+every scale fused by product; LayerCAM on every scale (:func:`zoo.explain.scale_layers`), fused
+by product (``zoo.explain --method layercam``) and by max (LayerCAM's own fusion).
+``--pooling lse`` trains the models with the log-sum-exp head instead of GAP. Target: hit rate
+>= 0.8 for ichnet and rensenet on the head CT.
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ def resolution_ceiling(masks, grid) -> float:
 
 
 def _maps(model, methods, strides=(8, 4)) -> list[tuple[str, list[str], str]]:
-    """(method, layers, fusion) to score: Grad-CAM(++) on ``features`` and on the last layer at
-    each of ``strides``; LayerCAM on every scale, fused by product (ours) and by max (LayerCAM's)."""
+    """(method, layers, fusion) to score: Grad-CAM(++) on ``features``, on the last layer at
+    each of ``strides`` and on every scale (product); LayerCAM on every scale, fused by product
+    (ours) and by max (LayerCAM's)."""
     from zoo.explain import scale_layers
 
     out = []
@@ -166,6 +168,7 @@ def _maps(model, methods, strides=(8, 4)) -> list[tuple[str, list[str], str]]:
             out += [(method, scale_layers(model), "product"), (method, scale_layers(model), "max")]
         else:
             out += [(method, [layer], "product") for layer, _ in _layers(model, strides)]
+            out.append((method, scale_layers(model), "product"))
     return out
 
 

@@ -139,7 +139,7 @@ def test_scale_layers_are_the_stage_outputs():
     assert scale_layers(zoo.get_model("ichnet", input_shape=(64, 64, 3))) == [
         "stage1_mrf1", "stage2_mrf1", "stage3_mrf2", "features"]
     assert scale_layers(zoo.get_model("rensenet_small", input_shape=(64, 64, 1))) == [
-        "stem_relu", "stage1_rense", "stage2_rense", "stage3_rense", "features"]
+        "stage1_rense", "stage2_rense", "stage3_rense", "features"]  # not the full-size stem
     # a head's class evidence map after `features` is not a scale; odd sizes still work
     lse = zoo.get_model("ichnet_small", input_shape=(70, 90, 3), pooling="lse")
     assert scale_layers(lse)[-1] == "features" and len(scale_layers(lse)) == 4
