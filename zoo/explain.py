@@ -75,22 +75,24 @@ def scale_layers(model) -> list[str]:
     """
     import math
 
-    h = model.input_shape[1]
-    if h is None:
+    import keras
+
+    if not _has_layer(model, FEATURES):
+        raise ValueError(f"Model {model.name!r} has no layer 'features', so its scales are unknown; "
+                         f"pass layer names instead of {SCALES!r}.")
+    h, coarsest = model.input_shape[1], model.get_layer(FEATURES).output.shape[1]
+    if h is None or coarsest is None:
         return [FEATURES]
-    last = {}
+    last = {}  # grid height -> the last layer at it, in graph order up to `features`
     for layer in model.layers:
-        out = getattr(layer, "output", None)
-        shape = getattr(out, "shape", None)
-        if shape is not None and len(shape) == 4 and shape[1] is not None and layer.name != "image":
-            last.setdefault(int(shape[1]), []).append(layer.name)
         if layer.name == FEATURES:
             break
-    if FEATURES not in last.get(int(model.get_layer(FEATURES).output.shape[1]), []):
-        return [FEATURES]
-    coarsest = int(model.get_layer(FEATURES).output.shape[1])
+        shape = getattr(getattr(layer, "output", None), "shape", None)
+        if (shape is not None and len(shape) == 4 and shape[1] is not None
+                and not isinstance(layer, keras.layers.InputLayer)):
+            last[int(shape[1])] = layer.name
     grids = sorted({math.ceil(h / 2**k) for k in range(1, 12)}, reverse=True)
-    return [last[g][-1] for g in grids if g in last and g >= coarsest]
+    return [last[g] for g in grids if g in last and g > int(coarsest)] + [FEATURES]
 
 
 def _layer_names(model, feature_layer) -> list[str]:

@@ -191,3 +191,17 @@ def test_keras_save_and_load_every_model_in_a_fresh_process(tmp_path):
         assert r["flat"], f"{name} reloaded with nested models"
         assert r["layers"] == layer_counts[name], f"{name}: layer count changed on reload"
         assert r["max_abs_diff"] < 1e-5, f"{name}: reloaded outputs differ by {r['max_abs_diff']}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layercam_over_every_scale(name):
+    from zoo.explain import class_activation_map, scale_layers
+
+    model, x, _ = _built(name)
+    layers = scale_layers(model)
+    assert layers[-1] == "features" and len(set(layers)) == len(layers)
+    grids = [model.get_layer(n).output.shape[1] for n in layers]
+    assert grids == sorted(grids, reverse=True) and len(set(grids)) == len(grids)
+    heat = class_activation_map(model, x, 0, method="layercam", feature_layer="scales")
+    assert heat.shape == (2, SIZE, SIZE) and np.isfinite(heat).all()
+    assert heat.min() >= 0 and heat.max() <= 1 + 1e-6
