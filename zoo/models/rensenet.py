@@ -83,9 +83,10 @@ CARD = {
         "BatchNorm momentum 0.9 (PyTorch's default) so short runs on small datasets evaluate "
         "with settled statistics",
         "explanation: on the head-CT phantom at 256 px (10 epochs, python -m benchmarks.explain) "
-        "Grad-CAM on features (stride 16) puts its maximum inside the bleed on 9% of positive "
-        "slices, on stage2 (stride 4) on 97%; LayerCAM fused over the stage outputs "
-        "(python -m zoo.explain --method layercam) on 85%",
+        "Grad-CAM on features (stride 16) puts its maximum inside the bleed on 9-29% of "
+        "positive slices; the best single earlier layer changes with the seed (stage2: 97% then "
+        "65%, stage3: 12% then 87%); LayerCAM fused over the stage outputs (python -m "
+        "zoo.explain --method layercam) on 85-88% (two seeds)",
     ],
 }
 
