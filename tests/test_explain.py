@@ -5,16 +5,23 @@ from keras import ops
 from zoo.explain import energy_in_mask, grad_cam, pointing_game
 
 
-class _SplitByRegion(keras.layers.Layer):
-    """Channel 0 = image inside a fixed region, channel 1 = image outside it."""
+class _Gate(keras.layers.Layer):
+    """Multiplies its input by a fixed spatial mask: the score only reads inside the mask."""
 
     def __init__(self, mask, **kwargs):
         super().__init__(**kwargs)
         self.mask = np.asarray(mask, "float32")[None, :, :, None]
 
     def call(self, x):
-        m = ops.convert_to_tensor(self.mask)
-        return ops.concatenate([x * m, x * (1.0 - m)], axis=-1)
+        return x * ops.convert_to_tensor(self.mask)
+
+
+class _SplitByRegion(_Gate):
+    """Channel 0 = image inside a fixed region, channel 1 = image outside it."""
+
+    def call(self, x):
+        inside = super().call(x)
+        return ops.concatenate([inside, x - inside], axis=-1)
 
 
 def _region_model(mask):
@@ -53,17 +60,6 @@ def test_pointing_game_with_empty_mask_is_undefined():
     masks[0, 0, 0] = 1
     out = pointing_game(heat, masks)
     assert np.isnan(out[1]) and out[0] in (0.0, 1.0)
-
-
-class _Gate(keras.layers.Layer):
-    """Multiplies its input by a fixed spatial mask: the score only reads inside the mask."""
-
-    def __init__(self, mask, **kwargs):
-        super().__init__(**kwargs)
-        self.mask = np.asarray(mask, "float32")[None, :, :, None]
-
-    def call(self, x):
-        return x * ops.convert_to_tensor(self.mask)
 
 
 def _gated_model(mask, channels=3):
