@@ -257,7 +257,6 @@ def energy_in_mask(heatmaps, masks) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-
 def _is_dicom(path) -> bool:
     from pathlib import Path
 
