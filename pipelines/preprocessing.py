@@ -1,0 +1,475 @@
+"""The one preprocessing: what turns a file into the model's input, wherever that happens.
+
+A :class:`Preprocessing` spec is small, serialisable (``preprocessing.json``) and written into
+every cache and every export. The same steps run in four places, and a test pins them together:
+
+========================  ==============================================================
+where                     how
+========================  ==============================================================
+prepare (cache writer)    :meth:`Preprocessing.finish` on the adapter's decoded image (NumPy)
+``make_dataset``          reads the quantised pixels back: ``uint8 * (1 / 255)``
+serving signatures        :func:`tf_decode_image` + :func:`tf_finish` (TensorFlow ops)
+``zoo.explain/evaluate``  :func:`load_file` (NumPy, the prepare path) on an original file
+========================  ==============================================================
+
+The steps, in order:
+
+1. **decode** (:func:`read_pixels` / :func:`tf_decode_image`): 8-bit values / 255, 16-bit PNG /
+   65535, float32. JPEG is decoded with the accurate integer IDCT on both sides (Pillow's
+   default; TensorFlow's ``dct_method="INTEGER_ACCURATE"``), so the two decoders agree
+   bit for bit. An alpha channel is dropped; a palette is expanded to RGB. DICOM goes through
+   :func:`pipelines.dicom.read_hu` and the CT windows instead (one channel per window).
+2. **channels** (:func:`to_channels`): grey stays grey; colour to one channel is luminance with
+   the ITU-R BT.601 weights (0.299, 0.587, 0.114) applied to the float values (not Pillow's
+   rounded integer "L" mode, which no TensorFlow op reproduces); one channel to C repeats it;
+   3 channels to 3 keep their colour (or their three CT windows).
+3. **resize** (:func:`resize`): bilinear with antialiasing (a triangle filter widened by the
+   shrink factor, Pillow's float mode and ``tf.image.resize(antialias=True)``, which agree to
+   about 1e-5); skipped when the size already fits. The aspect ratio is not kept: CT slices and
+   the public 2-D sets are square or near it, and the models take a fixed grid.
+4. **quantise** (:func:`quantize`): values are rounded to k/255 (half to even), which is what
+   the cache stores as uint8. Serving applies the same rounding, so a served image is the image
+   the model was trained and validated on, not a slightly finer one.
+
+Worker processes import this module without TensorFlow: the ``tf_*`` functions import it
+lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import transforms
+from pipelines.manifest import DataError
+
+SPEC_FILE = "preprocessing.json"
+SPEC_VERSION = 1
+KINDS = ("ct", "image")
+# ITU-R BT.601 luma weights, applied to float values in [0, 1].
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+LEVELS = 255
+# Formats the serving_bytes signature decodes (and the offline path reads the same way).
+SERVING_FORMATS = ("png", "jpeg", "bmp", "gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+__all__ = [
+    "Preprocessing",
+    "read_pixels",
+    "to_channels",
+    "resize",
+    "quantize",
+    "dequantize",
+    "load_file",
+    "tf_decode_image",
+    "tf_finish",
+    "tf_quantize",
+    "tf_resize",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# The spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How a file becomes the model input. Frozen, JSON-serialisable, compared by value.
+
+    Args:
+        kind: ``"ct"`` (DICOM / NIfTI in Hounsfield units, windowed) or ``"image"`` (8/16-bit
+            pictures and arrays).
+        size: (height, width) of the model input.
+        channels: channels of the model input (the number of windows for CT).
+        windows: CT windows as :func:`pipelines.transforms.format_windows` writes them
+            (``"brain,subdural,bone"``); None for images.
+        resize: ``"bilinear"`` (the only method; named so a reader of the JSON knows).
+        antialias: widen the filter when shrinking (True; the cache has always done so).
+        levels: values are rounded to k/levels (255: the uint8 cache); 0 turns it off.
+    """
+
+    kind: str
+    size: tuple[int, int]
+    channels: int
+    windows: str | None = None
+    resize: str = "bilinear"
+    antialias: bool = True
+    levels: int = LEVELS
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"preprocessing kind {self.kind!r} is unknown; use one of {KINDS}.")
+        size = tuple(int(v) for v in self.size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"preprocessing size {self.size!r} must be (height, width) > 0.")
+        object.__setattr__(self, "size", size)
+        if int(self.channels) < 1:
+            raise ValueError(f"preprocessing channels {self.channels!r} must be >= 1.")
+        object.__setattr__(self, "channels", int(self.channels))
+        if self.kind == "ct":
+            windows = transforms.format_windows(self.windows)
+            if len(transforms.parse_windows(windows)) != self.channels:
+                raise ValueError(
+                    f"{self.channels} channels but {len(transforms.parse_windows(windows))} "
+                    f"windows ({windows}); a CT input has one channel per window."
+                )
+            object.__setattr__(self, "windows", windows)
+        elif self.windows is not None:
+            raise ValueError("windows apply to CT only; pass kind='ct' or windows=None.")
+        if self.resize != "bilinear":
+            raise ValueError(f"resize {self.resize!r} is not supported; use 'bilinear'.")
+        if int(self.levels) < 0:
+            raise ValueError(f"levels={self.levels!r} must be 0 (off) or a positive count.")
+        object.__setattr__(self, "levels", int(self.levels))
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict:
+        return {
+            "version": SPEC_VERSION,
+            "kind": self.kind,
+            "size": list(self.size),
+            "channels": self.channels,
+            "windows": self.windows,
+            "steps": {
+                "decode": "8-bit / 255, 16-bit PNG / 65535; JPEG with the accurate integer IDCT; "
+                "alpha dropped, palette expanded"
+                if self.kind == "image"
+                else "DICOM modality LUT to HU (pipelines.dicom.read_hu), then the windows",
+                "channels": "grey kept; colour to 1 channel by BT.601 luma "
+                f"{list(GREY_WEIGHTS)} on floats; 1 channel repeated to {self.channels}",
+                "resize": {"method": self.resize, "antialias": self.antialias,
+                           "to": list(self.size), "skipped_when_size_matches": True},
+                "quantize": f"round(x * {self.levels}) / {self.levels}, half to even"
+                if self.levels else "none",
+            },
+            "resize": self.resize,
+            "antialias": self.antialias,
+            "levels": self.levels,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        if not isinstance(data, dict) or "kind" not in data:
+            raise ValueError(
+                "This preprocessing.json holds no preprocessing spec (no 'kind'); it was written "
+                "by an older medzoo: prepare the cache or export the model again."
+            )
+        version = data.get("version", SPEC_VERSION)
+        if version != SPEC_VERSION:
+            raise ValueError(
+                f"preprocessing spec version {version!r} is not {SPEC_VERSION}; prepare or "
+                "export again with this medzoo."
+            )
+        return cls(
+            kind=data["kind"],
+            size=tuple(data["size"]),
+            channels=int(data["channels"]),
+            windows=data.get("windows"),
+            resize=data.get("resize", "bilinear"),
+            antialias=bool(data.get("antialias", True)),
+            levels=int(data.get("levels", LEVELS)),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, folder) -> Path:
+        """Write ``folder/preprocessing.json`` (atomically) and return its path."""
+        path = Path(folder) / SPEC_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> Preprocessing:
+        """From a ``preprocessing.json`` file, or a folder holding one."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / SPEC_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} does not exist; the cache or export predates the preprocessing spec: "
+                "prepare or export it again."
+            )
+        data = json.loads(path.read_text())
+        return cls.from_dict(data.get("spec", data) if isinstance(data, dict) else data)
+
+    def at_size(self, size) -> Preprocessing:
+        """The same spec at another input size."""
+        return dataclasses.replace(self, size=tuple(size))
+
+    # ---------------------------------------------------------------- the offline path
+    def finish(self, image: np.ndarray) -> np.ndarray:
+        """A decoded float image (H, W, C') -> uint8 (h, w, channels): channels, resize, round.
+
+        This is what ``prepare`` stores; :func:`dequantize` gives the model input back.
+        """
+        image = to_channels(image, self.channels)
+        image = resize(image, self.size, antialias=self.antialias)
+        return transforms.to_uint8(image)
+
+    def model_input(self, image: np.ndarray) -> np.ndarray:
+        """A decoded float image -> float32 (h, w, channels), exactly as the model sees it."""
+        image = to_channels(image, self.channels)
+        image = resize(image, self.size, antialias=self.antialias)
+        return quantize(image, self.levels)
+
+    def decode(self, path, *, frame: int | None = None) -> np.ndarray:
+        """One file -> the float image before channels/resize (HU windows for CT)."""
+        return decode_file(path, self, frame=frame)
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy: the offline implementation (prepare, explain, evaluate)
+
+
+def read_pixels(path) -> np.ndarray:
+    """An image file -> float32 (H, W, 1) or (H, W, 3) in [0, 1], no resizing.
+
+    8-bit / 255, 16-bit / 65535; grey stays one channel, colour (RGB, palette, CMYK, YCbCr)
+    becomes RGB, alpha is dropped. A broken or unknown file raises :class:`DataError`.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "image file does not exist" if not path.exists() else "is not a file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img).astype(np.float32)
+                out = np.clip(arr / np.float32(65535.0), 0.0, 1.0)[..., None]
+            elif mode == "F":
+                out = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None]
+            elif mode in ("L", "LA", "1"):
+                grey = img.convert("L") if mode != "L" else img
+                out = np.asarray(grey, dtype=np.uint8).astype(np.float32)[..., None] / np.float32(255.0)
+            else:
+                if mode in ("P", "PA"):
+                    img = img.convert("RGBA")
+                rgb = img.convert("RGB") if img.mode != "RGB" else img
+                out = np.asarray(rgb, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+    except UnidentifiedImageError:
+        raise DataError(path, "is not a readable image (unknown format or corrupt header)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(path, f"image data is truncated or corrupt ({type(exc).__name__})") from None
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    r, g, b = (np.float32(w) for w in GREY_WEIGHTS)
+    return (rgb[..., 0:1] * r + rgb[..., 1:2] * g + rgb[..., 2:3] * b).astype(np.float32)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, C') float -> (H, W, channels): the channel rule of the spec.
+
+    1 -> C repeats; 3 -> 3 keeps; 3 -> 1 is BT.601 luma; 3 -> other C is luma repeated.
+    2 or 4 channels are taken as grey+alpha / RGBA (alpha dropped). Anything else must already
+    have ``channels`` channels.
+    """
+    image = transforms.ensure_hwc(np.asarray(image, dtype=np.float32))
+    c = image.shape[-1]
+    if c in (2, 4) and c != channels:
+        image, c = image[..., : c - 1], c - 1
+    if c == channels:
+        return image
+    if c == 3:
+        image, c = _luma(image), 1
+        if channels == 1:
+            return image
+    if c == 1:
+        return np.repeat(image, channels, axis=-1)
+    raise ValueError(f"cannot convert a {c}-channel image to {channels} channels")
+
+
+def resize(image: np.ndarray, size, *, antialias: bool = True) -> np.ndarray:
+    """Bilinear resize of a float (H, W, C) image; antialiased (Pillow's float mode)."""
+    if not antialias:
+        raise ValueError("only the antialiased resize is implemented offline (antialias=True).")
+    return transforms.resize(image, size)
+
+
+def quantize(image: np.ndarray, levels: int = LEVELS) -> np.ndarray:
+    """Round to k/levels (half to even) as the uint8 cache does; ``levels=0`` is a no-op."""
+    image = np.asarray(image, dtype=np.float32)
+    if not levels:
+        return image
+    if levels != LEVELS:
+        steps = np.round(np.clip(image, 0.0, 1.0) * np.float32(levels))
+        return (steps * np.float32(1.0 / levels)).astype(np.float32)
+    return dequantize(transforms.to_uint8(image))
+
+
+def dequantize(pixels: np.ndarray) -> np.ndarray:
+    """uint8 cache pixels -> float32 model input (``x * (1 / 255)``, as ``make_dataset``)."""
+    return np.asarray(pixels).astype(np.float32) * np.float32(1.0 / LEVELS)
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def decode_file(path, spec: Preprocessing, *, frame: int | None = None) -> np.ndarray:
+    """One original file -> float32 (H, W, C') before the channel rule, resize and rounding.
+
+    DICOM and NIfTI (CT): Hounsfield units through ``spec.windows``. Pictures: :func:`read_pixels`.
+    ``.npy``: uint8 / 255, or floats already in [0, 1] (HU for a CT spec). Raises DataError
+    (a bad file) or ValueError (a file that does not fit the spec), naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "does not exist" if not path.exists() else "is not a file")
+    name = path.name.lower()
+    if _is_dicom(path) or name.endswith((".nii", ".nii.gz")):
+        if spec.kind != "ct":
+            raise ValueError(
+                f"{path} is a CT file but the model takes {spec.channels}-channel pictures; "
+                "send a PNG/JPEG, or use a model trained on CT windows."
+            )
+        if name.endswith((".nii", ".nii.gz")):
+            from pipelines import nifti
+
+            hu = nifti.read_slice(path, 0 if frame is None else frame)
+        else:
+            from pipelines import dicom
+
+            hu = dicom.read_hu(path, frame=frame)
+        return transforms.apply_windows(hu, spec.windows)
+    if name.endswith(".npy"):
+        array = np.load(path, allow_pickle=False)
+        array = transforms.ensure_hwc(array) if array.ndim in (2, 3) else array
+        if array.ndim != 3:
+            raise ValueError(f"{path} holds an array of shape {array.shape}; save one image "
+                             "as (H, W) or (H, W, C).")
+        if array.dtype == np.uint8:
+            return array.astype(np.float32) / np.float32(255.0)
+        array = array.astype(np.float32)
+        if spec.kind == "ct" and array.shape[-1] == 1 and not (array.min() >= 0 and array.max() <= 1):
+            return transforms.apply_windows(array[..., 0], spec.windows)
+        if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
+            raise ValueError(f"{path} holds values outside [0, 1]; save uint8, floats in [0, 1], "
+                             "or Hounsfield units (one channel) for a CT model.")
+        return array
+    if spec.kind == "ct" and not name.endswith(IMAGE_SUFFIXES):
+        raise ValueError(f"{path} is neither DICOM, NIfTI, .npy nor a picture.")
+    return read_pixels(path)
+
+
+def load_file(path, spec: Preprocessing, *, frame: int | None = None) -> np.ndarray:
+    """One original file -> float32 model input (h, w, channels): the prepare path end to end."""
+    image = decode_file(path, spec, frame=frame)
+    if not np.all(np.isfinite(image)):
+        raise DataError(path, "the decoded image has non-finite values (NaN or inf)")
+    try:
+        return spec.model_input(image)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}; the model takes {spec.channels} channel(s).") from None
+
+
+# --------------------------------------------------------------------------------------------
+# TensorFlow: the same steps as graph ops (serving signatures, tf.data)
+
+
+def tf_decode_image(contents, channels: int):
+    """Encoded PNG/JPEG/BMP/GIF bytes (a scalar string) -> float32 [H, W, channels] in [0, 1].
+
+    The graph twin of :func:`read_pixels` + :func:`to_channels`.
+    """
+    import tensorflow as tf
+
+    def jpeg():
+        decoded = tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE")
+        return tf.cast(decoded, tf.float32) / 255.0
+
+    def png():  # 8- and 16-bit alike: an 8-bit value v comes back as v * 257
+        decoded = tf.io.decode_png(contents, channels=0, dtype=tf.uint16)
+        return tf.cast(decoded, tf.float32) / 65535.0
+
+    def other():  # BMP, GIF (first frame)
+        decoded = tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False)
+        return tf.cast(decoded, tf.float32) / 255.0
+
+    is_png = tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n")
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg, lambda: tf.cond(is_png, png, other))
+    image = tf.ensure_shape(image, [None, None, None])
+    return tf_channels(image, channels)
+
+
+def tf_channels(image, channels: int):
+    """The graph twin of :func:`to_channels` for a dynamic channel count (1 to 4)."""
+    import tensorflow as tf
+
+    c = tf.shape(image)[-1]
+    # grey+alpha / RGBA: drop alpha (kept when it *is* the wanted channel count)
+    drop_alpha = tf.logical_and(tf.logical_or(tf.equal(c, 2), tf.equal(c, 4)),
+                                tf.not_equal(c, channels))
+    image = tf.cond(drop_alpha, lambda: image[..., :-1], lambda: image)
+    c = tf.shape(image)[-1]
+    weights = [np.float32(w) for w in GREY_WEIGHTS]
+
+    def luma():
+        return (image[..., 0:1] * weights[0] + image[..., 1:2] * weights[1]
+                + image[..., 2:3] * weights[2])
+
+    def repeat(grey):
+        return tf.tile(grey, [1, 1, channels]) if channels != 1 else grey
+
+    if channels == 3:
+        out = tf.cond(tf.equal(c, 3), lambda: image, lambda: repeat(image[..., :1]))
+    else:
+        out = tf.cond(tf.equal(c, 3), lambda: repeat(luma()),
+                      lambda: repeat(image[..., :1]) if channels != 1 else image[..., :1])
+    return tf.ensure_shape(out, [None, None, channels])
+
+
+def tf_resize(images, size, *, antialias: bool = True):
+    """Batch [N, H, W, C] -> [N, h, w, C]: bilinear, antialiased; exact identity when it fits."""
+    import tensorflow as tf
+
+    size = tf.constant([int(size[0]), int(size[1])], tf.int32)
+    same = tf.reduce_all(tf.equal(tf.shape(images)[1:3], size))
+    return tf.cond(
+        same,
+        lambda: tf.identity(images),
+        lambda: tf.image.resize(images, size, method="bilinear", antialias=antialias),
+    )
+
+
+def tf_quantize(images, levels: int = LEVELS):
+    """Round to k/levels as the uint8 cache does (``tf.round`` is half to even, like NumPy)."""
+    import tensorflow as tf
+
+    if not levels:
+        return images
+    steps = tf.round(tf.clip_by_value(images, 0.0, 1.0) * float(levels))
+    return steps * (1.0 / float(levels))
+
+
+def tf_finish(images, spec: Preprocessing):
+    """A float batch at any size, already in the model's channels -> the model input."""
+    import tensorflow as tf
+
+    out = tf_resize(images, spec.size, antialias=spec.antialias)
+    out = tf_quantize(out, spec.levels)
+    return tf.ensure_shape(out, [None, spec.size[0], spec.size[1], spec.channels])
+
+
+def spec_for(*, kind: str, size: Sequence[int], channels: int, windows=None) -> Preprocessing:
+    """A spec from the facts a cache or a model knows (``windows`` only for CT)."""
+    return Preprocessing(kind=kind, size=tuple(size), channels=channels,
+                         windows=windows if kind == "ct" else None)
