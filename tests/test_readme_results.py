@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,41 @@ def test_replace_section_keeps_the_rest_and_needs_markers():
     assert rt.replace_section(text, "| new |") == f"intro\n{rt.START}\n| new |\n{rt.END}\noutro\n"
     with pytest.raises(ValueError, match="markers"):
         rt.replace_section("no markers", "| new |")
+
+
+# A measured figure in prose: a decimal (0.884, 0.09) or a percentage (83-88%). What is allowed
+# is architecture and hyperparameter text, which describes the model rather than a measurement
+# of it (parameter and FLOP counts also come from the model itself: see the golden parameter
+# counts and python -m benchmarks.models).
+FIGURE = re.compile(r"\d*\.\d+|\d+(?:-\d+)?%")
+NOT_MEASURED = re.compile(
+    r"(?:dropout|momentum|compression) \d*\.\d+"
+    r"|~?\d*\.?\d+\s?(?:M parameters|GFLOPs)"
+    r"|under \d+% of [\w-]+'s parameters"
+    r"|\bv\d+\.\d+|\d+\.\.\d+"
+)
+
+
+def measured_figures(text: str) -> list[str]:
+    return FIGURE.findall(NOT_MEASURED.sub("", text))
+
+
+def test_the_figure_check_catches_measurements_and_spares_design_text():
+    assert measured_figures("LayerCAM on 83-88% (two seeds)") == ["83-88%"]
+    assert measured_figures("hit rate 0.884, AUROC mean 0.89 vs 0.997") == ["0.884", "0.89",
+                                                                          "0.997"]
+    assert measured_figures("GAP -> dropout 0.2 -> Dense; BatchNorm momentum 0.9; ResNet v1.5; "
+                            "~0.3M parameters, ~0.85 GFLOPs; under 3% of MobileNetV3-Large's "
+                            "parameters; keras' 0..255 preprocessing; 256 px, 10 epochs") == []
+
+
+def test_model_cards_quote_no_measured_figures():
+    import zoo
+
+    for name in zoo.list_models():
+        for entry in zoo.model_info(name, count_params=False).get("our_reading") or []:
+            assert not measured_figures(entry), (
+                f"{name}: 'our_reading' quotes measured figures {measured_figures(entry)}; put "
+                "them in a result file under benchmarks/results (zoo.results.measured adds them "
+                f"to the card) and keep the reading qualitative: {entry!r}"
+            )
