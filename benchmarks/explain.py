@@ -31,17 +31,35 @@ every scale fused by product; LayerCAM on every scale (:func:`zoo.explain.scale_
 by product (``zoo.explain --method layercam``) and by max (LayerCAM's own fusion).
 ``--pooling lse`` trains the models with the log-sum-exp head instead of GAP. Target: hit rate
 >= 0.8 for ichnet and rensenet on the head CT.
+
+Every trained model's figures are also written to a result file (:mod:`zoo.results`), e.g.
+``benchmarks/results/explain-ichnet-head-ct-seed0.json``, with the command, date, software
+versions and configuration; a run whose arguments differ from the defaults gets the
+differences as a variant in its name (``...-seed0-pooling=lse.json``). The README's explanation
+table (``python scripts/results_tables.py``) and the model cards (``zoo.results.measured``) read
+those files, never typed figures. ``--results-dir`` writes elsewhere, ``--no-results`` nowhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# the arguments that shape each phantom's figures (a difference from the default is a variant)
+CONFIG_KEYS = {
+    "head CT": ("size", "patients", "slices", "epochs", "batch", "lr", "augment", "methods",
+                "pooling", "model_kwargs", "tolerance"),
+    "kidney stones": ("size", "kidney_n", "epochs", "batch", "lr", "augment", "methods",
+                      "pooling", "model_kwargs", "tolerance"),
+}
 
 
 def _arrays(cache: Path, data_dir: Path, split: str):
@@ -193,7 +211,8 @@ def _faithfulness(model, x, y_pos, masks, class_index, methods, tolerance: int =
         else:
             layer = f"{len(layers)} scales {grids[-1][0]}..{finest[0]}, {fusion}"
         rows.append({
-            "method": method, "layer": layer, "n": int(sel.sum()),
+            "method": method, "layer": layer, "fusion": fusion, "scales": len(layers),
+            "n": int(sel.sum()),
             "hit_rate": float(np.nanmean(pointing_game(heats, masks[sel]))),
             "hit_rate_tol": float(np.nanmean(pointing_game(heats, masks[sel],
                                                            tolerance=tolerance))),
@@ -282,6 +301,36 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def result_records(rows, args, defaults: dict, command: str) -> list[dict]:
+    """One result record (:mod:`zoo.results`) per trained model (model, phantom) in ``rows``."""
+    records = {}
+    for r in rows:
+        key = (r["model"], r["phantom"])
+        if key not in records:
+            config = {k: getattr(args, k) for k in CONFIG_KEYS[r["phantom"]]}
+            variant = "-".join(
+                f"{k}={_flat(v)}" for k, v in config.items() if v != defaults.get(k)
+            )
+            records[key] = {
+                "benchmark": "explain", "model": r["model"], "phantom": r["phantom"],
+                "class": r["class"], "seed": args.seed, "variant": variant, "config": config,
+                "command": command, "source": f"measured with {command}",
+                "val_auroc": r["val_auroc"],
+                "train_s": None if r["train_s"] != r["train_s"] else r["train_s"], "rows": [],
+            }
+        records[key]["rows"].append({k: v for k, v in r.items() if k not in (
+            "model", "phantom", "class", "val_auroc", "train_s")})
+    return list(records.values())
+
+
+def _flat(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def _json_object(text):
     import json
 
@@ -333,11 +382,23 @@ def main(argv=None) -> int:
                    help="reuse models trained by an earlier run in --work-dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", help="where phantoms and caches go (default: a temp folder)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS,
+                   help="where the result files go (default benchmarks/results, which the README "
+                   "table and the model cards read)")
+    p.add_argument("--no-results", action="store_true", help="write no result files")
+    defaults = vars(p.parse_args([]))
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     rows = run(args)
     print()
     print(table(rows))
+    if not args.no_results:
+        from zoo.results import write_result
+
+        command = " ".join(["python -m benchmarks.explain", *map(shlex.quote, argv)])
+        for record in result_records(rows, args, defaults, command):
+            print(f"wrote {write_result(args.results_dir, record)}")
     print(f"\ntotal {time.perf_counter() - t0:.0f}s; target: hit rate >= 0.8 for ichnet and "
           "rensenet on the head CT")
     return 0

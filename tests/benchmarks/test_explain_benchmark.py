@@ -37,3 +37,45 @@ def test_rows_cover_every_map_and_the_ceiling_is_the_masks_own():
     line = np.zeros((2, 64, 64), bool)
     line[:, 31, :] = True
     assert B.resolution_ceiling(line, (4, 4)) == 0.0
+
+
+def test_result_records_one_per_trained_model_with_its_variant():
+    import argparse
+
+    rows = [{"model": mdl, "phantom": ph, "class": "any", "val_auroc": 0.9, "train_s": 12.0,
+             "method": "gradcam", "layer": "features (4x4)", "hit_rate": 0.25}
+            for mdl, ph in (("ichnet", "head CT"), ("ichnet", "head CT"),
+                            ("rensenet", "kidney stones"))]
+    defaults = dict(size=256, patients=96, slices=8, kidney_n=320, epochs=10, batch=32, lr=2e-3,
+                    augment="default", methods=["gradcam", "layercam"], pooling=None,
+                    model_kwargs=None, tolerance=8, seed=0)
+    args = argparse.Namespace(**{**defaults, "pooling": "lse", "seed": 1,
+                                 "model_kwargs": {"output_stride": 8}})
+    recs = B.result_records(rows, args, defaults, "python -m benchmarks.explain --pooling lse")
+    assert [(r["model"], r["phantom"], len(r["rows"])) for r in recs] == [
+        ("ichnet", "head CT", 2), ("rensenet", "kidney stones", 1)]
+    assert recs[0]["variant"] == "pooling=lse-model_kwargs=output_stride=8"
+    assert recs[0]["seed"] == 1 and recs[0]["val_auroc"] == 0.9
+    assert recs[0]["rows"][0] == {"method": "gradcam", "layer": "features (4x4)", "hit_rate": 0.25}
+    assert "patients" not in recs[1]["config"] and recs[1]["config"]["kidney_n"] == 320
+    plain = B.result_records(rows[:1], argparse.Namespace(**defaults), defaults, "cmd")
+    assert plain[0]["variant"] == "" and plain[0]["source"] == "measured with cmd"
+
+
+def test_main_writes_a_result_file_per_trained_model(tmp_path, monkeypatch, capsys):
+    import json
+
+    rows = [{"model": "ichnet", "phantom": "head CT", "class": "any", "val_auroc": 1.0,
+             "train_s": float("nan"), "method": "layercam", "layer": "4 scales 16..128, product",
+             "n": 10, "hit_rate": 0.9, "hit_rate_tol": 1.0, "tolerance": 8, "energy": 0.5,
+             "mask_area": 0.01, "ceiling": 1.0}]
+    monkeypatch.setattr(B, "run", lambda args: rows)
+    assert B.main(["--no-kidney", "--seed", "1", "--results-dir", str(tmp_path)]) == 0
+    (path,) = tmp_path.iterdir()
+    assert path.name == "explain-ichnet-head-ct-seed1.json"
+    rec = json.loads(path.read_text())
+    assert rec["command"].startswith("python -m benchmarks.explain --no-kidney --seed 1")
+    assert rec["variant"] == "" and rec["train_s"] is None and rec["rows"][0]["hit_rate"] == 0.9
+    assert B.main(["--no-kidney", "--size", "128", "--results-dir", str(tmp_path),
+                   "--no-results"]) == 0
+    assert len(list(tmp_path.iterdir())) == 1

@@ -75,13 +75,14 @@ CARD = {
         "stage widths, depths, the 1x1 head convolution and He initialisation were chosen by us "
         "to stay under 3% of MobileNetV3-Large's parameters",
         "a GAP head; pooling='lse' (log-sum-exp over a class evidence map) is an option. On "
-        "the head-CT phantom at 256 px (10 epochs) LSE raised the last-layer Grad-CAM hit rate "
-        "in one configuration (0.09 -> 0.47) but not in others (0.00-0.24) and left the subtype "
-        "AUROCs lower (mean 0.89 vs 0.997), so GAP stays the default",
-        "explanation: on the head-CT phantom at 256 px (10 epochs, python -m benchmarks.explain) "
-        "Grad-CAM on features puts its maximum inside the bleed on 4-25% of positive slices (the "
-        "dilated last stages see the whole slice, so the evidence is spread); LayerCAM fused over "
-        "the stage outputs (python -m zoo.explain --method layercam) on 83-88% (two seeds)",
+        "the head-CT phantom LSE raised the last-layer Grad-CAM hit rate in one configuration "
+        "but not in others and left the subtype AUROCs lower, so GAP stays the default (the "
+        "figures are in the model card's measured results, pooling=lse)",
+        "explanation: on the head-CT phantom (python -m benchmarks.explain) Grad-CAM on features "
+        "seldom puts its maximum inside the bleed (the dilated last stages see the whole slice, "
+        "so the evidence is spread); LayerCAM fused over the stage outputs (python -m "
+        "zoo.explain --method layercam) is the map to read for localisation; see the measured "
+        "pointing game in the model card's results",
     ],
 }
 

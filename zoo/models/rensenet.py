@@ -82,11 +82,11 @@ CARD = {
         "a GAP -> dropout -> Dense head with two softmax outputs (normal, abnormal)",
         "BatchNorm momentum 0.9 (PyTorch's default) so short runs on small datasets evaluate "
         "with settled statistics",
-        "explanation: on the head-CT phantom at 256 px (10 epochs, python -m benchmarks.explain) "
-        "Grad-CAM on features (stride 16) puts its maximum inside the bleed on 9-29% of "
-        "positive slices; the best single earlier layer changes with the seed (stage2: 97% then "
-        "65%, stage3: 12% then 87%); LayerCAM fused over the stage outputs (python -m "
-        "zoo.explain --method layercam) on 85-88% (two seeds)",
+        "explanation: on the head-CT phantom (python -m benchmarks.explain) Grad-CAM on "
+        "features (stride 16) seldom puts its maximum inside the bleed and the best single "
+        "earlier layer (stage2 or stage3) changes with the seed; LayerCAM fused over the stage "
+        "outputs (python -m zoo.explain --method layercam) is the map to read for localisation; "
+        "see the measured pointing game in the model card's results",
     ],
 }
 

@@ -1,0 +1,117 @@
+"""Regenerate the README's measured-results tables from the benchmark result files.
+
+    python scripts/results_tables.py           # rewrite README.md between the markers
+    python scripts/results_tables.py --check   # exit 1 if README.md's tables are stale
+
+The explanation table sits between ``<!-- explain:start -->`` and ``<!-- explain:end -->``;
+everything outside the markers is left alone. Figures come only from
+``benchmarks/results/explain-*.json`` (read by :func:`zoo.results.load_results`): the
+default-configuration runs of ``python -m benchmarks.explain`` on the head-CT phantom, one column
+value per seed. To change a figure, rerun the benchmark (it rewrites its result file) and then
+this script. ``python scripts/model_table.py`` keeps the models table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+README = ROOT / "README.md"
+START, END = "<!-- explain:start -->", "<!-- explain:end -->"
+MODELS = ("ichnet", "rensenet")
+# (column title, which row of a result file, bold)
+COLUMNS = (
+    ("Grad-CAM on `features`",
+     lambda r: r["method"] == "gradcam" and r["layer"].startswith("features"), False),
+    ("Grad-CAM, every scale",
+     lambda r: r["method"] == "gradcam" and r.get("scales", 1) > 1, False),
+    ("LayerCAM, every scale",
+     lambda r: r["method"] == "layercam" and r.get("scales", 1) > 1
+     and r.get("fusion") == "product", True),
+)
+
+
+def explain_records(folder=None) -> list[dict]:
+    """The default-configuration head-CT result files of benchmarks.explain for ``MODELS``."""
+    from zoo.results import load_results
+
+    return [r for r in load_results("explain", folder)
+            if r.get("phantom") == "head CT" and not r.get("variant") and r["model"] in MODELS]
+
+
+def _value(rec: dict | None, pick) -> float | None:
+    if rec is None:
+        return None
+    hits = [r["hit_rate"] for r in rec["rows"] if pick(r)]
+    return hits[0] if hits else None
+
+
+def _cell(values, bold=False) -> str:
+    text = " / ".join("-" if v is None else f"{v:.3f}" for v in values)
+    return f"**{text}**" if bold else text
+
+
+def render_explain_table(records: list[dict] | None = None) -> str:
+    """The Markdown table that belongs between the explain markers."""
+    records = explain_records() if records is None else records
+    if not records:
+        raise ValueError("no default-configuration head-CT result files of benchmarks.explain "
+                         "in benchmarks/results; run `python -m benchmarks.explain --no-kidney`.")
+    seeds = sorted({r["seed"] for r in records})
+    sizes = sorted({r["config"]["size"] for r in records})
+    epochs = sorted({r["config"]["epochs"] for r in records})
+    setting = (f"{'/'.join(map(str, sizes))} px, {'/'.join(map(str, epochs))} epochs")
+    seed_text = ("seed " if len(seeds) == 1 else "seeds ") + " / ".join(map(str, seeds))
+    lines = [
+        f"| model ({setting}), {seed_text} | "
+        + " | ".join(title for title, _, _ in COLUMNS) + " | val AUROC (any) |",
+        "|---|" + "---:|" * (len(COLUMNS) + 1),
+    ]
+    by = {(r["model"], r["seed"]): r for r in records}
+    for model in [m for m in MODELS if any(r["model"] == m for r in records)]:
+        recs = [by.get((model, s)) for s in seeds]
+        cells = [_cell([_value(rec, pick) for rec in recs], bold) for _, pick, bold in COLUMNS]
+        cells.append(_cell([None if rec is None else rec["val_auroc"] for rec in recs]))
+        lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def replace_section(text: str, table: str, start: str = START, end: str = END) -> str:
+    """``text`` with everything between ``start`` and ``end`` replaced by ``table``."""
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ValueError(f"README.md has no '{start}' ... '{end}' section; add the two markers "
+                         "where the table belongs.")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table}\n{end}{tail}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README's tables are stale")
+    parser.add_argument("--readme", type=Path, default=README, help="README path")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    new = replace_section(text, render_explain_table())
+    if args.check:
+        if new != text:
+            print(f"{args.readme} results table is stale; run `python scripts/results_tables.py`.")
+            return 1
+        print(f"{args.readme} results table is up to date.")
+        return 0
+    if new != text:
+        args.readme.write_text(new)
+        print(f"updated the results table in {args.readme}")
+    else:
+        print(f"{args.readme} results table already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
