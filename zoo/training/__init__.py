@@ -169,8 +169,7 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
 
     from zoo.training.trainer import fit
 
-    metrics = fit(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
-    model = metrics.pop("_model")
+    model, metrics = fit(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
     if chief:
         final_model = _final_model(model, model_fn, source, run_dir)
         final_model.save(run_dir / "model.keras")
