@@ -32,7 +32,7 @@ from zoo.training.metrics import format_auroc_table, score, weights_digest
 from zoo.training.optim import WarmupSchedule, make_optimizer
 from zoo.training.strategy import is_chief, strategy_name, worker_id
 
-__all__ = ["Trainer", "fit"]
+__all__ = ["Trainer", "fit", "batchnorm_layers"]
 
 
 def _log(chief, strategy, message):
@@ -57,8 +57,25 @@ def _gpu() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-def _batchnorm_layers(model):
-    found = model._flatten_layers(include_self=False, recursive=True)
+def batchnorm_layers(model) -> list:
+    """Every ``BatchNormalization`` layer in ``model``, however deep: inside nested models and
+    inside custom layers (a RenseBlock's sublayers).
+
+    The one use of a private Keras API in the zoo: ``Layer._flatten_layers``. The public
+    ``model.layers`` stops at a functional model's own layers and never enters a custom layer
+    (it finds 1 of the 29 BN layers of rensenet_small), and Keras 3 has no public recursive
+    walk. tests/training/test_trainer.py checks the result against the model's BN variables,
+    so a change in Keras fails there, and here, with a message that says what to do.
+    """
+    try:
+        found = list(model._flatten_layers(include_self=False, recursive=True))
+    except (AttributeError, TypeError) as err:
+        raise RuntimeError(
+            f"Keras {keras.__version__} no longer has the private Layer._flatten_layers("
+            f"include_self, recursive) that zoo.training.trainer.batchnorm_layers uses to find "
+            f"the BatchNormalization layers to calibrate ({err}); update batchnorm_layers, or "
+            "pass --bn-calibration-batches 0 meanwhile."
+        ) from err
     return [layer for layer in found if isinstance(layer, keras.layers.BatchNormalization)]
 
 
@@ -75,7 +92,7 @@ class BatchNormCalibrator:
 
     def __init__(self, model):
         self.model = model
-        self.layers = _batchnorm_layers(model)
+        self.layers = batchnorm_layers(model)
 
         @tf.function(reduce_retracing=True)
         def update(x, momentum):
@@ -148,7 +165,7 @@ class Trainer:
         self.schedule, self.optimizer = self._build_optimizer()
         self.state = TrainState(self.model, self.optimizer, self.run_dir / "checkpoints",
                                 strategy=strategy, max_to_keep=cfg.keep_checkpoints)
-        self.calibrate = BatchNormCalibrator(self.model)
+        self.calibrate = BatchNormCalibrator(self.model) if cfg.bn_calibration_batches else None
         self.write_dir = (self.run_dir if self.chief else
                           Path(tempfile.mkdtemp(prefix=f"medzoo-{worker_id(strategy)}-")))
         self.write_dir.mkdir(parents=True, exist_ok=True)
