@@ -6,7 +6,7 @@
 ``run(config)`` is what ``python train.py`` calls: it validates the config (cheap, before any
 heavy work), picks the tf.distribute strategy, makes sure the data is there (the synthetic
 phantom is generated, a dataset is prepared into a TFRecord cache once), trains with
-:func:`zoo.training.loop.fit` (resuming from the run directory's checkpoint when there is one),
+:func:`zoo.training.trainer.fit` (resuming from the run directory's checkpoint when there is one),
 saves ``model.keras`` with the best weights and exports a SavedModel version for TF Serving.
 
 Run directory (``--output-dir``, default ``runs/<model>-<dataset>``): config.yaml, history.csv,
@@ -167,10 +167,9 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(config_path)
 
-    from zoo.training.loop import fit
+    from zoo.training.trainer import fit
 
-    metrics = fit(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
-    model = metrics.pop("_model")
+    model, metrics = fit(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
     if chief:
         final_model = _final_model(model, model_fn, source, run_dir)
         final_model.save(run_dir / "model.keras")
