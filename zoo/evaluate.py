@@ -238,7 +238,7 @@ def _load_run_source(path: Path) -> ModelSource:
 def _prepare_for(source: ModelSource, dataset: str, data_dir, out: Path, *, val_fraction,
                  test_fraction, seed) -> Path:
     """Prepare ``dataset`` at the model's input size and windows into ``out/cache``."""
-    from pipelines.records import prepare
+    from pipelines.cache import prepare
 
     h, w, _ = source.input_shape
     cache = out / "cache"
@@ -253,7 +253,7 @@ def gather_predictions(source: ModelSource, cache, split: str, *, batch_size: in
     Returns ``{"id", "patient_id", "study_id", "y_true" [N, K_dataset], "y_prob" [N, K_model],
     "labels" (dataset labels), "mask_path"}``, in the cache's order.
     """
-    from pipelines.records import make_dataset, read_info
+    from pipelines.cache import make_dataset, read_info
 
     cache = Path(cache)
     info = read_info(cache)
@@ -428,7 +428,7 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
              plots: bool = True) -> dict:
     """Run the whole evaluation and write its files into ``out``; returns the report dict."""
     from pipelines import label_maps
-    from pipelines.records import read_info
+    from pipelines.cache import read_info
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -735,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.records import PrepareError
+    from pipelines.cache import PrepareError
 
     if args.cache is None and args.dataset is None:
         print("error: pass --dataset NAME (with --data-dir DIR) or --cache DIR.", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""pipelines.records.make_dataset: order, sharding, balance, augmentation, ids, errors."""
+"""pipelines.cache.make_dataset: order, sharding, balance, augmentation, ids, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines import augment
-from pipelines.records import make_dataset, prepare, read_info
+from pipelines.cache import make_dataset, prepare, read_info
 
 SIZE = 8
 

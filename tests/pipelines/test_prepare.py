@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.cache import make_dataset, read_info
 from pipelines.prepare import main
-from pipelines.records import make_dataset, read_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,4 +1,4 @@
-"""pipelines.records.prepare: the TFRecord cache (round trip, resume, quarantine, privacy)."""
+"""pipelines.cache.prepare: the TFRecord cache (round trip, resume, quarantine, privacy)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from pipelines.records import PrepareError, make_dataset, prepare, read_info
+from pipelines.cache import PrepareError, make_dataset, prepare, read_info
 
 H, W = 12, 10
 

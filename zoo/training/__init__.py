@@ -72,7 +72,7 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
     cache = Path(cfg.cache_dir)
     if not (cache / "dataset.json").is_file():
         if chief:
-            from pipelines.records import prepare
+            from pipelines.cache import prepare
 
             if cfg.dataset == "synthetic":
                 from pipelines.datasets.synthetic import ensure_head_ct
