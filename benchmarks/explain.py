@@ -70,8 +70,8 @@ def _arrays(cache: Path, data_dir: Path, split: str):
 
 
 def _head_ct(root: Path, size: int, patients: int, slices: int, seed: int):
-    from pipelines.datasets.synthetic import write_head_ct
     from pipelines.cache import prepare
+    from pipelines.datasets.synthetic import write_head_ct
 
     data = root / "head-ct"
     if not (data / "synthetic.json").is_file():  # reuse a --work-dir from an earlier run
@@ -82,8 +82,8 @@ def _head_ct(root: Path, size: int, patients: int, slices: int, seed: int):
 
 
 def _kidney(root: Path, size: int, n: int, seed: int):
-    from pipelines.datasets.synthetic import write_kidney_stones
     from pipelines.cache import prepare
+    from pipelines.datasets.synthetic import write_kidney_stones
 
     data = root / "kidney"
     if not (data / "synthetic.json").is_file():
