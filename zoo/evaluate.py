@@ -51,11 +51,7 @@ __all__ = [
     "compute_metrics",
     "evaluate",
     "main",
-    "SCAN_LABELLED",
 ]
-
-# Datasets whose labels belong to a whole scan: scored per scan by default (max aggregation).
-SCAN_LABELLED = {"cq500": "max"}
 
 
 class EvaluationError(ValueError):
@@ -438,14 +434,12 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
             raise EvaluationError("Pass --dataset NAME with --data-dir DIR, or --cache DIR.")
         from pipelines.datasets import get_adapter
 
-        get_adapter(dataset)  # unknown name -> the adapters' clear error
+        adapter = get_adapter(dataset)  # unknown name -> the adapters' clear error
         if data_dir is None:
-            if dataset != "synthetic":
+            if adapter.default_data_dir is None:
                 raise EvaluationError(f"--dataset {dataset} needs --data-dir (the dataset's folder) "
                                       "or --cache (a prepared cache).")
-            from pipelines.datasets.synthetic import ensure_head_ct
-
-            data_dir = ensure_head_ct()
+            data_dir = adapter.ensure_data()
         cfg = source.config or {}
         cache = _prepare_for(
             source, dataset, data_dir, out,
@@ -468,7 +462,11 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
         raise EvaluationError(str(err)) from None
     labels = [p.model for p in pairs]
     if aggregate is None:
-        aggregate = SCAN_LABELLED.get(str(dataset))
+        # labels that belong to a whole scan are scored per scan by default
+        from pipelines.datasets import get_adapter, list_adapters
+
+        if str(dataset) in list_adapters():
+            aggregate = get_adapter(str(dataset)).scan_labelled
     if aggregate not in (None, "none", "max", "topk_mean"):
         raise EvaluationError(f"--aggregate {aggregate!r} must be max or topk_mean.")
     aggregate = None if aggregate == "none" else aggregate

@@ -10,9 +10,6 @@ Each image goes: ``adapter.load(row, data_dir, windows)`` (float32 (H, W, C) in 
 
 from __future__ import annotations
 
-import importlib
-import types
-
 import numpy as np
 
 from pipelines import transforms
@@ -30,21 +27,14 @@ class AdapterRef:
     """
 
     def __init__(self, adapter):
-        self.name = self.module = self.obj = None
-        if isinstance(adapter, str):
-            self.name = adapter
-        elif isinstance(adapter, types.ModuleType):
-            self.module = adapter.__name__
-        else:
-            self.obj = adapter
+        self.name = adapter if isinstance(adapter, str) else None
+        self.obj = None if isinstance(adapter, str) else adapter
 
     def resolve(self):
         if self.name is not None:
             from pipelines.datasets import get_adapter
 
             return get_adapter(self.name)
-        if self.module is not None:
-            return importlib.import_module(self.module)
         return self.obj
 
 

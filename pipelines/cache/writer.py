@@ -63,11 +63,17 @@ def _jsonable(value):
 
 
 
-def _adapter_name(dataset) -> str:
-    if isinstance(dataset, str):
-        return dataset
-    name = getattr(dataset, "NAME", None) or getattr(dataset, "__name__", None)
-    return str(name or type(dataset).__name__).rsplit(".", 1)[-1]
+def _resolve_adapter(dataset):
+    """A registered name or an Adapter instance -> the adapter; TypeError for anything else."""
+    from pipelines.datasets import Adapter, get_adapter
+
+    adapter = get_adapter(dataset) if isinstance(dataset, str) else dataset
+    if not isinstance(adapter, Adapter):
+        raise TypeError(
+            f"dataset={dataset!r} is neither an adapter name nor an adapter; pass a name from "
+            "pipelines.datasets.list_adapters() or an instance of pipelines.datasets.base.Adapter."
+        )
+    return adapter
 
 
 def _plan(
@@ -171,8 +177,8 @@ def prepare(
     """Decode ``dataset`` once into a sharded TFRecord cache at ``out``; returns ``out``.
 
     Args:
-        dataset: adapter name (``pipelines.datasets.DATASETS``) or an adapter object (LABELS,
-            TASK, read_manifest, load, channels).
+        dataset: adapter name (``pipelines.datasets.list_adapters()``) or an adapter instance
+            (a subclass of ``pipelines.datasets.base.Adapter``; it need not be registered).
         data_dir: the dataset's root folder in its published layout.
         out: cache folder; created, or resumed when a previous run with the same settings
             stopped part-way (finished shards are kept, the rest is redone).
@@ -187,12 +193,6 @@ def prepare(
         shard_size: examples per shard (default: about 64 MiB of pixels per shard).
         options: extra keyword arguments for the adapter's ``read_manifest``.
     """
-    from pipelines.datasets import (
-        CT_DATASETS,
-        manifest_channels,
-        manifest_labels,
-        manifest_task,
-    )
     from pipelines.manifest import quarantined, validate_manifest
     from pipelines.splits import assert_patient_disjoint, split_manifest
     from pipelines.transforms import format_windows, parse_windows
@@ -210,12 +210,8 @@ def prepare(
             f"The data directory {data_dir} does not exist; pass --data-dir pointing at the "
             "dataset's root folder."
         )
-    adapter = dataset
-    if isinstance(dataset, str):
-        from pipelines.datasets import get_adapter
-
-        adapter = get_adapter(dataset)
-    name = _adapter_name(dataset)
+    adapter = _resolve_adapter(dataset)
+    name = dataset if isinstance(dataset, str) else adapter.name
     windows = parse_windows(windows)
     settings = _settings(
         name, data_dir, size, windows, val_fraction, test_fraction, seed, shard_size, options
@@ -236,10 +232,10 @@ def prepare(
     # and the seed keeps the split and the shard plan the same. Labels, task and channels
     # come from the manifest where the adapter learns them from the data (folder, csv, ...).
     manifest = adapter.read_manifest(data_dir, **(options or {}))
-    labels = manifest_labels(adapter, manifest)
-    task = manifest_task(adapter, manifest)
-    channels = int(manifest_channels(adapter, manifest, windows))
-    is_ct = bool(manifest.attrs.get("ct", name in CT_DATASETS))
+    labels = adapter.manifest_labels(manifest)
+    task = adapter.manifest_task(manifest)
+    channels = int(adapter.manifest_channels(manifest, windows))
+    is_ct = adapter.manifest_ct(manifest)
     left_out = [[str(q.get("path", "")), str(q.get("reason", ""))] for q in quarantined(manifest)]
     if strict and left_out:
         raise PrepareError(
