@@ -67,7 +67,7 @@ def _arrays(cache: Path, data_dir: Path, split: str):
     import pandas as pd
     from PIL import Image
 
-    from pipelines.records import make_dataset
+    from pipelines.cache import make_dataset
 
     xs, ys, ids = [], [], []
     for x, y, meta in make_dataset(cache, split, batch_size=64, with_ids=True):
@@ -88,8 +88,8 @@ def _arrays(cache: Path, data_dir: Path, split: str):
 
 
 def _head_ct(root: Path, size: int, patients: int, slices: int, seed: int):
+    from pipelines.cache import prepare
     from pipelines.datasets.synthetic import write_head_ct
-    from pipelines.records import prepare
 
     data = root / "head-ct"
     if not (data / "synthetic.json").is_file():  # reuse a --work-dir from an earlier run
@@ -100,8 +100,8 @@ def _head_ct(root: Path, size: int, patients: int, slices: int, seed: int):
 
 
 def _kidney(root: Path, size: int, n: int, seed: int):
+    from pipelines.cache import prepare
     from pipelines.datasets.synthetic import write_kidney_stones
-    from pipelines.records import prepare
 
     data = root / "kidney"
     if not (data / "synthetic.json").is_file():
@@ -263,13 +263,13 @@ def run(args) -> list[dict]:
 
 
 def read_counts(cache) -> str:
-    from pipelines.records import read_info
+    from pipelines.cache import read_info
 
     return ", ".join(f"{k} {v}" for k, v in read_info(cache)["splits"].items())
 
 
 def zoo_labels(cache):
-    from pipelines.records import read_info
+    from pipelines.cache import read_info
 
     return read_info(cache)["labels"]
 

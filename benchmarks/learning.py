@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     import keras
 
     import zoo
-    from pipelines.records import prepare
+    from pipelines.cache import prepare
     from zoo.training import run
     from zoo.training.data import CacheSource
 

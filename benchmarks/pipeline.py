@@ -5,7 +5,7 @@ slices), in one run:
 
 1. DICOM decode + HU + windowing (brain/subdural/bone), slices/s in one process, against a
    bare ``pydicom.dcmread(...).pixel_array`` of the same files;
-2. ``pipelines.records.prepare`` throughput (decode, resize to 256, uint8, TFRecord shards)
+2. ``pipelines.cache.prepare`` throughput (decode, resize to 256, uint8, TFRecord shards)
    with 1 and with 2 worker processes;
 3. ``make_dataset`` images/s from the cache (plain, and with the training augmentation);
 4. the training images/s of ``ichnet`` at the same size (256x256x3), so the last line says
@@ -58,7 +58,7 @@ def bench_decode(files, windows, repeats: int = 1) -> tuple[float, float]:
 
 
 def bench_prepare(data_dir, out, *, workers, image_size) -> tuple[float, int]:
-    from pipelines.records import prepare, read_info
+    from pipelines.cache import prepare, read_info
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -71,7 +71,7 @@ def bench_prepare(data_dir, out, *, workers, image_size) -> tuple[float, int]:
 
 
 def bench_tfdata(cache, *, batch_size, augment, seconds) -> float:
-    from pipelines.records import make_dataset
+    from pipelines.cache import make_dataset
 
     ds = make_dataset(
         cache, "train", batch_size=batch_size, training=True, augment=augment, repeat=True

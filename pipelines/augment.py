@@ -18,6 +18,8 @@ left to right, never top to bottom), small rotations and zooms with the outside 
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -100,14 +102,36 @@ class _BatchSeed(keras.random.SeedGenerator):
         return tf.stack([self._first, tf.math.floormod(self._base + self._draws, _SEED_MOD)])
 
 
-def _stateless_call(layer, inputs, layer_seed: int, batch_index):
-    """``layer(inputs, training=True)`` with its random draws tied to ``batch_index``."""
-    original = layer.generator
-    object.__setattr__(layer, "generator", _BatchSeed(layer_seed, batch_index))  # untracked
+@contextlib.contextmanager
+def seeds_from(layer, generator):
+    """Within the block, the Keras random ``layer`` draws its seeds from ``generator``.
+
+    The one place this module touches Keras internals: Keras 3's random preprocessing layers
+    keep their ``keras.random.SeedGenerator`` in the private attribute ``layer.generator`` and
+    call its ``next()`` for every draw. The swap bypasses Keras' attribute tracking (the stand-in
+    is never saved or trained) and is undone on exit. RuntimeError naming the Keras version when
+    the layer has no such attribute; ``tests/pipelines/test_augment.py`` also checks that the
+    layers really draw from the swapped generator.
+    """
+    original = getattr(layer, "generator", None)
+    if not isinstance(original, keras.random.SeedGenerator):
+        raise RuntimeError(
+            f"pipelines.augment ties augmentation to the batch index by swapping the private "
+            f"seed generator `generator` of Keras random layers, and {type(layer).__name__} has "
+            f"none in Keras {keras.__version__}; update pipelines.augment.seeds_from for this "
+            "Keras version (or pass an augmentation callable of your own)."
+        )
+    object.__setattr__(layer, "generator", generator)  # untracked
     try:
-        return layer(inputs, training=True)
+        yield layer
     finally:
         object.__setattr__(layer, "generator", original)
+
+
+def _stateless_call(layer, inputs, layer_seed: int, batch_index):
+    """``layer(inputs, training=True)`` with its random draws tied to ``batch_index``."""
+    with seeds_from(layer, _BatchSeed(layer_seed, batch_index)):
+        return layer(inputs, training=True)
 
 
 def stateless_ok() -> bool:

@@ -220,12 +220,3 @@ def _check_relative(p: str) -> None:
     pure = PurePosixPath(p)
     if pure.is_absolute() or os.path.isabs(p) or ".." in pure.parts or "\\" in p:
         raise DataError(p, "manifest path must be POSIX and relative to the data root, without '..'")
-
-
-def one_hot(values: Sequence, classes: Sequence[str]) -> np.ndarray:
-    """(N, K) int64 one-hot of ``values`` over ``classes`` (values must be in classes)."""
-    index = {c: i for i, c in enumerate(classes)}
-    out = np.zeros((len(values), len(classes)), dtype="int64")
-    for row, value in enumerate(values):
-        out[row, index[value]] = 1
-    return out

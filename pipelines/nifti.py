@@ -15,6 +15,10 @@ Orientation policy
 
 Values are ``scl_slope * stored + scl_inter`` (nibabel's scaling), float32; for the
 PhysioNet scans these are Hounsfield units. Only the requested slice is read from disk.
+
+Public API: :func:`read_slice` (what the adapters use), :func:`volume_shape` (the header only)
+and :func:`read_volume` (the whole volume in stored order with its affine, for 3-D work and for
+inspecting a volume or its mask outside the 2-D pipeline).
 """
 
 from __future__ import annotations

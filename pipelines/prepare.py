@@ -1,14 +1,7 @@
 """Decode a dataset once into a TFRecord cache: ``python -m pipelines.prepare``.
 
-The cache layout and the parent-side work (split, shard plan, writing, resume) live in
-:func:`pipelines.records.prepare`. This module holds the command line and the decode step that
-runs in the worker processes. It imports no TensorFlow, so spawned workers start in well under
-a second and spend their time in pydicom / numpy.
-
-Each image goes: ``adapter.load(row, data_dir, windows)`` (float32 (H, W, C) in [0, 1]) ->
-resize to ``image_size`` (bilinear with antialiasing, Pillow; a plain resize that does not keep
-the aspect ratio: CT slices and the public 2D datasets are square or near enough, and a
-fixed grid is what the models take) -> uint8 (``round(x * 255)``).
+The command line only: flags -> :func:`pipelines.cache.prepare` (the cache format, the writer
+and the decode workers live in :mod:`pipelines.cache`).
 
 Example::
 
@@ -19,124 +12,7 @@ Example::
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-import types
-
-import numpy as np
-
-from pipelines import transforms
-
-# --------------------------------------------------------------------------------------------
-# Adapter references that survive pickling into a spawned process
-
-
-class AdapterRef:
-    """A picklable way back to a dataset adapter in another process.
-
-    A registered name goes through ``pipelines.datasets.get_adapter``; a module is re-imported
-    by its dotted name; any other object (a test double, a configured adapter instance) is
-    pickled as it is.
-    """
-
-    def __init__(self, adapter):
-        self.name = None
-        self.module = None
-        self.obj = None
-        if isinstance(adapter, str):
-            self.name = adapter
-        elif isinstance(adapter, types.ModuleType):
-            self.module = adapter.__name__
-        else:
-            self.obj = adapter
-
-    def resolve(self):
-        if self.name is not None:
-            from pipelines.datasets import get_adapter
-
-            return get_adapter(self.name)
-        if self.module is not None:
-            return importlib.import_module(self.module)
-        return self.obj
-
-
-# --------------------------------------------------------------------------------------------
-# The decode step (runs in workers, or in-process with workers=1)
-
-
-def decode_row(adapter, row, data_dir, windows, size, channels) -> np.ndarray:
-    """One manifest row -> uint8 (H, W, C) at ``size``; raises ValueError naming the problem."""
-    image = adapter.load(row, data_dir, windows)
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3:
-        raise ValueError(f"the adapter returned an array of shape {image.shape}, not (H, W, C)")
-    if image.shape[-1] != channels:
-        raise ValueError(
-            f"the adapter returned {image.shape[-1]} channels where the cache has {channels}"
-        )
-    image = image.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(image)):
-        raise ValueError("the decoded image has non-finite values (NaN or inf)")
-    return transforms.to_uint8(transforms.resize(image, size))
-
-
-def describe_error(error: BaseException) -> str:
-    """A one-line reason for quarantine.csv (the exception's first line, with its type)."""
-    problem = getattr(error, "problem", None)  # pipelines.manifest.DataError: path is separate
-    if problem:
-        return str(problem).splitlines()[0]
-    text = str(error).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
-
-
-class Row(dict):
-    """A manifest row for ``adapter.load``: ``row["path"]``, ``row.path`` and ``row.get``.
-
-    Much cheaper to make than a ``pandas.Series`` (which matters for tiny images).
-    """
-
-    def __getattr__(self, key):
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-
-_WORKER: dict = {}
-
-
-def init_worker(ref: AdapterRef, data_dir: str, windows, size, channels) -> None:
-    """Pool initializer: resolve the adapter once per process."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _WORKER.update(
-        adapter=ref.resolve(), data_dir=data_dir, windows=windows, size=size, channels=channels
-    )
-
-
-def work(task):
-    """Pool task: (position, row dict) -> (position, uint8 bytes or None, error or None)."""
-    position, row = task
-    try:
-        image = decode_row(
-            _WORKER["adapter"],
-            Row(row),
-            _WORKER["data_dir"],
-            _WORKER["windows"],
-            _WORKER["size"],
-            _WORKER["channels"],
-        )
-    except Exception as error:  # noqa: BLE001 - any failure of one file is that file's problem
-        return position, None, describe_error(error)
-    return position, image.tobytes(), None
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
 
 
 def _size(text: str):
@@ -210,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.records import PrepareError, prepare
+    from pipelines.cache import PrepareError, prepare
 
     try:
         prepare(

@@ -23,7 +23,9 @@ manifest so that every patient's images land in one split:
   patients than splits asked for, ``ValueError`` says how many are needed.
 
 ``assert_patient_disjoint(df)`` raises :class:`PatientLeakError` naming the patients found in
-more than one split. ``save_split(df, path)`` writes the split manifest as CSV (atomically).
+more than one split. ``save_split(df, path)`` writes the split manifest as CSV (atomically) and
+``load_split(path)`` reads it back with the ids as strings: public API for a user who wants
+to fix a split once and share it (``prepare`` itself recomputes the split from its seed).
 """
 
 from __future__ import annotations

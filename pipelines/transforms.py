@@ -1,4 +1,4 @@
-"""Pure array functions: CT window presets and stacking, 8-bit scaling, resizing, channel fixes.
+"""Pure array functions: CT window presets and stacking, 8-bit scaling, resizing, the (H, W, C) shape.
 
 NumPy in, NumPy out, no state and no file access, so ``prepare`` worker processes and tests
 can call them freely.
@@ -156,31 +156,6 @@ def ensure_hwc(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3:
         return image
     raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
-
-
-def is_grey(image: np.ndarray) -> bool:
-    """True for (H, W), (H, W, 1), or colour arrays whose channels are all equal."""
-    image = np.asarray(image)
-    if image.ndim == 2 or image.shape[-1] == 1:
-        return True
-    return bool(np.all(image[..., 1:] == image[..., :1]))
-
-
-def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W, C) -> (H, W, channels): grey repeated to 3, colour averaged to 1, alpha dropped."""
-    image = ensure_hwc(image)
-    c = image.shape[-1]
-    if c == 4:
-        image, c = image[..., :3], 3
-    if c == 2:  # grey + alpha
-        image, c = image[..., :1], 1
-    if c == channels:
-        return image
-    if c == 1:
-        return np.repeat(image, channels, axis=-1)
-    if channels == 1:
-        return image.mean(axis=-1, keepdims=True, dtype=np.float32).astype(image.dtype)
-    raise ValueError(f"cannot convert a {c}-channel image to {channels} channels")
 
 
 def resize(image: np.ndarray, size: int | Sequence[int]) -> np.ndarray:

@@ -35,8 +35,8 @@ def _env(**extra):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """A 32 px cache of a tiny synthetic head-CT dataset in the RSNA layout (8 patients)."""
+    from pipelines.cache import prepare
     from pipelines.datasets.synthetic import write_head_ct
-    from pipelines.records import prepare
 
     root = tmp_path_factory.mktemp("ct")
     write_head_ct(root / "head-ct", patients=8, slices=4, size=64, seed=3)

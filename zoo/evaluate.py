@@ -51,11 +51,7 @@ __all__ = [
     "compute_metrics",
     "evaluate",
     "main",
-    "SCAN_LABELLED",
 ]
-
-# Datasets whose labels belong to a whole scan: scored per scan by default (max aggregation).
-SCAN_LABELLED = {"cq500": "max"}
 
 
 class EvaluationError(ValueError):
@@ -238,7 +234,7 @@ def _load_run_source(path: Path) -> ModelSource:
 def _prepare_for(source: ModelSource, dataset: str, data_dir, out: Path, *, val_fraction,
                  test_fraction, seed) -> Path:
     """Prepare ``dataset`` at the model's input size and windows into ``out/cache``."""
-    from pipelines.records import prepare
+    from pipelines.cache import prepare
 
     h, w, _ = source.input_shape
     cache = out / "cache"
@@ -253,7 +249,7 @@ def gather_predictions(source: ModelSource, cache, split: str, *, batch_size: in
     Returns ``{"id", "patient_id", "study_id", "y_true" [N, K_dataset], "y_prob" [N, K_model],
     "labels" (dataset labels), "mask_path"}``, in the cache's order.
     """
-    from pipelines.records import make_dataset, read_info
+    from pipelines.cache import make_dataset, read_info
 
     cache = Path(cache)
     info = read_info(cache)
@@ -428,7 +424,7 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
              plots: bool = True) -> dict:
     """Run the whole evaluation and write its files into ``out``; returns the report dict."""
     from pipelines import label_maps
-    from pipelines.records import read_info
+    from pipelines.cache import read_info
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -438,14 +434,12 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
             raise EvaluationError("Pass --dataset NAME with --data-dir DIR, or --cache DIR.")
         from pipelines.datasets import get_adapter
 
-        get_adapter(dataset)  # unknown name -> the adapters' clear error
+        adapter = get_adapter(dataset)  # unknown name -> the adapters' clear error
         if data_dir is None:
-            if dataset != "synthetic":
+            if adapter.default_data_dir is None:
                 raise EvaluationError(f"--dataset {dataset} needs --data-dir (the dataset's folder) "
                                       "or --cache (a prepared cache).")
-            from pipelines.datasets.synthetic import ensure_head_ct
-
-            data_dir = ensure_head_ct()
+            data_dir = adapter.ensure_data()
         cfg = source.config or {}
         cache = _prepare_for(
             source, dataset, data_dir, out,
@@ -468,7 +462,11 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
         raise EvaluationError(str(err)) from None
     labels = [p.model for p in pairs]
     if aggregate is None:
-        aggregate = SCAN_LABELLED.get(str(dataset))
+        # labels that belong to a whole scan are scored per scan by default
+        from pipelines.datasets import get_adapter, list_adapters
+
+        if str(dataset) in list_adapters():
+            aggregate = get_adapter(str(dataset)).scan_labelled
     if aggregate not in (None, "none", "max", "topk_mean"):
         raise EvaluationError(f"--aggregate {aggregate!r} must be max or topk_mean.")
     aggregate = None if aggregate == "none" else aggregate
@@ -735,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.records import PrepareError
+    from pipelines.cache import PrepareError
 
     if args.cache is None and args.dataset is None:
         print("error: pass --dataset NAME (with --data-dir DIR) or --cache DIR.", file=sys.stderr)

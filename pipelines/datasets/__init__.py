@@ -1,55 +1,27 @@
 """Dataset adapters: each public dataset's on-disk format -> the one manifest table.
 
-Every adapter module exposes ``LABELS``, ``TASK``, ``read_manifest(data_dir, **options)``
-(a DataFrame in the schema of :mod:`pipelines.manifest`), ``load(row, data_dir, windows)``
-(float32 (H, W, C) in [0, 1]) and ``channels(windows)``.
+Every module in this package is imported here, and each registers its adapter class (a
+subclass of :class:`pipelines.datasets.base.Adapter`) with ``@register_adapter``, so adding a
+dataset is one file (plus its test)::
 
-Some adapters learn their labels from the data (``folder``, ``csv``, ``medmnist`` files other
-than PneumoniaMNIST): the manifest's ``df.attrs`` then holds the truth (``labels``, ``task``,
-``channels``, ``ct``); use :func:`manifest_labels`, :func:`manifest_task` and
-:func:`manifest_channels`, which fall back to the module constants.
+    from pipelines.datasets import get_adapter, list_adapters
+    adapter = get_adapter("rsna")
+    df = adapter.read_manifest("/data/rsna")          # the manifest (pipelines.manifest)
+    image = adapter.load(df.iloc[0], "/data/rsna", "brain,subdural,bone")   # (H, W, 3)
+
+See :mod:`pipelines.datasets.base` for the interface and the facts each adapter carries
+(``labels``, ``task``, ``ct``, ``scan_labelled``, ``label_map``, ``default_data_dir``).
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
+import pkgutil
 
-DATASETS = ("rsna", "cq500", "physionet", "cxr14", "medmnist", "folder", "csv", "synthetic")
-CT_DATASETS = ("rsna", "cq500", "physionet", "synthetic")
+from pipelines.datasets.base import Adapter, get_adapter, list_adapters, register_adapter
 
+__all__ = ["Adapter", "get_adapter", "list_adapters", "register_adapter"]
 
-def get_adapter(name: str):
-    """The adapter module for ``name``; ValueError with the close matches for an unknown one."""
-    key = str(name).strip().lower()
-    if key not in DATASETS:
-        close = difflib.get_close_matches(key, DATASETS, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(DATASETS)}.")
-    return importlib.import_module(f"pipelines.datasets.{key}")
-
-
-def _module(adapter):
-    return get_adapter(adapter) if isinstance(adapter, str) else adapter
-
-
-def manifest_labels(adapter, df) -> tuple[str, ...]:
-    """The label columns of ``df`` (``df.attrs['labels']``, else the adapter's LABELS)."""
-    labels = df.attrs.get("labels") or _module(adapter).LABELS
-    return tuple(labels)
-
-
-def manifest_task(adapter, df) -> str:
-    return df.attrs.get("task") or _module(adapter).TASK
-
-
-def manifest_channels(adapter, df, windows=None) -> int:
-    """Channels ``load`` returns for this manifest: one per window for CT data, else the
-    image channels the adapter recorded (``df.attrs['channels']``), else ``adapter.channels``."""
-    from pipelines.transforms import parse_windows
-
-    module = _module(adapter)
-    name = getattr(module, "__name__", "").rsplit(".", 1)[-1]
-    if df.attrs.get("ct", name in CT_DATASETS):
-        return len(parse_windows(windows))
-    return int(df.attrs.get("channels") or module.channels(windows))
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,4 +1,30 @@
-"""Shared pieces of the dataset adapters: option parsing, header scans, image loading.
+"""The dataset adapter interface (:class:`Adapter`), its registry, and the shared pieces.
+
+An adapter is a class on :class:`Adapter`, registered with :func:`register_adapter`::
+
+    @register_adapter
+    class Kidney(Adapter):  # the Kaggle kidney CT, one folder per class
+        name = "kidney"
+        labels = ("normal", "stone")
+        task = "binary"
+
+        def read_manifest(self, data_dir, **options):
+            ...  # -> a DataFrame in the schema of pipelines.manifest
+
+Class attributes are the dataset's facts: ``name`` (the registry key), ``labels``, ``task``,
+``ct`` (CT data windowed from Hounsfield units: one channel per window), ``scan_labelled``
+(None, or how slice scores become a scan score when the labels belong to whole scans, e.g.
+``"max"``), ``label_map`` (RSNA label -> the dataset's own column or finding code, from
+:mod:`pipelines.label_maps`, where the adapter renames its columns to the RSNA names) and ``default_data_dir`` (None, or the folder an adapter that makes
+its own data generates, see :meth:`Adapter.ensure_data`). The defaults of ``load`` (DICOM and
+NIfTI rows -> windows, image rows -> grey) and ``channels`` suit most datasets, so most
+adapters override only ``read_manifest``.
+
+Some adapters learn their labels from the data (``folder``, ``csv``, ``medmnist`` files other
+than PneumoniaMNIST): the manifest's ``df.attrs`` then holds the truth (``labels``, ``task``,
+``channels``, ``ct``). Read them through :meth:`Adapter.manifest_labels`,
+:meth:`Adapter.manifest_task`, :meth:`Adapter.manifest_ct` and
+:meth:`Adapter.manifest_channels`, which fall back to the class attributes.
 
 Options reach ``read_manifest`` either as Python values or as strings from
 ``python -m pipelines.prepare --option KEY=VALUE``; :func:`as_list`, :func:`as_bool` and
@@ -7,6 +33,8 @@ Options reach ``read_manifest`` either as Python values or as strings from
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -14,12 +42,113 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import dicom, transforms
+from pipelines import dicom, nifti, transforms
 from pipelines.manifest import DataError, safe_join
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+TASKS = ("multi-label", "multi-class", "binary")
 
 
+# ------------------------------------------------------------------------------------- adapter
+class Adapter:
+    """One public dataset's on-disk layout -> the manifest table, and one row -> pixels."""
+
+    name: str = ""
+    labels: tuple[str, ...] = ()
+    task: str = "multi-label"
+    ct: bool = False
+    scan_labelled: str | None = None
+    label_map: dict[str, str] | None = None
+    default_data_dir: str | None = None
+
+    def read_manifest(self, data_dir, **options):
+        """The dataset's manifest (:mod:`pipelines.manifest` schema); options are adapter keywords."""
+        raise NotImplementedError(f"{type(self).__name__} must define read_manifest(data_dir, **options)")
+
+    def load(self, row, data_dir, windows=None) -> np.ndarray:
+        """One manifest row -> float32 (H, W, C) in [0, 1].
+
+        ``.dcm`` rows: Hounsfield units -> ``windows`` as channels; ``.nii``/``.nii.gz`` rows:
+        slice ``row.slice`` (the first when -1) likewise; other files: grey (H, W, 1).
+        """
+        rel = str(field(row, "path"))
+        lower = rel.lower()
+        if lower.endswith(".dcm"):
+            return load_dicom(row, data_dir, windows)
+        if lower.endswith((".nii", ".nii.gz")):
+            hu = nifti.read_slice(safe_join(data_dir, rel), max(row_slice(row), 0))
+            return transforms.apply_windows(hu, windows)
+        return load_image(row, data_dir)
+
+    def channels(self, windows=None) -> int:
+        """Channels ``load`` returns: one per window for CT data, else 1 (grey)."""
+        return ct_channels(windows) if self.ct else 1
+
+    def ensure_data(self, data_dir=None) -> Path:
+        """The data folder: ``data_dir``; adapters with a ``default_data_dir`` make it if absent."""
+        if data_dir is None:
+            raise ValueError(f"The {self.name} dataset needs a data directory; pass --data-dir.")
+        return Path(data_dir)
+
+    # facts the adapter learns from the data (df.attrs), else the class attributes
+    def manifest_labels(self, df) -> tuple[str, ...]:
+        """The label columns of ``df`` (``df.attrs['labels']``, else ``labels``)."""
+        return tuple(df.attrs.get("labels") or self.labels)
+
+    def manifest_task(self, df) -> str:
+        return df.attrs.get("task") or self.task
+
+    def manifest_ct(self, df) -> bool:
+        """Whether the rows are CT windowed from HU (``df.attrs['ct']``, else ``ct``)."""
+        return bool(df.attrs.get("ct", self.ct))
+
+    def manifest_channels(self, df, windows=None) -> int:
+        """Channels ``load`` returns for this manifest: one per window for CT data, else the
+        image channels the adapter recorded (``df.attrs['channels']``), else ``channels()``."""
+        if self.manifest_ct(df):
+            return len(transforms.parse_windows(windows))
+        return int(df.attrs.get("channels") or self.channels(windows))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} adapter {self.name!r}>"
+
+
+_ADAPTERS: dict[str, Adapter] = {}
+
+
+def register_adapter(cls):
+    """Class decorator: register one instance of ``cls`` under ``cls.name`` (duplicates raise)."""
+    adapter = cls()
+    name = adapter.name
+    if not name or name != name.strip().lower():
+        raise ValueError(f"Adapter {cls.__name__} needs a lower-case name, got {name!r}.")
+    if adapter.task not in TASKS:
+        raise ValueError(f"Adapter {name!r} has task {adapter.task!r}; use one of {', '.join(TASKS)}.")
+    if name in _ADAPTERS:
+        other = type(_ADAPTERS[name])
+        raise ValueError(
+            f"A dataset adapter named {name!r} is already registered ({other.__module__}."
+            f"{other.__qualname__}); give {cls.__name__} another name."
+        )
+    _ADAPTERS[name] = adapter
+    return cls
+
+
+def get_adapter(name: str) -> Adapter:
+    """The adapter registered as ``name``; ValueError with the close matches for an unknown one."""
+    key = str(name).strip().lower()
+    if key not in _ADAPTERS:
+        known = list_adapters()
+        close = difflib.get_close_matches(key, known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(known)}.")
+    return _ADAPTERS[key]
+
+
+def list_adapters(pattern: str | None = None) -> list[str]:
+    """Registered adapter names, sorted; ``pattern`` filters with fnmatch (``"c*"``)."""
+    names = sorted(_ADAPTERS)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
 # ------------------------------------------------------------------------------------- options

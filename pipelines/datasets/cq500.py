@@ -35,6 +35,7 @@ import pandas as pd
 
 from pipelines import label_maps, labels
 from pipelines.datasets import base
+from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import (
     DataError,
     read_table,
@@ -45,18 +46,9 @@ from pipelines.manifest import (
 )
 
 LABELS = labels.RSNA_ICH
-TASK = "multi-label"
 CSV = "reads.csv"
 FINDINGS = label_maps.RSNA_TO_CQ500  # RSNA label -> reads.csv finding code (one table)
 _SCAN_NUMBER = re.compile(r"CQ500[-_ ]?CT[-_ ]?(\d+)", re.IGNORECASE)
-
-
-def channels(windows=None) -> int:
-    return base.ct_channels(windows)
-
-
-def load(row, data_dir, windows=None) -> np.ndarray:
-    return base.load_dicom(row, data_dir, windows)
 
 
 def scan_number(text: str) -> int | None:
@@ -119,57 +111,68 @@ def _pick_series(series: dict[str, list[Path]], headers: dict, min_slices: int) 
     return [min(thick, key=lambda f: (len(series[f]), f))]
 
 
-def read_manifest(data_dir, *, csv=CSV, series="all", min_slices=10, workers=1, strict=False):
-    root = require_dir(data_dir, "CQ500 data directory")
-    strict = base.as_bool(strict, "strict")
-    if series not in ("all", "one"):
-        raise ValueError(f"option series={series!r} must be 'all' or 'one'")
-    min_slices = base.as_int(min_slices, "min_slices")
-    reads = read_reads(root / csv)
-    found = _find_series(root, csv)
-    if not found:
-        raise DataError(root, "holds no .dcm files under a folder named like CQ500CT<number>")
-    quarantine, plan = [], []
-    for name in reads.index:
-        number = scan_number(name)
-        if number is None:
-            raise DataError(root / csv, f"scan name {name!r} has no CQ500-CT-<number> in it")
-        if number not in found:
-            quarantine.append({"path": name, "reason": "no DICOM folder found for this scan"})
-            continue
-        for folder, files in sorted(found[number].items()):
-            plan.extend((name, folder, f) for f in files)
-    if not plan:
-        raise DataError(root, "no DICOM folder matches a scan named in reads.csv")
-    headers = dict(zip((str(p) for _, _, p in plan),
-                       base.scan_headers([p for _, _, p in plan], workers=base.as_int(workers, "workers"))))
-    if series == "one":
-        keep = set()
+@register_adapter
+class Cq500(Adapter):
+    """CQ500: one row per DICOM slice carrying its scan's majority-vote labels."""
+
+    name = "cq500"
+    labels = LABELS
+    task = "multi-label"
+    ct = True
+    scan_labelled = "max"  # labels belong to whole scans: scored per scan by default
+    label_map = FINDINGS
+
+    def read_manifest(self, data_dir, *, csv=CSV, series="all", min_slices=10, workers=1, strict=False):
+        root = require_dir(data_dir, "CQ500 data directory")
+        strict = base.as_bool(strict, "strict")
+        if series not in ("all", "one"):
+            raise ValueError(f"option series={series!r} must be 'all' or 'one'")
+        min_slices = base.as_int(min_slices, "min_slices")
+        reads = read_reads(root / csv)
+        found = _find_series(root, csv)
+        if not found:
+            raise DataError(root, "holds no .dcm files under a folder named like CQ500CT<number>")
+        quarantine, plan = [], []
         for name in reads.index:
             number = scan_number(name)
-            if number in found:
-                for folder in _pick_series(found[number], headers, min_slices):
-                    keep.add((name, folder))
-        plan = [p for p in plan if (p[0], p[1]) in keep]
-    rows = []
-    for name, folder, path in plan:
-        header = headers[str(path)]
-        rel = relative_posix(root, path)
-        if isinstance(header, str):
-            if strict:
-                raise DataError(path, header)
-            quarantine.append({"path": rel, "reason": header})
-            continue
-        rows.append({
-            "id": rel.rsplit(".", 1)[0],
-            "path": rel,
-            "slice": -1,
-            "patient_id": name,
-            "study_id": header.get("study_id") or f"{name}/{folder.split('/')[0]}",
-            "series_id": header.get("series_id") or folder,
-            "position": header.get("position", np.nan),
-        })
-    if not rows:
-        raise DataError(root, "no readable DICOM slice was found for the scans in reads.csv")
-    df = pd.DataFrame(rows).join(reads, on="patient_id")
-    return validate_manifest(df, LABELS, task=TASK, quarantine=quarantine)
+            if number is None:
+                raise DataError(root / csv, f"scan name {name!r} has no CQ500-CT-<number> in it")
+            if number not in found:
+                quarantine.append({"path": name, "reason": "no DICOM folder found for this scan"})
+                continue
+            for folder, files in sorted(found[number].items()):
+                plan.extend((name, folder, f) for f in files)
+        if not plan:
+            raise DataError(root, "no DICOM folder matches a scan named in reads.csv")
+        headers = dict(zip((str(p) for _, _, p in plan),
+                           base.scan_headers([p for _, _, p in plan], workers=base.as_int(workers, "workers"))))
+        if series == "one":
+            keep = set()
+            for name in reads.index:
+                number = scan_number(name)
+                if number in found:
+                    for folder in _pick_series(found[number], headers, min_slices):
+                        keep.add((name, folder))
+            plan = [p for p in plan if (p[0], p[1]) in keep]
+        rows = []
+        for name, folder, path in plan:
+            header = headers[str(path)]
+            rel = relative_posix(root, path)
+            if isinstance(header, str):
+                if strict:
+                    raise DataError(path, header)
+                quarantine.append({"path": rel, "reason": header})
+                continue
+            rows.append({
+                "id": rel.rsplit(".", 1)[0],
+                "path": rel,
+                "slice": -1,
+                "patient_id": name,
+                "study_id": header.get("study_id") or f"{name}/{folder.split('/')[0]}",
+                "series_id": header.get("series_id") or folder,
+                "position": header.get("position", np.nan),
+            })
+        if not rows:
+            raise DataError(root, "no readable DICOM slice was found for the scans in reads.csv")
+        df = pd.DataFrame(rows).join(reads, on="patient_id")
+        return validate_manifest(df, LABELS, task=self.task, quarantine=quarantine)

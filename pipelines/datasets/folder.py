@@ -24,23 +24,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipelines.datasets import base
+from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import DataError, relative_posix, require_dir, validate_manifest
 
-LABELS: tuple[str, ...] = ()  # from the folder names; see df.attrs["labels"]
-TASK = "multi-class"
 MASKS = "masks"
-
-
-def channels(windows=None) -> int:
-    return 1
-
-
-def load(row, data_dir, windows=None) -> np.ndarray:
-    return base.load_image(row, data_dir)
 
 
 def _find_mask(root: Path, cls: str, rel_in_class: Path) -> str:
@@ -56,46 +46,54 @@ def _find_mask(root: Path, cls: str, rel_in_class: Path) -> str:
     return ""
 
 
-def read_manifest(data_dir, *, labels=None, classes=None, patient_pattern=None):
-    root = require_dir(data_dir, "image folder")
-    folders = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS
-    )
-    if not folders:
-        raise DataError(root, "has no class sub-folders; put each class's images in its own folder")
-    names = base.as_list(labels) or base.as_list(classes) or folders
-    unknown = [n for n in names if n not in folders]
-    if unknown:
-        raise DataError(root, f"has no folder for class {unknown[0]!r}; class folders are {', '.join(folders)}")
-    extra = [f for f in folders if f not in names]
-    if extra:
-        raise DataError(root / extra[0], f"folder is not among the labels {', '.join(names)}; add it or move it away")
-    pattern = re.compile(patient_pattern) if patient_pattern else None
-    if pattern is not None and pattern.groups != 1:
-        raise ValueError(f"patient_pattern {patient_pattern!r} must have exactly one (group)")
-    has_masks = (root / MASKS).is_dir()
-    rows = []
-    for cls in names:
-        files = base.list_images(root / cls)
-        if not files:
-            raise DataError(root / cls, "class folder holds no PNG/JPG/BMP/TIFF images")
-        for path in files:
-            rel = relative_posix(root, path)
-            ident = rel.rsplit(".", 1)[0]
-            patient = ident
-            if pattern is not None:
-                match = pattern.search(rel)
-                if not match:
-                    raise DataError(path, f"path does not match patient_pattern {patient_pattern!r}")
-                patient = match.group(1) or ident  # an unmatched optional group: own patient
-            row = {"id": ident, "path": rel, "slice": -1, "patient_id": patient,
-                   "study_id": patient, "series_id": ident, "__class__": cls}
-            if has_masks:
-                row["mask_path"] = _find_mask(root, cls, path.relative_to(root / cls))
-            rows.append(row)
-    df = pd.DataFrame(rows)
-    for name in names:
-        df[name] = (df["__class__"] == name).astype("int64")
-    df = df.drop(columns="__class__")
-    task = "binary" if len(names) == 2 else TASK
-    return validate_manifest(df, names, task=task, channels=1)
+@register_adapter
+class Folder(Adapter):
+    """One sub-folder per class; labels from the folder names (``df.attrs['labels']``)."""
+
+    name = "folder"
+    labels: tuple[str, ...] = ()  # from the folder names; see df.attrs["labels"]
+    task = "multi-class"
+
+    def read_manifest(self, data_dir, *, labels=None, classes=None, patient_pattern=None):
+        root = require_dir(data_dir, "image folder")
+        folders = sorted(
+            p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS
+        )
+        if not folders:
+            raise DataError(root, "has no class sub-folders; put each class's images in its own folder")
+        names = base.as_list(labels) or base.as_list(classes) or folders
+        unknown = [n for n in names if n not in folders]
+        if unknown:
+            raise DataError(root, f"has no folder for class {unknown[0]!r}; class folders are {', '.join(folders)}")
+        extra = [f for f in folders if f not in names]
+        if extra:
+            raise DataError(root / extra[0], f"folder is not among the labels {', '.join(names)}; add it or move it away")
+        pattern = re.compile(patient_pattern) if patient_pattern else None
+        if pattern is not None and pattern.groups != 1:
+            raise ValueError(f"patient_pattern {patient_pattern!r} must have exactly one (group)")
+        has_masks = (root / MASKS).is_dir()
+        rows = []
+        for cls in names:
+            files = base.list_images(root / cls)
+            if not files:
+                raise DataError(root / cls, "class folder holds no PNG/JPG/BMP/TIFF images")
+            for path in files:
+                rel = relative_posix(root, path)
+                ident = rel.rsplit(".", 1)[0]
+                patient = ident
+                if pattern is not None:
+                    match = pattern.search(rel)
+                    if not match:
+                        raise DataError(path, f"path does not match patient_pattern {patient_pattern!r}")
+                    patient = match.group(1) or ident  # an unmatched optional group: own patient
+                row = {"id": ident, "path": rel, "slice": -1, "patient_id": patient,
+                       "study_id": patient, "series_id": ident, "__class__": cls}
+                if has_masks:
+                    row["mask_path"] = _find_mask(root, cls, path.relative_to(root / cls))
+                rows.append(row)
+        df = pd.DataFrame(rows)
+        for name in names:
+            df[name] = (df["__class__"] == name).astype("int64")
+        df = df.drop(columns="__class__")
+        task = "binary" if len(names) == 2 else self.task
+        return validate_manifest(df, names, task=task, channels=1)

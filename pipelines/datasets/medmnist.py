@@ -14,7 +14,7 @@ is used as is).
 Labels: class columns one-hot for multi-class/binary files, 0/1 columns for multi-label;
 names from :data:`CLASS_NAMES` for the files we know, else ``class_0..`` unless ``labels=``
 names them. ``df.attrs`` carries ``labels``, ``task`` and ``channels`` (1 or 3), which differ
-between MedMNIST files: the module-level :data:`LABELS` / :data:`TASK` describe PneumoniaMNIST.
+between MedMNIST files: the adapter's ``labels`` / ``task`` describe PneumoniaMNIST.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ import numpy as np
 import pandas as pd
 
 from pipelines.datasets import base
+from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import DataError, safe_join, validate_manifest
 
-LABELS = ("normal", "pneumonia")
-TASK = "binary"
 SPLIT_ORDER = ("train", "val", "test")
 CLASS_NAMES = {
     "pneumoniamnist": ("normal", "pneumonia"),
@@ -46,11 +45,6 @@ CLASS_NAMES = {
                    "fibrosis", "pleural", "hernia"),
 }
 MULTI_LABEL = {"chestmnist"}
-
-
-def channels(windows=None) -> int:
-    """1 for PneumoniaMNIST; colour MedMNIST files give 3 (see ``df.attrs['channels']``)."""
-    return 1
 
 
 def _resolve(data_dir, name=None) -> tuple[Path, Path]:
@@ -105,67 +99,75 @@ def read_arrays(npz) -> dict[str, np.ndarray]:
     return _arrays(str(path.resolve()), path.stat().st_mtime)
 
 
-def read_manifest(data_dir, *, name=None, labels=None):
-    root, npz = _resolve(data_dir, name)
-    arrays = read_arrays(npz)
-    kind = dataset_name(npz)
-    label_arrays = [np.asarray(arrays[f"{s}_labels"]) for s in SPLIT_ORDER]
-    y = np.concatenate([a.reshape(len(a), -1) for a in label_arrays]).astype("int64")
-    multi = kind in MULTI_LABEL or y.shape[1] > 1
-    if multi:
-        k = y.shape[1]
-    else:
-        if y.min() < 0:
-            raise DataError(npz, "has negative class labels")
-        k = int(y.max()) + 1
-    names = base.as_list(labels) or list(CLASS_NAMES.get(kind, ())) or [f"class_{i}" for i in range(k)]
-    if (multi and len(names) != k) or (not multi and len(names) < k):
-        raise DataError(npz, f"has {k} classes but {len(names)} label names were given ({', '.join(names)})")
-    k = len(names)
-    if multi:
-        onehot = y
-    else:
-        onehot = np.zeros((len(y), k), dtype="int64")
-        onehot[np.arange(len(y)), y[:, 0]] = 1
-    splits = np.concatenate([[s] * len(a) for s, a in zip(SPLIT_ORDER, label_arrays)])
-    within = np.concatenate([np.arange(len(a)) for a in label_arrays])
-    ids = [f"{s}_{i}" for s, i in zip(splits, within)]
-    df = pd.DataFrame({
-        "id": ids,
-        "path": npz.relative_to(root).as_posix(),
-        "slice": np.arange(len(y)),
-        "patient_id": [f"{kind}_{i}" for i in ids],
-        "study_id": [f"{kind}_{i}" for i in ids],
-        "series_id": [f"{kind}_{i}" for i in ids],
-    })
-    for j, label in enumerate(names):
-        df[label] = onehot[:, j]
-    df["split"] = splits
-    sample = arrays["train_images"]
-    n_channels = 3 if sample.ndim == 4 and sample.shape[-1] == 3 else 1
-    task = "multi-label" if multi else ("binary" if k == 2 else "multi-class")
-    out = validate_manifest(df, names, task=task, channels=n_channels)
-    return out
+@register_adapter
+class Medmnist(Adapter):
+    """MedMNIST v2 .npz files; labels, task and channels from ``df.attrs`` (PneumoniaMNIST
+    by default)."""
 
+    name = "medmnist"
+    labels = ("normal", "pneumonia")
+    task = "binary"
 
-def load(row, data_dir, windows=None) -> np.ndarray:
-    root = Path(data_dir)
-    if root.is_file():
-        root = root.parent
-    arrays = read_arrays(safe_join(root, base.field(row, "path")))
-    index = base.row_slice(row)
-    for split in SPLIT_ORDER:
-        images = arrays[f"{split}_images"]
-        if index < len(images):
-            break
-        index -= len(images)
-    else:
-        raise DataError(base.field(row, "path"), f"slice {base.row_slice(row)} is beyond the images in the file")
-    if index < 0:
-        raise DataError(base.field(row, "path"), f"slice {base.row_slice(row)} must be >= 0 for a .npz file")
-    image = np.asarray(images[index])
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.dtype != np.uint8:
-        raise DataError(base.field(row, "path"), f"images are {image.dtype}, expected uint8")
-    return image.astype(np.float32) / 255.0
+    def read_manifest(self, data_dir, *, name=None, labels=None):
+        root, npz = _resolve(data_dir, name)
+        arrays = read_arrays(npz)
+        kind = dataset_name(npz)
+        label_arrays = [np.asarray(arrays[f"{s}_labels"]) for s in SPLIT_ORDER]
+        y = np.concatenate([a.reshape(len(a), -1) for a in label_arrays]).astype("int64")
+        multi = kind in MULTI_LABEL or y.shape[1] > 1
+        if multi:
+            k = y.shape[1]
+        else:
+            if y.min() < 0:
+                raise DataError(npz, "has negative class labels")
+            k = int(y.max()) + 1
+        names = base.as_list(labels) or list(CLASS_NAMES.get(kind, ())) or [f"class_{i}" for i in range(k)]
+        if (multi and len(names) != k) or (not multi and len(names) < k):
+            raise DataError(npz, f"has {k} classes but {len(names)} label names were given ({', '.join(names)})")
+        k = len(names)
+        if multi:
+            onehot = y
+        else:
+            onehot = np.zeros((len(y), k), dtype="int64")
+            onehot[np.arange(len(y)), y[:, 0]] = 1
+        splits = np.concatenate([[s] * len(a) for s, a in zip(SPLIT_ORDER, label_arrays)])
+        within = np.concatenate([np.arange(len(a)) for a in label_arrays])
+        ids = [f"{s}_{i}" for s, i in zip(splits, within)]
+        df = pd.DataFrame({
+            "id": ids,
+            "path": npz.relative_to(root).as_posix(),
+            "slice": np.arange(len(y)),
+            "patient_id": [f"{kind}_{i}" for i in ids],
+            "study_id": [f"{kind}_{i}" for i in ids],
+            "series_id": [f"{kind}_{i}" for i in ids],
+        })
+        for j, label in enumerate(names):
+            df[label] = onehot[:, j]
+        df["split"] = splits
+        sample = arrays["train_images"]
+        n_channels = 3 if sample.ndim == 4 and sample.shape[-1] == 3 else 1
+        task = "multi-label" if multi else ("binary" if k == 2 else "multi-class")
+        out = validate_manifest(df, names, task=task, channels=n_channels)
+        return out
+
+    def load(self, row, data_dir, windows=None) -> np.ndarray:
+        root = Path(data_dir)
+        if root.is_file():
+            root = root.parent
+        arrays = read_arrays(safe_join(root, base.field(row, "path")))
+        index = base.row_slice(row)
+        for split in SPLIT_ORDER:
+            images = arrays[f"{split}_images"]
+            if index < len(images):
+                break
+            index -= len(images)
+        else:
+            raise DataError(base.field(row, "path"), f"slice {base.row_slice(row)} is beyond the images in the file")
+        if index < 0:
+            raise DataError(base.field(row, "path"), f"slice {base.row_slice(row)} must be >= 0 for a .npz file")
+        image = np.asarray(images[index])
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.dtype != np.uint8:
+            raise DataError(base.field(row, "path"), f"images are {image.dtype}, expected uint8")
+        return image.astype(np.float32) / 255.0

@@ -29,20 +29,12 @@ import pandas as pd
 
 from pipelines import labels
 from pipelines.datasets import base
+from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import DataError, read_table, require_dir, show, validate_manifest
 
 LABELS = labels.RSNA_ICH
-TASK = "multi-label"
 CSV = "stage_2_train.csv"
 IMAGE_DIR = "stage_2_train"
-
-
-def channels(windows=None) -> int:
-    return base.ct_channels(windows)
-
-
-def load(row, data_dir, windows=None) -> np.ndarray:
-    return base.load_dicom(row, data_dir, windows)
 
 
 def read_labels(csv_path) -> pd.DataFrame:
@@ -82,38 +74,47 @@ def read_labels(csv_path) -> pd.DataFrame:
     return wide.reindex(columns=list(LABELS)).astype("int64")
 
 
-def read_manifest(data_dir, *, csv=CSV, image_dir=IMAGE_DIR, workers=1, strict=False) -> pd.DataFrame:
-    root = require_dir(data_dir, "RSNA data directory")
-    strict = base.as_bool(strict, "strict")
-    labels = read_labels(root / csv)
-    images = require_dir(root / image_dir, "RSNA image folder")
-    rel = [f"{Path(image_dir).as_posix()}/{image}.dcm" for image in labels.index]
-    headers = base.scan_headers([images / f"{image}.dcm" for image in labels.index],
-                                workers=base.as_int(workers, "workers"))
-    rows, quarantine = [], []
-    masks = root / "masks"
-    for image, path, header in zip(labels.index, rel, headers):
-        if isinstance(header, str):
-            if strict:
-                raise DataError(root / path, header)
-            quarantine.append({"path": path, "reason": header})
-            continue
-        row = {
-            "id": image,
-            "path": path,
-            "slice": -1,
-            # a missing ID in the header falls back to the image id: its own group, never merged
-            "patient_id": header.get("patient_id") or image,
-            "study_id": header.get("study_id") or image,
-            "series_id": header.get("series_id") or image,
-            "position": header.get("position", np.nan),
-        }
-        if masks.is_dir():
-            mask = masks / f"{image}.png"
-            row["mask_path"] = f"masks/{image}.png" if mask.is_file() else ""
-        rows.append(row)
-    if not rows:
-        raise DataError(root / image_dir, "none of the images listed in the CSV could be read")
-    df = pd.DataFrame(rows)
-    df = df.join(labels, on="id")
-    return validate_manifest(df, LABELS, task=TASK, quarantine=quarantine, channels=None)
+@register_adapter
+class Rsna(Adapter):
+    """RSNA Intracranial Hemorrhage Detection, Kaggle layout: one row per DICOM slice."""
+
+    name = "rsna"
+    labels = LABELS
+    task = "multi-label"
+    ct = True
+
+    def read_manifest(self, data_dir, *, csv=CSV, image_dir=IMAGE_DIR, workers=1, strict=False) -> pd.DataFrame:
+        root = require_dir(data_dir, "RSNA data directory")
+        strict = base.as_bool(strict, "strict")
+        labels = read_labels(root / csv)
+        images = require_dir(root / image_dir, "RSNA image folder")
+        rel = [f"{Path(image_dir).as_posix()}/{image}.dcm" for image in labels.index]
+        headers = base.scan_headers([images / f"{image}.dcm" for image in labels.index],
+                                    workers=base.as_int(workers, "workers"))
+        rows, quarantine = [], []
+        masks = root / "masks"
+        for image, path, header in zip(labels.index, rel, headers):
+            if isinstance(header, str):
+                if strict:
+                    raise DataError(root / path, header)
+                quarantine.append({"path": path, "reason": header})
+                continue
+            row = {
+                "id": image,
+                "path": path,
+                "slice": -1,
+                # a missing ID in the header falls back to the image id: its own group, never merged
+                "patient_id": header.get("patient_id") or image,
+                "study_id": header.get("study_id") or image,
+                "series_id": header.get("series_id") or image,
+                "position": header.get("position", np.nan),
+            }
+            if masks.is_dir():
+                mask = masks / f"{image}.png"
+                row["mask_path"] = f"masks/{image}.png" if mask.is_file() else ""
+            rows.append(row)
+        if not rows:
+            raise DataError(root / image_dir, "none of the images listed in the CSV could be read")
+        df = pd.DataFrame(rows)
+        df = df.join(labels, on="id")
+        return validate_manifest(df, LABELS, task=self.task, quarantine=quarantine, channels=None)

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import phantoms
+from pipelines.datasets.base import Adapter, get_adapter, register_adapter
 from pipelines.labels import RSNA_ICH
 
 LABELS = RSNA_ICH
@@ -449,31 +450,31 @@ def _norm(value):
 # the ``synthetic`` adapter: the rsna adapter on the generated folder
 
 
-def _root(data_dir) -> Path:
-    return Path(data_dir) if data_dir is not None else default_dir()
+@register_adapter
+class Synthetic(Adapter):
+    """The head-CT phantom in the RSNA layout, generated into ``default_data_dir`` if absent."""
 
+    name = "synthetic"
+    labels = LABELS
+    task = TASK
+    ct = True
+    default_data_dir = str(DEFAULT_DIR)  # relative to the current directory
 
-def read_manifest(data_dir=None, **options):
-    """Manifest of the synthetic head CT (generated first if absent), with ``mask_path``."""
-    from pipelines.datasets import rsna
+    def ensure_data(self, data_dir=None) -> Path:
+        """The head-CT folder (``data_dir`` or ``default_data_dir``), generated on first use."""
+        return ensure_head_ct(data_dir)
 
-    root = ensure_head_ct(data_dir)
-    df = rsna.read_manifest(root, **options)
-    if "mask_path" not in df.columns:
-        df["mask_path"] = [
-            "masks/" + Path(p).with_suffix(".png").name for p in df["path"].astype(str)
-        ]
-    return df
+    def read_manifest(self, data_dir=None, **options):
+        """Manifest of the synthetic head CT (generated first if absent), with ``mask_path``."""
+        root = self.ensure_data(data_dir)
+        df = get_adapter("rsna").read_manifest(root, **options)
+        if "mask_path" not in df.columns:
+            df["mask_path"] = [
+                "masks/" + Path(p).with_suffix(".png").name for p in df["path"].astype(str)
+            ]
+        return df
 
-
-def load(row, data_dir, windows):
-    """Windowed slice (H, W, C) float32 in [0, 1]: the rsna adapter's ``load``."""
-    from pipelines.datasets import rsna
-
-    return rsna.load(row, _root(data_dir), windows)
-
-
-def channels(windows) -> int:
-    from pipelines.datasets import rsna
-
-    return rsna.channels(windows)
+    def load(self, row, data_dir, windows=None):
+        """Windowed slice (H, W, C) float32 in [0, 1]: the rsna adapter's ``load``."""
+        root = Path(data_dir) if data_dir is not None else default_dir()
+        return get_adapter("rsna").load(row, root, windows)

@@ -14,8 +14,8 @@ def tiny(tmp_path_factory):
     import keras
 
     import zoo
+    from pipelines.cache import prepare
     from pipelines.datasets.synthetic import write_head_ct
-    from pipelines.records import prepare
     from zoo.export import export_saved_model
 
     root = tmp_path_factory.mktemp("evaluate")

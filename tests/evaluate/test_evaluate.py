@@ -177,8 +177,10 @@ def test_scan_level_aggregation_groups_slices_by_study(tiny, tmp_path):
 
 def _cq500_from_phantom(tiny, root, n_scans=8):
     """A CQ500-layout copy of the phantom: one scan per patient, reads.csv from 3 readers."""
-    from pipelines.datasets import rsna
+    from pipelines.datasets import get_adapter
     from pipelines.label_maps import RSNA_TO_CQ500
+
+    rsna = get_adapter("rsna")
 
     df = rsna.read_manifest(tiny.data)
     rows = []

@@ -6,13 +6,7 @@ import pytest
 from pipeline_files import write_dicom, write_nifti, write_png
 
 from pipelines import transforms
-from pipelines.datasets import (
-    DATASETS,
-    get_adapter,
-    manifest_channels,
-    manifest_labels,
-    manifest_task,
-)
+from pipelines.datasets import get_adapter, list_adapters
 from pipelines.manifest import MANIFEST_COLUMNS, validate_manifest
 from zoo.labels import CXR14, RSNA_ICH
 
@@ -29,12 +23,10 @@ def _check_schema(df, labels):
 
 
 def test_get_adapter_and_close_matches():
-    for name in DATASETS:
-        if name == "synthetic":
-            continue  # written by the synthetic generator's module
-        module = get_adapter(name)
-        assert callable(module.read_manifest) and callable(module.load)
-        assert module.TASK in ("multi-label", "multi-class", "binary")
+    for name in list_adapters():
+        adapter = get_adapter(name)
+        assert callable(adapter.read_manifest) and callable(adapter.load)
+        assert adapter.task in ("multi-label", "multi-class", "binary")
     with pytest.raises(ValueError, match="Unknown dataset 'rnsa'. Did you mean rsna"):
         get_adapter("rnsa")
 
@@ -83,7 +75,7 @@ def test_rsna(tmp_path):
     # stored 1064 - 1024 = 40 HU: the middle of the brain window
     np.testing.assert_allclose(image[0, 0], transforms.apply_windows(np.array([[40.0]]))[0, 0])
     assert adapter.channels(None) == 3 and adapter.channels("brain") == 1
-    assert manifest_channels("rsna", df, "brain,bone") == 2
+    assert get_adapter("rsna").manifest_channels(df, "brain,bone") == 2
 
 
 def test_rsna_unreadable_image_is_quarantined(tmp_path):
@@ -220,8 +212,8 @@ def test_medmnist_real_pneumoniamnist(shared_data):
     assert counts.loc["test"].tolist() == [624, 390]
     assert (df["normal"] + df["pneumonia"] == 1).all()
     assert df["path"].unique().tolist() == ["pneumoniamnist.npz"]
-    assert manifest_task("medmnist", df) == "binary"
-    assert manifest_labels("medmnist", df) == ("normal", "pneumonia")
+    assert get_adapter("medmnist").manifest_task(df) == "binary"
+    assert get_adapter("medmnist").manifest_labels(df) == ("normal", "pneumonia")
     with np.load(folder / "pneumoniamnist.npz") as npz:
         first_val = npz["val_images"][0]
         first_test_label = int(npz["test_labels"][0, 0])
@@ -248,7 +240,7 @@ def test_medmnist_multilabel_and_colour(tmp_path):
     np.testing.assert_array_equal(df[list(df.attrs["labels"])].to_numpy()[3], arrays["val_labels"][0])
     image = get_adapter("medmnist").load(df.iloc[5], tmp_path, None)
     np.testing.assert_allclose(image, arrays["test_images"][1] / 255.0)
-    assert manifest_channels("medmnist", df) == 3
+    assert get_adapter("medmnist").manifest_channels(df) == 3
 
 
 # -------------------------------------------------------------------------------------- folder
@@ -266,7 +258,7 @@ def test_folder(tmp_path):
     assert list(df["path"]) == ["normal/n0.png", "normal/n1.png", "stone/case1/s0.png", "stone/s1.jpg"]
     assert list(df["stone"]) == [0, 0, 1, 1] and list(df["normal"]) == [1, 1, 0, 0]
     assert list(df["mask_path"]) == ["masks/n0.png", "", "masks/stone/case1/s0.png", ""]
-    assert manifest_labels("folder", df) == ("normal", "stone")
+    assert get_adapter("folder").manifest_labels(df) == ("normal", "stone")
     image = adapter.load(df.iloc[3], tmp_path, None)
     assert image.shape == (8, 8, 1)
     np.testing.assert_allclose(image, 100 / 255, atol=2 / 255)  # JPEG is lossy
@@ -307,7 +299,7 @@ def test_csv_with_dicom_paths(tmp_path):
     pd.DataFrame({"path": ["a.dcm"], "bleed": [1]}).to_csv(tmp_path / "t.csv", index=False)
     df = get_adapter("csv").read_manifest(tmp_path, label_columns=["bleed"])
     assert df.attrs["ct"] is True
-    assert manifest_channels("csv", df, "brain,bone") == 2
+    assert get_adapter("csv").manifest_channels(df, "brain,bone") == 2
     np.testing.assert_allclose(get_adapter("csv").load(df.iloc[0], tmp_path, "brain"), 0.5)
 
 

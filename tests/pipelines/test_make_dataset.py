@@ -1,4 +1,4 @@
-"""pipelines.records.make_dataset: order, sharding, balance, augmentation, ids, errors."""
+"""pipelines.cache.make_dataset: order, sharding, balance, augmentation, ids, errors."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import pytest
 import tensorflow as tf
 
 from pipelines import augment
-from pipelines.records import make_dataset, prepare, read_info
+from pipelines.cache import make_dataset, prepare, read_info
+from pipelines.datasets import Adapter
 
 SIZE = 8
 
 
-class ToyAdapter:
+class ToyAdapter(Adapter):
     """24 tiny images, two per patient, an official split; label "any" positive for 1 in 4."""
 
-    NAME = "toy"
-    LABELS = ("any", "other")
-    TASK = "multi-label"
+    name = "toy"
+    labels = ("any", "other")
+    task = "multi-label"
 
     def __init__(self, n=24):
         self.n = n

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.cache import make_dataset, read_info
 from pipelines.prepare import main
-from pipelines.records import make_dataset, read_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -133,8 +133,9 @@ def test_rsna_format_dicom_with_two_workers_as_a_module(head_ct, tmp_path):
     import pydicom
 
     from pipelines import transforms
-    from pipelines.datasets import synthetic
+    from pipelines.datasets import get_adapter
 
+    synthetic = get_adapter("synthetic")
     root, broken = head_ct
     out = tmp_path / "cache"
     result = subprocess.run(

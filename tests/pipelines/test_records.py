@@ -1,4 +1,4 @@
-"""pipelines.records.prepare: the TFRecord cache (round trip, resume, quarantine, privacy)."""
+"""pipelines.cache.prepare: the TFRecord cache (round trip, resume, quarantine, privacy)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from pipelines.records import PrepareError, make_dataset, prepare, read_info
+from pipelines.cache import PrepareError, make_dataset, prepare, read_info
+from pipelines.datasets import Adapter
 
 H, W = 12, 10
 
 
-class FakeAdapter:
+class FakeAdapter(Adapter):
     """A test double with the adapter interface over .npy files (exact uint8 levels)."""
 
-    NAME = "fake"
-    LABELS = ("any", "other")
-    TASK = "multi-label"
+    name = "fake"
+    labels = ("any", "other")
+    task = "multi-label"
 
     def __init__(self, n=16, patients=8, official_split=False, fail_at=None):
         self.n, self.patients, self.official_split = n, patients, official_split

@@ -298,7 +298,7 @@ def test_synthetic_adapter_delegates_to_rsna(head, tmp_path, monkeypatch):
     from pipelines.datasets import get_adapter
 
     adapter = get_adapter("synthetic")
-    assert adapter.LABELS == synthetic.LABELS and adapter.TASK == "multi-label"
+    assert adapter.labels == synthetic.LABELS and adapter.task == "multi-label"
     assert adapter.channels("brain,bone") == 2
     df = adapter.read_manifest(head)
     assert df["mask_path"].str.match(r"^masks/ID_[0-9a-f]{9}\.png$").all()

@@ -84,18 +84,6 @@ def test_to_unit_and_uint8():
     np.testing.assert_array_equal(transforms.to_uint8(x), [0, 128, 255, 255])
 
 
-def test_channels_helpers():
-    grey = np.arange(6, dtype=np.float32).reshape(2, 3)
-    rgb = transforms.to_channels(grey, 3)
-    assert rgb.shape == (2, 3, 3) and transforms.is_grey(rgb)
-    back = transforms.to_channels(rgb, 1)
-    np.testing.assert_allclose(back[..., 0], grey)
-    rgba = np.concatenate([rgb, np.ones((2, 3, 1), np.float32)], axis=-1)
-    assert transforms.to_channels(rgba, 3).shape == (2, 3, 3)
-    colour = np.stack([grey, grey * 2, grey * 3], axis=-1)
-    assert not transforms.is_grey(colour)
-
-
 def test_resize_preserves_constant_and_range():
     img = np.full((20, 30, 2), 0.25, np.float32)
     out = transforms.resize(img, (8, 12))

@@ -52,17 +52,25 @@ def _check_names(cfg: TrainConfig, *, data: bool = True) -> None:
         return
     if cfg.cache_dir and (Path(cfg.cache_dir) / "dataset.json").is_file():
         return  # a prepared cache is enough, whatever the dataset name
-    from pipelines.datasets import DATASETS
+    from pipelines.datasets import get_adapter, list_adapters
 
-    if cfg.dataset not in DATASETS:
-        close = difflib.get_close_matches(cfg.dataset, list(DATASETS), n=2)
+    known = list_adapters()
+    if cfg.dataset not in known:
+        close = difflib.get_close_matches(cfg.dataset, known, n=2)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-        raise ConfigError(f"Unknown dataset {cfg.dataset!r}{hint}; pass one of {', '.join(DATASETS)} to --dataset.")
-    if cfg.dataset != "synthetic" and cfg.data_dir is None:
+        raise ConfigError(f"Unknown dataset {cfg.dataset!r}{hint}; pass one of {', '.join(known)} to --dataset.")
+    if get_adapter(cfg.dataset).default_data_dir is None and cfg.data_dir is None:
         raise ConfigError(
             f"--dataset {cfg.dataset} needs --data-dir (the folder or file of the dataset), or "
             "--cache-dir pointing at a prepared cache."
         )
+
+
+def _adapter(name: str):
+    """The registered dataset adapter ``name``, or None (a prepared cache may carry any name)."""
+    from pipelines.datasets import get_adapter, list_adapters
+
+    return get_adapter(name) if name in list_adapters() else None
 
 
 def _prepare_data(cfg: TrainConfig, chief: bool):
@@ -72,14 +80,13 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
     cache = Path(cfg.cache_dir)
     if not (cache / "dataset.json").is_file():
         if chief:
-            from pipelines.records import prepare
+            from pipelines.cache import prepare
 
-            if cfg.dataset == "synthetic":
-                from pipelines.datasets.synthetic import ensure_head_ct
-
-                if not Path(cfg.data_dir or "data/synthetic-head-ct").is_dir():
-                    print("Generating the synthetic head-CT dataset (RSNA layout) ...", flush=True)
-                made = ensure_head_ct(cfg.data_dir)
+            adapter = _adapter(cfg.dataset)
+            if adapter is not None and adapter.default_data_dir is not None:
+                if not Path(cfg.data_dir or adapter.default_data_dir).is_dir():
+                    print(f"Generating the {cfg.dataset} dataset ...", flush=True)
+                made = adapter.ensure_data(cfg.data_dir)
                 cfg.data_dir = cfg.data_dir or os.fspath(made)
             print(f"Preparing {cfg.dataset} from {cfg.data_dir} into {cache} ...", flush=True)
             prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
@@ -124,8 +131,9 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
     if model_fn is None:
         _check_names(cfg, data=source is None)
     if source is None:
-        if cfg.dataset == "synthetic" and cfg.data_dir is None and not cfg.cache_dir:
-            cfg.data_dir = os.path.join("data", "synthetic-head-ct")  # generated when absent
+        adapter = _adapter(cfg.dataset)
+        if adapter is not None and adapter.default_data_dir and cfg.data_dir is None and not cfg.cache_dir:
+            cfg.data_dir = adapter.default_data_dir  # generated when absent
         cfg.cache_dir = cfg.cache_dir or default_cache_dir(cfg)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
 

@@ -169,10 +169,17 @@ class TrainConfig:
 
         need(self.image_size >= MIN_SIZE,
              f"--image-size {self.image_size} is below the models' minimum of {MIN_SIZE} pixels; pass --image-size {MIN_SIZE} or more.")
-        if self.data_dir is not None and not (self.dataset == "synthetic" and self.data_dir == os.path.join("data", "synthetic-head-ct")):
+        if self.data_dir is not None and self.data_dir != _default_data_dir(self.dataset):
             need(os.path.exists(self.data_dir),
                  f"Data directory {self.data_dir!r} does not exist; pass --data-dir pointing at the dataset (or omit it for --dataset synthetic).")
         return self
+
+
+def _default_data_dir(dataset: str):
+    """The folder the ``dataset`` adapter generates itself (synthetic), else None."""
+    from pipelines.datasets import get_adapter, list_adapters
+
+    return get_adapter(dataset).default_data_dir if dataset in list_adapters() else None
 
 
 def _flag(name: str) -> str:

@@ -53,10 +53,10 @@ class _Source:
 
 
 class CacheSource(_Source):
-    """A cache written by :func:`pipelines.records.prepare` (dataset.json, manifest.csv, TFRecords)."""
+    """A cache written by :func:`pipelines.cache.prepare` (dataset.json, manifest.csv, TFRecords)."""
 
     def __init__(self, cache_dir):
-        from pipelines.records import read_info
+        from pipelines.cache import read_info
 
         self.cache_dir = Path(cache_dir)
         self.info = read_info(self.cache_dir)
@@ -89,7 +89,7 @@ class CacheSource(_Source):
         return df[list(self.labels)].to_numpy(dtype=np.float32)
 
     def train_dataset(self, *, epoch, batch_size, seed, input_context=None, augment=False):
-        from pipelines.records import make_dataset
+        from pipelines.cache import make_dataset
 
         return make_dataset(
             self.cache_dir, "train", batch_size=batch_size, training=True, seed=seed, epoch=epoch,
@@ -97,7 +97,7 @@ class CacheSource(_Source):
         )
 
     def eval_dataset(self, split, *, batch_size):
-        from pipelines.records import make_dataset
+        from pipelines.cache import make_dataset
 
         return make_dataset(self.cache_dir, split, batch_size=batch_size, training=False)
 

@@ -1,0 +1,427 @@
+"""``prepare``: a dataset adapter's manifest -> a sharded TFRecord cache (see ``format``).
+
+The parent process reads and splits the manifest, plans the shards (pseudonymised ids, a
+seeded order), hands the decoding to :mod:`pipelines.cache.decode` (spawned worker processes,
+or in-process with ``workers=1``) and writes the records in plan order. Each shard is written
+under a hidden temp name and renamed when complete, with a marker in ``.progress/``; a re-run
+with the same settings skips the finished shards. ``dataset.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import os
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from pipelines.cache import decode
+from pipelines.cache.format import (
+    FORMAT_VERSION,
+    INFO_FILE,
+    MANIFEST_FILE,
+    PROGRESS_DIR,
+    PSEUDONYM_HEX,
+    QUARANTINE_FILE,
+    RECORD_FEATURES,
+    SHARD_TARGET_BYTES,
+    atomic_write_text,
+    derive_seed,
+    parse_image_size,
+    pseudonym,
+    serialize_example,
+    shard_name,
+    split_names,
+)
+
+__all__ = ["PrepareError", "prepare"]
+
+
+class PrepareError(RuntimeError):
+    """A cache could not be prepared (strict mode, changed settings on resume, ...)."""
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+
+def _resolve_adapter(dataset):
+    """A registered name or an Adapter instance -> the adapter; TypeError for anything else."""
+    from pipelines.datasets import Adapter, get_adapter
+
+    adapter = get_adapter(dataset) if isinstance(dataset, str) else dataset
+    if not isinstance(adapter, Adapter):
+        raise TypeError(
+            f"dataset={dataset!r} is neither an adapter name nor an adapter; pass a name from "
+            "pipelines.datasets.list_adapters() or an instance of pipelines.datasets.base.Adapter."
+        )
+    return adapter
+
+
+def _plan(
+    manifest: pd.DataFrame,
+    labels,
+    salt: str,
+    seed: int,
+    bytes_per_example: int,
+    shard_size: int | None,
+) -> pd.DataFrame:
+    """Pseudonymise ids, give each row a shard; rows are mixed within a split by ``seed``."""
+    plan = manifest.copy()
+    for column in ("patient_id", "study_id", "series_id"):
+        if column in plan.columns:
+            plan[column] = [pseudonym(salt, v) for v in plan[column]]
+        else:
+            plan[column] = ""
+    if "slice" not in plan.columns:
+        plan["slice"] = -1
+    plan["id"] = plan["id"].astype(str)
+    for label in labels:
+        plan[label] = plan[label].astype(int)
+    pieces = []
+    for split in split_names(plan["split"].unique()):
+        part = plan[plan["split"] == split].sort_values("id", kind="stable")
+        order = np.random.default_rng(derive_seed(seed, 7, len(part))).permutation(len(part))
+        part = part.iloc[order].reset_index(drop=True)
+        per_shard = shard_size or max(1, SHARD_TARGET_BYTES // max(1, bytes_per_example))
+        total = max(1, math.ceil(len(part) / per_shard))
+        part["shard"] = [shard_name(split, i // per_shard, total) for i in range(len(part))]
+        pieces.append(part)
+    return pd.concat(pieces, ignore_index=True)
+
+
+def _settings(
+    name, data_dir, size, windows, val_fraction, test_fraction, seed, shard_size, options
+) -> dict:
+    """The arguments that define a cache; a re-run with other values is refused."""
+    return _jsonable(
+        {
+            "dataset": name,
+            "data_dir": str(Path(data_dir).resolve()),
+            "image_size": list(size),
+            "windows": windows,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "seed": seed,
+            "shard_size": shard_size,
+            "options": options or {},
+        }
+    )
+
+
+def _check_same(settings: dict, stored: dict, out: Path) -> None:
+    changed = [k for k in settings if k in stored and stored[k] != settings[k]]
+    if changed:
+        detail = ", ".join(f"{k} {stored[k]!r} -> {settings[k]!r}" for k in changed)
+        raise PrepareError(
+            f"The cache {out} was prepared with other settings ({detail}); "
+            "use a new --out folder or delete this one."
+        )
+
+
+def _decoded_rows(todo, payloads, ref, data_dir, windows, size, channels, workers):
+    """Yield (position, bytes | None, error | None) in order, from workers or in-process."""
+    tasks = ((i, payloads[i]) for i in range(len(todo)))
+    if workers <= 1 or len(todo) <= 1:
+        decode.init_worker(ref, str(data_dir), windows, size, channels)
+        for task in tasks:
+            yield decode.work(task)
+        return
+    context = multiprocessing.get_context("spawn")
+    chunk = max(1, min(16, len(todo) // (workers * 8) or 1))
+    with context.Pool(
+        workers,
+        initializer=decode.init_worker,
+        initargs=(ref, str(data_dir), windows, size, channels),
+    ) as pool:
+        try:
+            yield from pool.imap(decode.work, tasks, chunksize=chunk)
+        finally:
+            pool.terminate()
+
+
+def prepare(
+    dataset,
+    data_dir,
+    out,
+    *,
+    image_size=256,
+    windows=None,
+    workers: int = 1,
+    strict: bool = False,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    progress: bool = True,
+    shard_size: int | None = None,
+    options: dict | None = None,
+) -> Path:
+    """Decode ``dataset`` once into a sharded TFRecord cache at ``out``; returns ``out``.
+
+    Args:
+        dataset: adapter name (``pipelines.datasets.list_adapters()``) or an adapter instance
+            (a subclass of ``pipelines.datasets.base.Adapter``; it need not be registered).
+        data_dir: the dataset's root folder in its published layout.
+        out: cache folder; created, or resumed when a previous run with the same settings
+            stopped part-way (finished shards are kept, the rest is redone).
+        image_size: N or (H, W); every image is resized (plain bilinear, aspect not kept).
+        windows: CT windows stacked as channels (names / "c/w" string or tuple); None = the
+            default brain, subdural, bone. 8-bit image datasets ignore them.
+        workers: decode processes (spawned; 1 = in this process).
+        strict: raise at the first unreadable file instead of writing it to quarantine.csv.
+        val_fraction, test_fraction, seed: passed to ``pipelines.splits.split_manifest``,
+            which keeps an official split when the dataset ships one.
+        progress: tqdm bar and a printed summary.
+        shard_size: examples per shard (default: about 64 MiB of pixels per shard).
+        options: extra keyword arguments for the adapter's ``read_manifest``.
+    """
+    from pipelines.manifest import quarantined, validate_manifest
+    from pipelines.splits import assert_patient_disjoint, split_manifest
+    from pipelines.transforms import format_windows, parse_windows
+
+    start = time.perf_counter()
+    out = Path(out)
+    data_dir = Path(data_dir)
+    size = parse_image_size(image_size)
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a positive integer; pass e.g. 2.")
+    if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
+        raise ValueError(f"shard_size={shard_size!r} must be a positive integer or None.")
+    if not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"The data directory {data_dir} does not exist; pass --data-dir pointing at the "
+            "dataset's root folder."
+        )
+    adapter = _resolve_adapter(dataset)
+    name = dataset if isinstance(dataset, str) else adapter.name
+    windows = parse_windows(windows)
+    settings = _settings(
+        name, data_dir, size, windows, val_fraction, test_fraction, seed, shard_size, options
+    )
+
+    info_path = out / INFO_FILE
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        _check_same(settings, info.get("settings", {}), out)
+        if progress:
+            print(
+                f"{out} is already prepared ({_counts_text(info['splits'])}); nothing to do.",
+                file=sys.stderr,
+            )
+        return out
+
+    # Read, validate, split. This is redone on resume; the stored salt keeps the pseudonyms
+    # and the seed keeps the split and the shard plan the same. Labels, task and channels
+    # come from the manifest where the adapter learns them from the data (folder, csv, ...).
+    manifest = adapter.read_manifest(data_dir, **(options or {}))
+    labels = adapter.manifest_labels(manifest)
+    task = adapter.manifest_task(manifest)
+    channels = int(adapter.manifest_channels(manifest, windows))
+    is_ct = adapter.manifest_ct(manifest)
+    left_out = [[str(q.get("path", "")), str(q.get("reason", ""))] for q in quarantined(manifest)]
+    if strict and left_out:
+        raise PrepareError(
+            f"Could not read {left_out[0][0]} ({left_out[0][1]}); fix or remove the file, or run "
+            "without --strict to quarantine it and go on."
+        )
+    manifest = validate_manifest(manifest, labels)
+    manifest = split_manifest(
+        manifest, labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
+    assert_patient_disjoint(manifest, name_patients=False)  # raw header ids stay out of logs
+
+    progress_dir = out / PROGRESS_DIR
+    progress_dir.mkdir(parents=True, exist_ok=True)
+    state_path = progress_dir / "state.json"
+    if state_path.is_file():
+        state = json.loads(state_path.read_text())
+        _check_same(settings, state["settings"], out)
+    else:
+        state = {"settings": settings, "salt": secrets.token_hex(16)}
+        atomic_write_text(state_path, json.dumps(state, indent=2))
+
+    original = {str(r["id"]): r for r in manifest.to_dict("records")}
+    plan = _plan(manifest, labels, state["salt"], seed, size[0] * size[1] * channels, shard_size)
+
+    shards = list(dict.fromkeys(plan["shard"]))
+    done = {s for s in shards if (out / s).is_file() and (progress_dir / f"{s}.json").is_file()}
+    todo = plan[~plan["shard"].isin(done)].reset_index(drop=True)
+    rows = todo.to_dict("records")
+    payloads = [original[row["id"]] for row in rows]
+
+    shape = (size[0], size[1], channels)
+    ref = decode.AdapterRef(dataset if isinstance(dataset, str) else adapter)
+    quarantined = 0
+    bar = _progress_bar(len(todo), progress, skipped=len(done), shards=len(shards))
+    writer = None
+    current = None
+    tmp = None
+    written: list[str] = []
+    bad: list[list[str]] = []
+    results = _decoded_rows(todo, payloads, ref, data_dir, windows, size, channels, workers)
+    first_result = last_result = None
+    try:
+        for (position, pixels, error), row in zip(results, rows):
+            last_result = time.perf_counter()
+            first_result = first_result or last_result
+            if row["shard"] != current:
+                if writer is not None:
+                    _finish_shard(writer, tmp, out, progress_dir, current, written, bad)
+                current, written, bad = row["shard"], [], []
+                tmp = out / f".{current}.tmp"
+                writer = tf.io.TFRecordWriter(str(tmp))
+            if error is not None:
+                path = str(payloads[position].get("path", ""))
+                if strict:
+                    raise PrepareError(
+                        f"Could not decode {path} ({error}); fix or remove the file, or run "
+                        "without --strict to quarantine it and go on."
+                    )
+                bad.append([path, error])
+                quarantined += 1
+                if bar is not None:
+                    bar.set_postfix(quarantined=quarantined)
+            else:
+                label = [row[k] for k in labels]
+                writer.write(serialize_example(pixels, shape, label, row["id"], row["patient_id"]))
+                written.append(row["id"])
+            if bar is not None:
+                bar.update(1)
+        if writer is not None:
+            _finish_shard(writer, tmp, out, progress_dir, current, written, bad)
+            writer = None
+    finally:
+        results.close()  # stops the worker pool at once when strict mode raised
+        if writer is not None:
+            writer.close()
+            tmp.unlink(missing_ok=True)
+        if bar is not None:
+            bar.close()
+
+    facts = {
+        "dataset": name,
+        "labels": list(labels),
+        "task": task,
+        "image_size": [size[0], size[1]],
+        "channels": channels,
+        "windows": format_windows(windows) if is_ct else None,
+    }
+    run_stats = {
+        "workers": workers,
+        "seconds_last_run": round(time.perf_counter() - start, 3),
+        "images_last_run": len(todo),
+    }
+    if len(todo) > 1 and last_result > first_result:
+        # decode + write rate once the workers are up (reading the manifest, splitting and
+        # starting the processes excluded): the throughput a large dataset sees
+        run_stats["images_per_s_steady"] = round((len(todo) - 1) / (last_result - first_result), 2)
+    info = _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out)
+    if progress:
+        _print_summary(out, info)
+    return out
+
+
+def _progress_bar(total, progress, *, skipped, shards):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    desc = "prepare" if not skipped else f"prepare (resuming, {skipped}/{shards} shards done)"
+    return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def _finish_shard(writer, tmp, out, progress_dir, shard, written, bad) -> None:
+    """Close, then mark done: the sidecar (ids, quarantine) first, the shard rename last."""
+    writer.close()
+    marker = {"shard": shard, "ids": written, "quarantine": bad}
+    atomic_write_text(progress_dir / f"{shard}.json", json.dumps(marker))
+    os.replace(tmp, out / shard)
+
+
+def _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out) -> dict:
+    """Gather the shard markers into manifest.csv, quarantine.csv and (last) dataset.json."""
+    labels = facts["labels"]
+    written_ids: set[str] = set()
+    quarantine: list[list[str]] = list(left_out)
+    for shard in shards:
+        marker = json.loads((progress_dir / f"{shard}.json").read_text())
+        written_ids.update(marker["ids"])
+        quarantine.extend(marker["quarantine"])
+    columns = ["id", "patient_id", "study_id", "series_id", "slice", *labels, "split", "shard"]
+    if "mask_path" in plan.columns:
+        columns.insert(5, "mask_path")
+    final = plan[plan["id"].isin(written_ids)][columns]
+    final.to_csv(out / MANIFEST_FILE, index=False)
+    with open(out / QUARANTINE_FILE, "w", newline="") as handle:
+        csv_writer = csv.writer(handle)
+        csv_writer.writerow(["path", "reason"])
+        csv_writer.writerows(quarantine)
+    splits = {s: int((final["split"] == s).sum()) for s in split_names(plan["split"].unique())}
+    by_split = {s: [x for x in shards if x.startswith(f"{s}-")] for s in splits}
+    seconds = run_stats["seconds_last_run"]
+    run_stats["images_per_s_last_run"] = (
+        round(run_stats["images_last_run"] / seconds, 2) if seconds > 0 else None
+    )
+    info = {
+        "format_version": FORMAT_VERSION,
+        **facts,
+        "splits": splits,
+        "shards": by_split,
+        "quarantined": len(quarantine),
+        "pseudonymisation": f"sha256(per-cache random salt + value), first {PSEUDONYM_HEX} hex "
+        "digits; the salt was discarded when the cache was finished",
+        "record_features": {
+            k: v.format(num_labels=len(labels)) for k, v in RECORD_FEATURES.items()
+        },
+        "settings": settings,
+        "prepare": run_stats,
+    }
+    atomic_write_text(out / INFO_FILE, json.dumps(info, indent=2))
+    shutil.rmtree(progress_dir, ignore_errors=True)
+    return info
+
+
+def _counts_text(splits: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in splits.items())
+
+
+def _print_summary(out: Path, info: dict) -> None:
+    run = info["prepare"]
+    rate = run["images_per_s_last_run"]
+    lines = [
+        f"prepared {info['dataset']} into {out} in {run['seconds_last_run']:.1f} s "
+        f"({run['images_last_run']} images decoded, {rate if rate is not None else '-'} images/s, "
+        f"{run['workers']} worker{'s' if run['workers'] != 1 else ''}"
+        + (
+            f"; {run['images_per_s_steady']} images/s once started"
+            if "images_per_s_steady" in run
+            else ""
+        )
+        + ")",
+        f"  {'split':<8}{'images':>8}{'shards':>8}",
+    ]
+    for split, count in info["splits"].items():
+        lines.append(f"  {split:<8}{count:>8}{len(info['shards'][split]):>8}")
+    lines.append(
+        f"  quarantined: {info['quarantined']}"
+        + (f" (see {out / QUARANTINE_FILE})" if info["quarantined"] else "")
+    )
+    print("\n".join(lines), file=sys.stderr)
