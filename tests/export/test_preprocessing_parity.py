@@ -1,0 +1,170 @@
+"""What a model is validated on is what it serves: probabilities from the cache path (prepare ->
+make_dataset -> Keras model) equal those from the export's signatures on the original files, in a
+fresh process, to 1e-3. The inputs are the awkward ones: a 512x512 PNG, an RGBA PNG of odd size,
+a JPEG, a 16-bit PNG, and DICOM slices from pydicom's test files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE = 1e-3
+
+SERVE = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from zoo.export import load_export
+served = load_export(sys.argv[1])
+jobs = json.loads(open(sys.argv[2]).read())
+out = {}
+for name, job in jobs.items():
+    if job["kind"] == "bytes":
+        probs = served.predict_bytes([open(job["path"], "rb").read()])
+    else:
+        probs = served.predict(np.load(job["path"])[None])
+    out[name] = probs[0].tolist()
+print(json.dumps(out))
+"""
+
+
+def _sharpen(model, gain: float = 40.0):
+    """Scale the output layer so the probabilities move with the input (a random model's
+    outputs sit near 0.5, where any two paths agree)."""
+    layer = model.get_layer("predictions")
+    kernel, *rest = layer.get_weights()
+    layer.set_weights([kernel * gain, *rest])
+    return model
+
+
+def _serve_fresh(version_dir: Path, jobs: dict, tmp_path: Path) -> dict:
+    spec = tmp_path / "jobs.json"
+    spec.write_text(json.dumps(jobs))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", SERVE, str(version_dir), str(spec)], env=env,
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _cache_probs(model, cache: Path) -> dict:
+    from pipelines.records import make_dataset
+
+    out = {}
+    for images, _, meta in make_dataset(cache, "test", batch_size=8, with_ids=True):
+        probs = model(images, training=False).numpy()
+        for i, name in enumerate(meta["id"].numpy()):
+            out[name.decode()] = probs[i]
+    return out
+
+
+def _write_csv(folder: Path, rows: list[tuple[str, str]]):
+    lines = ["path,label,split"] + [f"{p},{label},test" for p, label in rows]
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def picture_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:512, 0:512] / 511.0
+    scene = (0.5 + 0.4 * np.sin(9 * xx) * np.cos(7 * yy)) * 255
+    Image.fromarray((scene + rng.normal(0, 12, scene.shape)).clip(0, 255).astype(np.uint8)).save(
+        folder / "big512.png")
+    rgba = np.dstack([(scene[:301, :417] * f).clip(0, 255).astype(np.uint8) for f in (1.0, 0.7, 0.4)]
+                     + [np.full((301, 417), 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "odd_rgba.png")
+    Image.fromarray(np.dstack([scene[:240, :320]] * 3).astype(np.uint8)).save(
+        folder / "photo.jpg", quality=88)
+    Image.fromarray((scene[:200, :150] / 255 * 65535).astype(np.uint16)).save(folder / "deep16.png")
+    names = ["big512.png", "odd_rgba.png", "photo.jpg", "deep16.png"]
+    _write_csv(folder, [(n, "a" if i % 2 else "b") for i, n in enumerate(names)])
+    return folder, names
+
+
+def test_pictures_cache_path_equals_serving_bytes(picture_files, tmp_path):
+    import zoo
+    from pipelines.preprocessing import Preprocessing
+    from pipelines.records import prepare, read_info
+    from zoo.export import export_saved_model
+
+    folder, names = picture_files
+    cache = prepare("csv", folder, tmp_path / "cache", image_size=64, progress=False,
+                    options={"label_column": "label", "split_column": "split"})
+    spec = Preprocessing.load(cache)
+    assert spec == Preprocessing(kind="image", size=(64, 64), channels=1)
+    assert read_info(cache)["preprocessing"] == spec.to_dict()
+    model = _sharpen(zoo.get_model("myositisnet", input_shape=(64, 64, 1), num_classes=2))
+    version = export_saved_model(model, tmp_path / "exports", model_name="parity", labels=["a", "b"],
+                                 preprocessing=spec)
+    assert Preprocessing.load(version / "assets.extra") == spec
+
+    cached = _cache_probs(model, cache)
+    jobs = {Path(n).stem: {"kind": "bytes", "path": str(folder / n)} for n in names}
+    served = _serve_fresh(version, jobs, tmp_path)
+    diffs = {k: float(np.abs(np.asarray(served[k]) - cached[k]).max()) for k in jobs}
+    spread = np.ptp([cached[k][0] for k in jobs])
+    assert spread > 0.05, f"the probabilities hardly move ({spread:.3f}): the test would prove nothing"
+    assert max(diffs.values()) <= TOLERANCE, diffs
+
+
+def test_the_old_serving_resize_would_fail_this_test(picture_files):
+    """The check has teeth: resizing without antialiasing (the old serving graph) moves the
+    probabilities of the 512 px file far past the tolerance."""
+    import tensorflow as tf
+
+    import zoo
+    from pipelines.preprocessing import Preprocessing, load_file, read_pixels
+
+    folder, _ = picture_files
+    spec = Preprocessing(kind="image", size=(64, 64), channels=1)
+    model = _sharpen(zoo.get_model("myositisnet", input_shape=(64, 64, 1), num_classes=2))
+    good = load_file(folder / "big512.png", spec)
+    old = tf.image.resize(read_pixels(folder / "big512.png")[None], (64, 64), method="bilinear")
+    diff = np.abs(model(good[None]).numpy() - model(old).numpy()).max()
+    assert diff > 10 * TOLERANCE
+
+
+def test_dicom_cache_path_equals_serving_default_on_the_windowed_file(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    import zoo
+    from pipelines.preprocessing import Preprocessing, decode_file
+    from pipelines.records import prepare
+    from zoo.export import export_saved_model
+
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    names = []
+    for i, name in enumerate(["CT_small.dcm", "693_J2KI.dcm"]):
+        target = folder / name
+        target.write_bytes(Path(get_testdata_file(name)).read_bytes())
+        names.append(name)
+    _write_csv(folder, [(n, "a" if i % 2 else "b") for i, n in enumerate(names)])
+    cache = prepare("csv", folder, tmp_path / "cache", image_size=64, progress=False,
+                    windows="brain,subdural,bone",
+                    options={"label_column": "label", "split_column": "split"})
+    spec = Preprocessing.load(cache)
+    assert spec.kind == "ct" and spec.windows == "brain,subdural,bone"
+    model = _sharpen(zoo.get_model("ichnet_small", input_shape=(64, 64, 3), num_classes=2,
+                                   activation="softmax"))
+    version = export_saved_model(model, tmp_path / "exports", model_name="ct", labels=["a", "b"],
+                                 preprocessing=spec)
+    cached = _cache_probs(model, cache)
+    jobs = {}
+    for n in names:
+        windowed = decode_file(folder / n, spec)  # native size: the graph resizes and rounds
+        assert windowed.shape[:2] != (64, 64)
+        np.save(tmp_path / f"{n}.npy", windowed)
+        jobs[Path(n).stem] = {"kind": "float", "path": str(tmp_path / f"{n}.npy")}
+    served = _serve_fresh(version, jobs, tmp_path)
+    diffs = {k: float(np.abs(np.asarray(served[k]) - cached[k]).max()) for k in jobs}
+    assert max(diffs.values()) <= TOLERANCE, diffs
