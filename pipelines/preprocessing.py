@@ -469,6 +469,16 @@ def tf_finish(images, spec: Preprocessing):
     return tf.ensure_shape(out, [None, spec.size[0], spec.size[1], spec.channels])
 
 
+def from_cache_info(info: dict) -> Preprocessing:
+    """The spec of a prepared cache (``dataset.json``); caches from before the spec existed get
+    the one their facts imply (windows -> CT, else pictures)."""
+    if info.get("preprocessing"):
+        return Preprocessing.from_dict(info["preprocessing"])
+    windows = info.get("windows")
+    return Preprocessing(kind="ct" if windows else "image", size=tuple(info["image_size"]),
+                         channels=int(info["channels"]), windows=windows or None)
+
+
 def spec_for(*, kind: str, size: Sequence[int], channels: int, windows=None) -> Preprocessing:
     """A spec from the facts a cache or a model knows (``windows`` only for CT)."""
     return Preprocessing(kind=kind, size=tuple(size), channels=channels,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines import transforms
+from pipelines import preprocessing, transforms
 
 # --------------------------------------------------------------------------------------------
 # Adapter references that survive pickling into a spawned process
@@ -43,13 +43,13 @@ class AdapterRef:
 
 
 def to_cache_pixels(image: np.ndarray, size) -> np.ndarray:
-    """float32 (H, W, C) in [0, 1] -> uint8 (size[0], size[1], C): the cache's preprocessing.
+    """float32 (H, W, C) in [0, 1] -> uint8 (size[0], size[1], C): the cache's pixels.
 
-    A plain bilinear resize with antialiasing (Pillow), aspect ratio not kept (CT slices and
-    the public 2D datasets are square or near enough, and a fixed grid is what the models
-    take), then ``round(x * 255)``. The one place the cache's pixels are shaped.
+    The resize and rounding steps of the one preprocessing spec (:mod:`pipelines.preprocessing`:
+    bilinear with antialiasing, aspect ratio not kept, then ``round(x * 255)``), which the
+    serving graph repeats with TensorFlow ops.
     """
-    return transforms.to_uint8(transforms.resize(image, size))
+    return transforms.to_uint8(preprocessing.resize(image, size))
 
 
 def decode_row(adapter, row, data_dir, windows, size, channels) -> np.ndarray:

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pipelines import preprocessing
+
 from pipelines.cache.format import (
     MANIFEST_FILE,
     derive_seed,
@@ -131,11 +133,12 @@ def make_dataset(
 
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     out_size = shape[:2] if image_size is None else parse_image_size(image_size)
+    spec = preprocessing.from_cache_info(info)
 
     def decode(serialized):
         images, y, ids = parse_batch(serialized, image_shape=shape, num_labels=num_labels)
         if tuple(out_size) != tuple(shape[:2]):
-            images = tf.image.resize(images, out_size, method="bilinear", antialias=True)
+            images = preprocessing.tf_finish(images, spec.at_size(out_size))
             images = tf.clip_by_value(images, 0.0, 1.0)
         return images, y, ids
 

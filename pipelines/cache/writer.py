@@ -195,6 +195,7 @@ def prepare(
     """
     from pipelines.manifest import quarantined, validate_manifest
     from pipelines.splits import assert_patient_disjoint, split_manifest
+    from pipelines.preprocessing import Preprocessing
     from pipelines.transforms import format_windows, parse_windows
 
     start = time.perf_counter()
@@ -324,6 +325,10 @@ def prepare(
         "channels": channels,
         "windows": format_windows(windows) if is_ct else None,
     }
+    spec = Preprocessing(kind="ct" if is_ct else "image", size=size, channels=channels,
+                         windows=facts["windows"])
+    facts["preprocessing"] = spec.to_dict()
+    spec.save(out)
     run_stats = {
         "workers": workers,
         "seconds_last_run": round(time.perf_counter() - start, 3),

@@ -233,36 +233,13 @@ def load_dicom(row, data_dir, windows) -> np.ndarray:
 def read_image(path) -> np.ndarray:
     """An 8/16-bit image file -> (H, W, 1) float32 grey in [0, 1].
 
-    Grey modes (L, I;16, I) keep their values; colour (RGB, RGBA, P, CMYK) becomes
-    luminance (Pillow's ITU-R 601 "L" conversion), alpha is dropped.
+    The decode and channel rule of :mod:`pipelines.preprocessing` (8-bit / 255, 16-bit /
+    65535, colour to grey by BT.601 luma on the float values, alpha dropped), so the cache
+    reads a picture exactly as the serving signature decodes it.
     """
-    from PIL import Image, UnidentifiedImageError
+    from pipelines import preprocessing
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "image file does not exist" if not path.exists() else "is not a file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L"):
-                arr = np.asarray(img, dtype=np.uint16)
-                out = arr.astype(np.float32) / 65535.0
-            elif img.mode == "I":
-                arr = np.asarray(img, dtype=np.int64)
-                peak = 65535.0 if arr.max() > 255 else 255.0
-                out = np.clip(arr.astype(np.float32) / peak, 0.0, 1.0)
-            elif img.mode == "F":
-                out = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
-            elif img.mode == "L":
-                out = np.asarray(img, dtype=np.uint8).astype(np.float32) / 255.0
-            else:
-                rgb = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA", "LA") else img
-                out = np.asarray(rgb.convert("L"), dtype=np.uint8).astype(np.float32) / 255.0
-    except UnidentifiedImageError:
-        raise DataError(path, "is not a readable image (unknown format or corrupt header)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(path, f"image data is truncated or corrupt ({type(exc).__name__})") from None
-    return out[..., None].astype(np.float32, copy=False)
+    return preprocessing.to_channels(preprocessing.read_pixels(path), 1)
 
 
 def load_image(row, data_dir) -> np.ndarray:
