@@ -4,7 +4,7 @@
     run = read_run("runs/ichnet-synthetic")        # RunContents
     run.model, run.model_name, run.labels, run.config, run.dataset_info
 
-What the writer (``zoo.training.run`` and ``loop.fit``) leaves in a run directory, and what is
+What the writer (``zoo.training.run`` and its training loop) leaves in a run directory, and what is
 read here: ``config.yaml`` (the resolved TrainConfig: model, model_kwargs, image_size,
 cache_dir, windows), ``metrics.json`` (with ``labels`` in output order), ``best.weights.h5``
 (during training), ``model.keras`` (the best weights, when training finished), and through
