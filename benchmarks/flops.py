@@ -10,14 +10,13 @@ def count_flops(model, input_shape=None, batch_size: int = 1) -> int:
     the figure papers quote as FLOPs (2 per multiply-add).
     """
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2_as_graph,
-    )
+
+    from zoo.export.onnx import freeze
 
     shape = tuple(input_shape or model.input_shape[1:])
     spec = tf.TensorSpec((batch_size, *shape), tf.float32)
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    _, graph_def = convert_variables_to_constants_v2_as_graph(fn)
+    graph_def = freeze(fn).graph.as_graph_def()
     with tf.Graph().as_default() as graph:
         tf.graph_util.import_graph_def(graph_def, name="")
         opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()

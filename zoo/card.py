@@ -1,47 +1,140 @@
-"""Model cards filled from the registry (``zoo.model_info``) and an evaluation report.
+"""Every model card: registry facts, export facts and evaluations, in one JSON and one Markdown file.
 
-    card = card_from_report(report, source)       # dict; JSON-safe
-    write_card(out_dir, card)                      # out_dir/model_card.{json,md}
-    update_export_card(version_dir, report, source)  # merge into assets.extra/model_card.*
+    card = build_export_card(model, model_name=..., version=1, labels=..., ...)  # zoo.export
+    write_card(out_dir, card)                        # out_dir/model_card.{json,md}, once each
+    update_model_card(version_dir, metrics={...})    # merge into assets.extra/model_card.*
+    card = card_from_report(report, source)          # zoo.evaluate: a card from one report
+    update_export_card(version_dir, report, source)  # merge an evaluation into an export's card
+
+What lives here: the one reader of registry facts (:func:`_registry_facts`, through the public
+``zoo.model_info``), the one renderer (:func:`render_card`) and the one writer
+(:func:`write_card`); ``zoo.export`` and ``zoo.evaluate`` call them and write no card themselves.
 
 An export's card accumulates evaluations: ``evaluations["<dataset>/<split>"]`` per run of
-``python -m zoo.evaluate``; ``metrics`` holds a short summary line per evaluation (what
-``zoo.export.render_model_card`` shows); ``operating_point`` keeps the thresholds (and
-temperature) chosen on a validation split, which later external evaluations reuse. Every card says
-it is not for diagnostic use and lists the limitations the evaluation itself exposes (synthetic
-data, small samples, undefined classes, wide intervals, thresholds not from validation).
+``python -m zoo.evaluate``; ``metrics`` holds a short summary line per evaluation;
+``operating_point`` keeps the thresholds (and temperature) chosen on a validation split, which
+later external evaluations reuse. Every evaluated card says it is not for diagnostic use and
+lists the limitations the evaluation itself exposes (synthetic data, small samples, undefined
+classes, wide intervals, thresholds not from validation).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
+import os
 from pathlib import Path
 
-__all__ = ["card_from_report", "write_card", "render_card", "update_export_card",
-           "INTENDED_USE", "NOT_FOR_DIAGNOSIS"]
+import numpy as np
 
+__all__ = ["build_export_card", "card_from_report", "render_card", "write_card",
+           "update_model_card", "update_export_card", "plain_data",
+           "INTENDED_USE", "NOT_FOR_DIAGNOSIS", "NOT_EVALUATED"]
+
+CARD_JSON = "model_card.json"
+CARD_MD = "model_card.md"
+NOT_EVALUATED = "not evaluated yet"
 NOT_FOR_DIAGNOSIS = ("Not for diagnostic use: this model is not a medical device, has not been "
                      "clinically validated, and must not inform the care of any patient.")
 INTENDED_USE = ("Research and engineering on medical image classification (benchmarking, "
                 "method development, teaching). " + NOT_FOR_DIAGNOSIS)
+# What an export's card says before any evaluation (an evaluation replaces it by INTENDED_USE).
+EXPORT_INTENDED_USE = ("Research and engineering on medical image classification; not a medical "
+                       "device and not validated for clinical decisions.")
+# Keys an evaluation adds; rendered in their own sections, never under "Other facts".
 _OWN_KEYS = ("evaluations", "limitations", "operating_point", "not_for_diagnostic_use")
 
 
-def _registry_facts(name: str) -> dict:
+# --------------------------------------------------------------------------------------------
+# Plain data and registry facts
+# --------------------------------------------------------------------------------------------
+
+
+def plain_data(obj):
+    """Config objects -> YAML/JSON-safe builtins (dataclasses, paths, tuples, numpy scalars)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    elif hasattr(obj, "to_dict") and callable(obj.to_dict):
+        obj = obj.to_dict()
+    if isinstance(obj, dict):
+        return {str(k): plain_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [plain_data(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def _registry_facts(model_name: str) -> dict:
+    """Card facts from ``zoo.model_info`` when ``model_name`` is registered, else ``{}``.
+
+    Keys: summary, paper, doi, task, feature_layer, from_paper, our_reading, and the registered
+    defaults as ``default_labels``, ``default_input_shape`` (and ``default_parameters`` when the
+    registry has counted them): the card's own ``labels``, ``input_shape`` and ``parameters``
+    describe the model that was exported or evaluated, which may differ from the defaults.
+    """
     import zoo
 
-    if name not in zoo.list_models():
+    if model_name not in zoo.list_models():
         return {}
-    info = zoo.model_info(name, count_params=False)  # the card counts the evaluated model
-    keep = ("summary", "paper", "doi", "task", "labels", "input_shape", "parameters",
-            "from_paper", "our_reading")
+    # Without model_info's parameter count, which builds the model at its default size (seconds
+    # for the big ones); the card counts the exported or evaluated model instead.
+    info = zoo.model_info(model_name, count_params=False)
+    keep = ("summary", "paper", "doi", "task", "labels", "input_shape", "feature_layer",
+            "from_paper", "our_reading", "parameters")
     facts = {k: info[k] for k in keep if k in info}
-    for k in ("labels", "input_shape"):
-        if k in facts:
-            facts[k] = list(facts[k])
-    if "parameters" in facts:
-        facts["default_parameters"] = facts.pop("parameters")
-    return facts
+    for key in ("input_shape", "parameters", "labels"):
+        if key in facts:
+            facts[f"default_{key}"] = facts.pop(key)
+    return plain_data(facts)
+
+
+# --------------------------------------------------------------------------------------------
+# Building a card: at export, from an evaluation report
+# --------------------------------------------------------------------------------------------
+
+
+def build_export_card(model, *, model_name: str, version, labels, config, input_shape,
+                      signatures: dict, extra: dict | None = None) -> dict:
+    """The card an export starts with: registry facts, the exported model, its signatures.
+
+    ``signatures`` maps each serving signature to a one-line description; ``extra`` (the
+    ``card=`` argument of ``export_saved_model``) is merged over everything else.
+    """
+    import keras
+    import tensorflow as tf
+
+    facts = _registry_facts(model_name)
+    h, w, c = input_shape
+    card = {
+        "model_name": model_name,
+        "version": version,
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "summary": facts.pop("summary", "") or f"{model_name} image classifier",
+        "registered": bool(facts),
+        **facts,
+        "labels": list(labels),
+        "input_shape": [h, w, c],
+        "parameters": int(model.count_params()),
+        "training": {
+            k: config[k]
+            for k in ("dataset", "image_size", "windows", "epochs", "batch_size", "seed")
+            if isinstance(config, dict) and k in config
+        },
+        "signatures": dict(signatures),
+        "metrics": {"status": NOT_EVALUATED},
+        "intended_use": EXPORT_INTENDED_USE,
+        "software": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    card.update(plain_data(extra or {}))
+    return card
 
 
 def _key(report: dict) -> str:
@@ -120,7 +213,7 @@ def card_from_report(report: dict, source, existing: dict | None = None) -> dict
         if source._keras is not None:
             card["parameters"] = int(source._keras.count_params())
         card.update({k: v for k, v in _registry_facts(source.model_name).items()
-                     if k not in ("labels", "input_shape", "task")})
+                     if k != "task"})
         card.setdefault("task", source.task)
     evaluations = dict(card.get("evaluations") or {})
     evaluations[_key(report)] = _evaluation_entry(report)
@@ -141,60 +234,135 @@ def card_from_report(report: dict, source, existing: dict | None = None) -> dict
     return json.loads(json.dumps(card, default=str))
 
 
+# --------------------------------------------------------------------------------------------
+# The one renderer and the one writer
+# --------------------------------------------------------------------------------------------
+
+
+def _md_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_md_value(v)}" for k, v in value.items())
+    return str(value)
+
+
 def _fmt(v):
     return "undefined" if v is None else f"{v:.3f}"
 
 
-def render_card(card: dict) -> str:
-    """Markdown: the export's rendering of the base facts, then the evaluation sections."""
-    from zoo.export import render_model_card
+def _facts_lines(card: dict) -> list[str]:
+    """The model, its signatures, training, metrics summary, intended use and other facts."""
+    lines = [f"# Model card: {card.get('model_name', 'model')} (version {card.get('version', '-')})",
+             ""]
+    if card.get("summary"):
+        lines += [str(card["summary"]), ""]
+    lines += ["## Model", ""]
+    for key, title in (("task", "Task"), ("paper", "Paper"), ("doi", "DOI"),
+                       ("input_shape", "Input (H, W, C)"), ("parameters", "Parameters"),
+                       ("labels", "Labels (output order)"), ("exported_at", "Exported"),
+                       ("software", "Software")):
+        if card.get(key) not in (None, "", [], {}):
+            lines.append(f"- {title}: {_md_value(card[key])}")
+    for key, title in (("from_paper", "From the paper"), ("our_reading", "Our reading")):
+        if card.get(key):
+            lines += ["", f"### {title}", ""] + [f"- {item}" for item in card[key]]
+    lines += ["", "## Serving signatures", ""]
+    lines += [f"- `{name}`: {desc}" for name, desc in card.get("signatures", {}).items()]
+    if card.get("training"):
+        lines += ["", "## Training", ""]
+        lines += [f"- {k}: {_md_value(v)}" for k, v in card["training"].items()]
+        lines.append("- Full resolved config: `assets.extra/config.yaml`")
+    lines += ["", "## Metrics", ""]
+    metrics = card.get("metrics") or {"status": NOT_EVALUATED}
+    if set(metrics) == {"status"}:
+        lines.append(f"{str(metrics['status']).capitalize()}.")
+    else:
+        lines += [f"- {k}: {_md_value(v)}" for k, v in metrics.items()]
+    if card.get("intended_use"):
+        lines += ["", "## Intended use", "", str(card["intended_use"])]
+    shown = {"model_name", "version", "summary", "task", "paper", "doi", "input_shape",
+             "parameters", "labels", "exported_at", "software", "from_paper", "our_reading",
+             "signatures", "training", "metrics", "intended_use", *_OWN_KEYS}
+    other = {k: v for k, v in card.items() if k not in shown and v not in (None, "", [], {})}
+    if other:
+        lines += ["", "## Other facts", ""] + [f"- {k}: {_md_value(v)}" for k, v in other.items()]
+    return lines
 
-    base = {k: v for k, v in card.items() if k not in _OWN_KEYS}
-    if "version" not in base:
-        base["version"] = "-"
-    lines = [render_model_card(base).rstrip(), "", f"**{NOT_FOR_DIAGNOSIS}**", ""]
+
+def _evaluation_lines(key: str, ev: dict) -> list[str]:
+    d = ev["data"]
+    lines = [f"## Evaluation: {key}", "",
+             f"- Data: {d['images']} images of {d['patients']} patients "
+             f"(dataset {d['dataset']}, split {d['split']}, level {d['level']})",
+             f"- Label mapping: {'; '.join(ev['label_mapping'])}",
+             f"- Thresholds from: {ev['operating_point']['source'].get('kind')}",
+             f"- Macro AUROC {_fmt(ev['macro_auroc'])} (95% CI "
+             f"{_fmt(ev['macro_auroc_ci95'][0])}-{_fmt(ev['macro_auroc_ci95'][1])}), "
+             f"micro {_fmt(ev['micro_auroc'])}, ECE {_fmt(ev['ece'])}, Brier "
+             f"{_fmt(ev['brier'])}", "",
+             "| label | AUROC | 95% CI (patients) | sens | spec | threshold |",
+             "|---|---|---|---|---|---|"]
+    for lbl, pc in ev["per_class"].items():
+        auroc = _fmt(pc["auroc"]) if pc["auroc"] is not None else pc["status"]
+        ci = pc["auroc_ci95"]
+        ci = "n/a" if ci[0] is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
+        lines.append(f"| {lbl} | {auroc} | {ci} | {_fmt(pc['sensitivity'])} | "
+                     f"{_fmt(pc['specificity'])} | {pc['threshold']:.3f} |")
+    return lines + [""]
+
+
+def render_card(card: dict) -> str:
+    """The Markdown view of a model card dict (what ``model_card.md`` holds).
+
+    The facts first; an evaluated card (``not_for_diagnostic_use``, set by
+    :func:`card_from_report`) then carries the not-for-diagnosis line, one section per
+    evaluation and the limitations.
+    """
+    lines = _facts_lines(card)
+    if not (card.get("not_for_diagnostic_use") or card.get("evaluations")
+            or card.get("limitations")):
+        return "\n".join(lines) + "\n"
+    lines += ["", f"**{NOT_FOR_DIAGNOSIS}**", ""]
     for key, ev in (card.get("evaluations") or {}).items():
-        d = ev["data"]
-        lines += [f"## Evaluation: {key}", "",
-                  f"- Data: {d['images']} images of {d['patients']} patients "
-                  f"(dataset {d['dataset']}, split {d['split']}, level {d['level']})",
-                  f"- Label mapping: {'; '.join(ev['label_mapping'])}",
-                  f"- Thresholds from: {ev['operating_point']['source'].get('kind')}",
-                  f"- Macro AUROC {_fmt(ev['macro_auroc'])} (95% CI "
-                  f"{_fmt(ev['macro_auroc_ci95'][0])}-{_fmt(ev['macro_auroc_ci95'][1])}), "
-                  f"micro {_fmt(ev['micro_auroc'])}, ECE {_fmt(ev['ece'])}, Brier "
-                  f"{_fmt(ev['brier'])}", "",
-                  "| label | AUROC | 95% CI (patients) | sens | spec | threshold |",
-                  "|---|---|---|---|---|---|"]
-        for lbl, pc in ev["per_class"].items():
-            auroc = _fmt(pc["auroc"]) if pc["auroc"] is not None else pc["status"]
-            ci = pc["auroc_ci95"]
-            ci = "n/a" if ci[0] is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
-            lines.append(f"| {lbl} | {auroc} | {ci} | {_fmt(pc['sensitivity'])} | "
-                         f"{_fmt(pc['specificity'])} | {pc['threshold']:.3f} |")
-        lines.append("")
+        lines += _evaluation_lines(key, ev)
     if card.get("limitations"):
         lines += ["## Limitations", ""] + [f"- {x}" for x in card["limitations"]] + [""]
     return "\n".join(lines)
 
 
 def write_card(out_dir, card: dict) -> None:
+    """Write ``out_dir/model_card.json`` and ``out_dir/model_card.md`` (rendered once)."""
     out_dir = Path(out_dir)
-    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / "model_card.md").write_text(render_card(card))
+    (out_dir / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
+    (out_dir / CARD_MD).write_text(render_card(card))
+
+
+# --------------------------------------------------------------------------------------------
+# Updating an export's card
+# --------------------------------------------------------------------------------------------
+
+
+def update_model_card(version_dir, **fields) -> dict:
+    """Merge ``fields`` (e.g. ``metrics={...}``) into an export's model card; rewrites .json and .md."""
+    extra = Path(version_dir) / "assets.extra"
+    path = extra / CARD_JSON
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist; pass a version directory written by zoo.export "
+            "(saved_models/<model>/<version>)."
+        )
+    card = json.loads(path.read_text())
+    card.update(plain_data(fields))
+    write_card(extra, card)
+    return card
 
 
 def update_export_card(version_dir, report: dict, source) -> dict:
-    """Merge the evaluation into ``version_dir/assets.extra/model_card.{json,md}``."""
-    from zoo.export import update_model_card
-
+    """Merge one evaluation into ``version_dir/assets.extra/model_card.{json,md}``."""
     extra = Path(version_dir) / "assets.extra"
-    existing = json.loads((extra / "model_card.json").read_text())
+    existing = json.loads((extra / CARD_JSON).read_text())
     card = card_from_report(report, source, existing=existing)
     fields = {k: card[k] for k in ("evaluations", "metrics", "intended_use", "limitations",
-                                    "not_for_diagnostic_use") if k in card}
-    if "operating_point" in card:
-        fields["operating_point"] = card["operating_point"]
-    card = update_model_card(version_dir, **fields)
-    (extra / "model_card.md").write_text(render_card(card))
-    return card
+                                    "not_for_diagnostic_use", "operating_point") if k in card}
+    return update_model_card(version_dir, **fields)

@@ -180,50 +180,24 @@ def _load_export_source(path: Path) -> ModelSource:
 
 
 def _load_run_source(path: Path) -> ModelSource:
-    import keras
-    import yaml
+    from zoo.training.rundir import read_run
 
-    import zoo
-
-    config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    info = {}
-    if config.get("cache_dir") and (Path(config["cache_dir"]) / "dataset.json").is_file():
-        info = json.loads((Path(config["cache_dir"]) / "dataset.json").read_text())
-    labels = None
-    if (path / "metrics.json").is_file():
-        labels = json.loads((path / "metrics.json").read_text()).get("labels")
-    labels = labels or info.get("labels")
-    keras_path = path / "model.keras"
-    if keras_path.is_file():
-        model = keras.saving.load_model(str(keras_path), compile=False)
-    elif (path / "best.weights.h5").is_file() and labels and info:
-        h, w = info["image_size"]
-        model = zoo.get_model(config["model"], input_shape=(h, w, int(info["channels"])),
-                              num_classes=len(labels), **(config.get("model_kwargs") or {}))
-        model.load_weights(path / "best.weights.h5")
-        keras_path = None
-    else:
-        raise EvaluationError(
-            f"The run directory {path} holds no model.keras (and no best.weights.h5 with a "
-            "readable cache); let the training run finish, or pass an export."
-        )
-    if not labels:
-        raise EvaluationError(
-            f"Cannot tell the labels of the run in {path} (no metrics.json and no cache "
-            "dataset.json); pass an export instead."
-        )
+    try:
+        run = read_run(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise EvaluationError(str(err)) from None
+    info = run.dataset_info
     prep = {"training_data": {k: info[k] for k in ("dataset", "windows", "image_size", "channels")
                               if k in info}}
-    if not prep["training_data"].get("windows") and config.get("windows"):
-        prep["training_data"]["windows"] = config["windows"]
-    activation = _activation_of(model)
-    source = ModelSource(
-        kind="run", path=path, model_name=str(config.get("model") or model.name),
-        labels=tuple(labels), input_shape=tuple(int(d) for d in model.input_shape[1:]),
-        task=_task_from(labels, activation, info.get("task")), config=config,
-        preprocessing=prep, card=None, _keras=model, _keras_path=keras_path,
+    if not prep["training_data"].get("windows") and run.config.get("windows"):
+        prep["training_data"]["windows"] = run.config["windows"]
+    model = run.model
+    return ModelSource(
+        kind="run", path=path, model_name=run.model_name, labels=tuple(run.labels),
+        input_shape=tuple(int(d) for d in model.input_shape[1:]),
+        task=_task_from(run.labels, _activation_of(model), info.get("task")), config=run.config,
+        preprocessing=prep, card=None, _keras=model, _keras_path=run.keras_path,
     )
-    return source
 
 
 # --------------------------------------------------------------------------------------------

@@ -321,13 +321,14 @@ _KILL_CHILD = textwrap.dedent(
     """
     import sys, time
     import zoo.export as zx
+    import zoo.export.publish as publish
     from tests.export.support import tiny_model
 
     def stall(tmp, model_dir):  # everything is written; the rename has not happened yet
         print("READY", tmp, flush=True)
         time.sleep(600)
 
-    zx._publish = stall
+    publish._publish = stall
     zx.export_saved_model(tiny_model(3, 3), sys.argv[1], model_name="tiny_rgb",
                           labels=["any", "epidural", "subdural"])
     """
