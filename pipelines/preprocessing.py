@@ -410,6 +410,49 @@ def tf_decode_image(contents, channels: int):
     return tf_channels(image, channels)
 
 
+def tf_declared_pixels(contents):
+    """Height x width an encoded PNG/JPEG/BMP/GIF declares in its header (int64), read without
+    decoding a pixel; 0 for a header too short to say (the decoder then fails cleanly)."""
+    import tensorflow as tf
+
+    def field(offset, length, little_endian):
+        raw = tf.io.decode_raw(tf.strings.substr(contents, offset, length), tf.uint8,
+                               little_endian=True)
+        raw = tf.cast(raw, tf.int64)
+        order = tf.range(length, dtype=tf.int64) if little_endian else tf.range(
+            length - 1, -1, -1, dtype=tf.int64)
+        return tf.reduce_sum(raw * tf.bitwise.left_shift(tf.constant(1, tf.int64), 8 * order))
+
+    size = tf.strings.length(contents)
+
+    def png():
+        return field(16, 4, False) * field(20, 4, False)
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(contents), tf.int64)
+        return shape[0] * shape[1]
+
+    def bmp():
+        height = field(22, 4, True)
+        height = tf.where(height >= 2**31, 2**32 - height, height)  # top-down BMPs: negative
+        return field(18, 4, True) * height
+
+    def gif():
+        return field(6, 2, True) * field(8, 2, True)
+
+    return tf.case(
+        [
+            (tf.less(size, 26), lambda: tf.constant(0, tf.int64)),
+            (tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n"), png),
+            (tf.io.is_jpeg(contents), jpeg),
+            (tf.equal(tf.strings.substr(contents, 0, 2), b"BM"), bmp),
+            (tf.equal(tf.strings.substr(contents, 0, 3), b"GIF"), gif),
+        ],
+        default=lambda: tf.constant(0, tf.int64),
+        exclusive=False,
+    )
+
+
 def tf_channels(image, channels: int):
     """The graph twin of :func:`to_channels` for a dynamic channel count (1 to 4)."""
     import tensorflow as tf

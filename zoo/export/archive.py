@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.preprocessing import Preprocessing
 from zoo import card as card_mod
 from zoo.card import plain_data
 from zoo.export import publish
@@ -24,6 +25,7 @@ from zoo.export.onnx import _export_onnx
 from zoo.export.signatures import (
     _serving_module,
     preprocessing_doc,
+    resolve_spec,
     signature_docs,
     warmup_records,
 )
@@ -129,7 +131,8 @@ def export_saved_model(
     model_name: str,
     labels,
     config=None,
-    preprocessing: dict | None = None,
+    preprocessing=None,
+    training_data: dict | None = None,
     card: dict | None = None,
     formats=("savedmodel",),
 ) -> Path:
@@ -142,8 +145,13 @@ def export_saved_model(
         labels: K class names in output order (written to ``assets/labels.txt``).
         config: the resolved training config (dict or TrainConfig), saved as
             ``assets.extra/config.yaml``.
-        preprocessing: how the training inputs were made (windows, image size, ...); stored in
-            ``assets.extra/preprocessing.json`` beside what the signatures do.
+        preprocessing: the :class:`pipelines.preprocessing.Preprocessing` the model was trained
+            with (the cache's ``preprocessing.json``; its dict also works). Both signatures
+            run it in the graph, and it is stored in ``assets.extra/preprocessing.json``. A
+            dict of training facts (windows, ...) or None derives the spec from the model's
+            input and the config's windows.
+        training_data: facts about the training inputs (dataset, cache, activation, ...),
+            recorded under ``training_data`` in ``assets.extra/preprocessing.json``.
         card: extra model-card fields, merged over the facts from ``zoo.model_info``.
         formats: ``"savedmodel"`` (always written) and optionally ``"onnx"`` (``model.onnx``).
     """
@@ -154,8 +162,12 @@ def export_saved_model(
     config = plain_data(config) if config is not None else None
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"config must be a mapping (or a TrainConfig), got {type(config).__name__}.")
-    if preprocessing is not None and not isinstance(preprocessing, dict):
-        raise ValueError(f"preprocessing must be a dict, got {type(preprocessing).__name__}.")
+    if preprocessing is not None and not isinstance(preprocessing, (dict, Preprocessing)):
+        raise ValueError(
+            f"preprocessing must be a pipelines.preprocessing.Preprocessing or a dict, got "
+            f"{type(preprocessing).__name__}."
+        )
+    spec = resolve_spec((h, w, c), preprocessing, config)
 
     base = Path(base_dir)
     if base.exists() and not base.is_dir():
@@ -167,7 +179,8 @@ def export_saved_model(
     tmp = publish._new_tmp(model_dir)
     try:
         _write_version(tmp, model, model_name=model_name, labels=labels, config=config,
-                       preprocessing=preprocessing, card=card, formats=formats,
+                       preprocessing=training_data if training_data is not None else preprocessing,
+                       spec=spec, card=card, formats=formats,
                        planned_version=publish.next_version(model_dir))
         version_dir = publish._publish(tmp, model_dir)
     except BaseException:
@@ -177,8 +190,8 @@ def export_saved_model(
     return version_dir
 
 
-def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessing, card, formats,
-                   planned_version: int) -> None:
+def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessing, spec, card,
+                   formats, planned_version: int) -> None:
     """Everything one version holds, written into ``tmp`` (not yet visible to TF Serving)."""
     import tensorflow as tf
     import yaml
@@ -189,7 +202,7 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
     labels_path = staging / "labels.txt"
     labels_path.write_text("\n".join(labels) + "\n")
 
-    module, signatures = _serving_module(model, str(labels_path))
+    module, signatures = _serving_module(model, str(labels_path), spec)
     # Serving needs no gradients; tracing custom gradients (swish, GELU) would take most of
     # the export time for the bigger models.
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
@@ -203,7 +216,7 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
     }
     (extra / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     (extra / "preprocessing.json").write_text(
-        json.dumps(preprocessing_doc((h, w, c), preprocessing, config), indent=2) + "\n"
+        json.dumps(preprocessing_doc((h, w, c), spec, preprocessing, config), indent=2) + "\n"
     )
     card_mod.write_card(extra, card_mod.build_export_card(
         model, model_name=model_name, version=planned_version, labels=labels, config=config,

@@ -43,6 +43,11 @@ class ExportedModel:
         self.card = json.loads((extra / CARD_JSON).read_text())
         model_input = self.preprocessing["model_input"]
         self.input_shape = (model_input["height"], model_input["width"], model_input["channels"])
+        # the preprocessing the signatures run (exports older than the spec: derived from facts)
+        from zoo.export.signatures import resolve_spec
+
+        self.spec = resolve_spec(self.input_shape, self.preprocessing.get("spec")
+                                 or self.preprocessing.get("training_data"), self.config)
 
     def __repr__(self):
         return (f"ExportedModel({self.model_name!r}, version={self.version}, "

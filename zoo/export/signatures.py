@@ -21,44 +21,59 @@ OUTPUT_KEY = "probabilities"
 
 
 # --------------------------------------------------------------------------------------------
-# Preprocessing in the graph
+# Preprocessing in the graph: pipelines.preprocessing's TF twin, plus the input checks
 # --------------------------------------------------------------------------------------------
 
+# serving_default accepts values this far outside [0, 1] (float round-off of a client's scaling).
+RANGE_TOLERANCE = 1e-3
+# serving_bytes refuses an encoded image declaring more pixels than this, before decoding it.
+MAX_PIXELS = 40_000_000
 
-def resize_to_input(images, height: int, width: int, channels: int):
-    """Bilinear resize of float images [N, H, W, C] to the model's input size.
 
-    Skipped (bit-exact) when the images already have that size.
-    """
+def check_image(images):
+    """InvalidArgument (a message saying what to send) for non-finite or unscaled pixels."""
     import tensorflow as tf
 
-    size = tf.constant([height, width], tf.int32)
-    same = tf.reduce_all(tf.equal(tf.shape(images)[1:3], size))
-    out = tf.cond(
-        same,
-        lambda: tf.identity(images),
-        lambda: tf.image.resize(images, size, method="bilinear"),
-    )
-    return tf.ensure_shape(out, [None, height, width, channels])
+    finite = tf.debugging.assert_all_finite(
+        images, "serving_default got NaN or infinite pixels; send finite float32 values in "
+        "[0, 1] (8-bit values divided by 255, CT windowed as in preprocessing.json)")
+    with tf.control_dependencies([finite]):
+        low = tf.debugging.assert_greater_equal(
+            tf.reduce_min(images), -RANGE_TOLERANCE,
+            message="serving_default got negative pixels; send float32 values in [0, 1] "
+            "(CT: Hounsfield units through the windows in preprocessing.json)")
+        high = tf.debugging.assert_less_equal(
+            tf.reduce_max(images), 1.0 + RANGE_TOLERANCE,
+            message="serving_default got pixels above 1; send float32 values in [0, 1] "
+            "(8-bit images divided by 255), or encoded files to serving_bytes")
+    with tf.control_dependencies([low, high]):
+        return tf.identity(images)
 
 
-def decode_image(contents, height: int, width: int, channels: int):
-    """One encoded PNG/JPEG/BMP/GIF -> float32 [height, width, channels] in [0, 1].
+def resize_to_input(images, spec):
+    """Float images [N, H, W, C] at any size -> the model input: the spec's resize and rounding
+    (bilinear, antialiased; skipped when the size fits), as the cache made them."""
+    from pipelines import preprocessing
 
-    8-bit images are divided by 255, 16-bit PNGs by 65535 (``tf.io.decode_image``). A model with
-    other than 1, 3 or 4 channels (e.g. 2 CT windows) gets a grey image repeated over them.
-    """
+    return preprocessing.tf_finish(images, spec)
+
+
+def decode_image(contents, spec, max_pixels: int = MAX_PIXELS):
+    """One encoded PNG/JPEG/BMP/GIF -> the model input [h, w, C]: the spec's decode, channel
+    rule, resize and rounding. An image declaring more than ``max_pixels`` is refused from its
+    header, before any pixel is decoded."""
     import tensorflow as tf
 
-    if channels in (1, 3, 4):
-        image = tf.io.decode_image(
-            contents, channels=channels, dtype=tf.float32, expand_animations=False
-        )
-    else:
-        image = tf.io.decode_image(contents, channels=1, dtype=tf.float32, expand_animations=False)
-        image = tf.tile(image, [1, 1, channels])
-    image = tf.ensure_shape(image, [None, None, channels])
-    return resize_to_input(image[tf.newaxis], height, width, channels)[0]
+    from pipelines import preprocessing
+
+    pixels = preprocessing.tf_declared_pixels(contents)
+    guard = tf.debugging.assert_less_equal(
+        pixels, tf.constant(max_pixels, tf.int64),
+        message=f"serving_bytes refuses images above {max_pixels} pixels (declared in the file "
+        "header); downscale the image before sending it")
+    with tf.control_dependencies([guard]):
+        image = preprocessing.tf_decode_image(contents, spec.channels)
+    return resize_to_input(image[tf.newaxis], spec)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,11 +81,15 @@ def decode_image(contents, height: int, width: int, channels: int):
 # --------------------------------------------------------------------------------------------
 
 
-def _serving_module(model, labels_path: str):
-    """(tf.Module holding ``model``'s variables and the labels asset, {signature: function})."""
+def _serving_module(model, labels_path: str, spec):
+    """(tf.Module holding ``model``'s variables and the labels asset, {signature: function}).
+
+    ``spec`` is the :class:`pipelines.preprocessing.Preprocessing` the model was trained with.
+    """
     import tensorflow as tf
 
     height, width, channels = (int(d) for d in model.input_shape[1:])
+    num_classes = int(model.output_shape[-1])
 
     # The model is traced once, inside `predict`, which both signatures call.
     predict = tf.function(
@@ -79,16 +98,21 @@ def _serving_module(model, labels_path: str):
         autograph=False,
     )
 
+    def predict_any(images):
+        # an empty batch answers [0, K] without running the model (oneDNN rejects batch 0)
+        return tf.cond(tf.shape(images)[0] > 0, lambda: predict(images),
+                       lambda: tf.zeros([0, num_classes], tf.float32))
+
     def serve_image(image):
-        return {OUTPUT_KEY: predict(resize_to_input(image, height, width, channels))}
+        return {OUTPUT_KEY: predict_any(resize_to_input(check_image(image), spec))}
 
     def serve_bytes(image_bytes):
         images = tf.map_fn(
-            lambda contents: decode_image(contents, height, width, channels),
+            lambda contents: decode_image(contents, spec),
             image_bytes,
             fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32),
         )
-        return {OUTPUT_KEY: predict(images)}
+        return {OUTPUT_KEY: predict_any(images)}
 
     # The module holds the model's variables and the labels asset, not the Keras object (as
     # keras.export.ExportArchive does) and not the functions (only the signatures are exported),
@@ -112,7 +136,7 @@ def signature_docs(channels: int, num_classes: int) -> dict:
     return {
         SIGNATURE_IMAGE: f"image float32 [batch, H, W, {channels}] in [0, 1] -> probabilities "
         f"float32 [batch, {num_classes}]",
-        SIGNATURE_BYTES: f"image_bytes string [batch] (PNG/JPEG) -> probabilities float32 "
+        SIGNATURE_BYTES: f"image_bytes string [batch] (PNG/JPEG/BMP/GIF) -> probabilities float32 "
         f"[batch, {num_classes}]",
     }
 
@@ -122,27 +146,65 @@ def signature_docs(channels: int, num_classes: int) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def preprocessing_doc(input_shape, preprocessing, config) -> dict:
-    """The ``assets.extra/preprocessing.json`` document: the model input, what each signature
-    expects and does, the output, and (when known) how the training inputs were made."""
+def resolve_spec(input_shape, preprocessing=None, config=None):
+    """The :class:`pipelines.preprocessing.Preprocessing` an export serves with.
+
+    ``preprocessing`` is a spec, a spec's dict, or (older callers) a dict of training facts;
+    without a spec one is derived from the facts: CT windows -> a CT spec, else pictures. The
+    size is always the model's input size.
+    """
+    from pipelines.preprocessing import Preprocessing
+
     h, w, c = input_shape
-    resize = {"op": "tf.image.resize", "method": "bilinear", "antialias": False,
-              "to": [h, w], "skipped_when_size_matches": True}
+    if isinstance(preprocessing, Preprocessing):
+        spec = preprocessing
+    elif isinstance(preprocessing, dict) and "kind" in preprocessing:
+        spec = Preprocessing.from_dict(preprocessing)
+    else:
+        facts = {}
+        if isinstance(config, dict):
+            facts.update(config)
+        if isinstance(preprocessing, dict):
+            facts.update(preprocessing)
+        windows = facts.get("windows")
+        is_ct = bool(windows) and len(str(windows).split(",")) == c
+        spec = Preprocessing(kind="ct" if is_ct else "image", size=(h, w), channels=c,
+                             windows=windows if is_ct else None)
+    if spec.channels != c:
+        raise ValueError(
+            f"The preprocessing gives {spec.channels} channel(s) but the model takes {c}; export "
+            "with the spec of the cache the model was trained on."
+        )
+    return spec.at_size((h, w)) if tuple(spec.size) != (h, w) else spec
+
+
+def preprocessing_doc(input_shape, spec, preprocessing=None, config=None) -> dict:
+    """The ``assets.extra/preprocessing.json`` document: the spec (what
+    ``Preprocessing.load`` reads back), the model input, what each signature expects and does,
+    the output, and (when known) how the training inputs were made."""
+    h, w, c = input_shape
+    resize = {"method": "bilinear", "antialias": spec.antialias, "to": [h, w],
+              "skipped_when_size_matches": True, "then": "rounded to k/255 as the cache stores"}
     doc = {
+        "spec": spec.to_dict(),
         "layout": "NHWC",
         "model_input": {"height": h, "width": w, "channels": c, "dtype": "float32",
                         "range": [0.0, 1.0]},
         SIGNATURE_IMAGE: {
             "input": "image", "dtype": "float32", "shape": [None, None, None, c],
-            "intensity": "same as training: windowed CT or 8-bit images / 255, in [0, 1]",
+            "intensity": ("CT windows " + str(spec.windows) if spec.kind == "ct" else
+                          "8-bit values / 255 (16-bit / 65535)") + ", in [0, 1]",
+            "checks": f"non-finite values or values outside [0, 1] (+-{RANGE_TOLERANCE}) are "
+            "an InvalidArgument error; an empty batch returns [0, K]",
             "resize": dict(resize),
         },
         SIGNATURE_BYTES: {
             "input": "image_bytes", "dtype": "string", "shape": [None],
-            "decode": "tf.io.decode_image(expand_animations=False): PNG, JPEG, BMP, GIF",
-            "scale": "8-bit / 255, 16-bit PNG / 65535",
-            "channels": (f"converted to {c} by tf.io.decode_image" if c in (1, 3, 4)
-                         else f"decoded as grey and repeated {c} times"),
+            "formats": ["png", "jpeg", "bmp", "gif"],
+            "decode": "pipelines.preprocessing.tf_decode_image: 8-bit / 255, 16-bit PNG / 65535, "
+            "JPEG with the accurate integer IDCT, alpha dropped",
+            "channels": spec.to_dict()["steps"]["channels"],
+            "max_pixels": MAX_PIXELS,
             "resize": dict(resize),
         },
         "output": {"key": OUTPUT_KEY, "dtype": "float32", "labels": "assets/labels.txt"},
@@ -150,7 +212,7 @@ def preprocessing_doc(input_shape, preprocessing, config) -> dict:
     training = {}
     if isinstance(config, dict):
         training.update({k: config[k] for k in ("dataset", "image_size", "windows") if k in config})
-    if preprocessing:
+    if isinstance(preprocessing, dict) and "kind" not in preprocessing:
         training.update(plain_data(preprocessing))
     if training:
         doc["training_data"] = training

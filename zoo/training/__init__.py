@@ -209,15 +209,14 @@ def _final_model(model, model_fn, source, run_dir):
 def _export(model, cfg: TrainConfig, source, metrics):
     from zoo.export import export_saved_model
 
-    preprocessing = dict(source.description)
-    preprocessing.update({
-        "input": "float32 [batch, height, width, channels] in [0, 1]",
-        "labels": list(source.labels),
-        "activation": source.activation,
-    })
+    # the cache's preprocessing spec, so both signatures decode, resize and round as it did
+    preprocessing = getattr(source, "spec", None) or dict(source.description)
+    training_facts = {"labels": list(source.labels), "activation": source.activation,
+                  "input": "float32 [batch, height, width, channels] in [0, 1]"}
     card = {"validation": {"split": cfg.eval_split, "best_epoch": metrics["best"]["epoch"],
                            "auroc": metrics["best"]["auroc"] or metrics["val_auroc"],
                            "auroc_mean": metrics["best"]["auroc_mean"],
                            "examples": metrics["final"]["examples"]}}
     return export_saved_model(model, cfg.export_dir, model_name=cfg.model, labels=list(source.labels),
-                              config=cfg.to_dict(), preprocessing=preprocessing, card=card)
+                              config=cfg.to_dict(), preprocessing=preprocessing,
+                              training_data={**dict(source.description), **training_facts}, card=card)

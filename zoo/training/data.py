@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pipelines import preprocessing
+
 __all__ = ["CacheSource", "ArraySource", "activation_for"]
 
 
@@ -74,6 +76,7 @@ class CacheSource(_Source):
             "channels": int(self.info["channels"]),
         }
         self._manifest = None
+        self.spec = preprocessing.from_cache_info(self.info)
 
     def num_examples(self, split):
         return self.splits.get(split, 0)
