@@ -104,15 +104,24 @@ class _DropRecords(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence pydicom's warnings and log records (they quote raw header values) while reading."""
+    """Silence pydicom's warnings and log records (they quote raw header values) while reading.
+
+    The filter drops records logged on the ``pydicom`` logger itself; records of its children
+    (the pixel decoders) stop there because it stops propagating for the duration.
+    """
     logger = logging.getLogger("pydicom")
-    drop = _DropRecords()
+    drop, sink = _DropRecords(), logging.NullHandler()
+    propagate = logger.propagate
     logger.addFilter(drop)
+    logger.addHandler(sink)
+    logger.propagate = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        logger.propagate = propagate
+        logger.removeHandler(sink)
         logger.removeFilter(drop)
 
 
@@ -230,9 +239,9 @@ def _transfer_syntax(ds):
     try:
         with _quiet():
             ts = meta.get("TransferSyntaxUID") if meta is not None else None
+            return pydicom.uid.UID(str(ts)) if ts else None
     except Exception:
         return None
-    return pydicom.uid.UID(str(ts)) if ts else None
 
 
 def _decoder_problem(ds) -> str | None:
