@@ -27,6 +27,7 @@ scaling (a NaN voxel, an overflowing ``scl_slope`` / ``scl_inter``) are errors, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -40,11 +41,23 @@ from pipelines.manifest import DataError
 ORIENTS = ("lps", "raw")
 
 
+class _DropRecords(logging.Filter):
+    def filter(self, record) -> bool:
+        return False
+
+
 @contextlib.contextmanager
 def _quiet():
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        yield
+    """Silence nibabel's warnings and its header-fixing log lines while reading."""
+    logger = nib.imageglobals.logger
+    drop = _DropRecords()
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _load(path, max_pixels: int = MAX_PIXELS):
@@ -58,8 +71,9 @@ def _load(path, max_pixels: int = MAX_PIXELS):
     except MemoryError:
         raise DataError(path, "NIfTI header cannot be read in memory (corrupt header)") from None
     except Exception as exc:  # nibabel raises assorted errors on a corrupt header
-        raise DataError(path, f"cannot be read as NIfTI ({type(exc).__name__}); the file is corrupt "
-                              "or not a .nii/.nii.gz") from None
+        field = _field_named(exc)
+        where = f"header field {field} is invalid" if field else "the file is corrupt or not a .nii/.nii.gz"
+        raise DataError(path, f"cannot be read as NIfTI ({type(exc).__name__}); {where}") from None
     if any(s < 1 for s in shape):
         raise DataError(path, "NIfTI header field dim has a zero or negative size")
     if math.prod(shape) > int(max_pixels):
@@ -67,6 +81,19 @@ def _load(path, max_pixels: int = MAX_PIXELS):
                               f"{int(max_pixels)}; it was refused before reading (pass max_pixels= "
                               "to read a genuinely large volume)")
     return img
+
+
+# nibabel's messages quote header values; only the name of the field at fault is passed on.
+_FIELDS = {"slope": "scl_slope", "intercept": "scl_inter", "scl_": "scl_slope / scl_inter",
+           "datatype": "datatype", "data code": "datatype", "bitpix": "bitpix",
+           "vox offset": "vox_offset", "vox_offset": "vox_offset", "sizeof_hdr": "sizeof_hdr",
+           "dim": "dim", "shape": "dim", "pixdim": "pixdim", "magic": "magic"}
+
+
+def _field_named(exc: BaseException) -> str | None:
+    text = str(exc).lower()
+    named = [field for word, field in _FIELDS.items() if word in text]
+    return named[0] if named else None
 
 
 def _voxels(img, path, index) -> np.ndarray:
