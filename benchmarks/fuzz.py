@@ -12,7 +12,7 @@ process with a per-file time limit:
   syntax, odd NumberOfFrames, non-DICOM bytes, zero-length files, extreme RescaleSlope /
   RescaleIntercept (+-inf, NaN, +-1e38, 0), and decompression bombs (a PNG or JPEG header
   declaring 16000 x 16000 or more, a DICOM with Rows = Columns = 65535 and many frames, a
-  NIfTI declaring 65535 x 65535 x 1000);
+  NIfTI declaring 32767 x 32767 x 1000);
 * decode path: DICOM and NIfTI through :func:`pipelines.preprocessing.load_file` with the
   CT spec (64 x 64, brain/subdural/bone), pictures with the one-channel image spec.
 
@@ -315,8 +315,7 @@ def mutate_nifti(data: bytes, cls: str, rng: random.Random, gz: bool) -> bytes:
             inter = rng.choice((float("inf"), float("nan"), 1e38, 0.0, -1024.0))
             header[112:120] = struct.pack("<ff", slope, inter)
         elif cls == "bomb":
-            header[40:56] = struct.pack("<8h", 3, -1, -1, 1000, 1, 1, 1, 1)  # 65535 as uint16
-            header[40:56] = struct.pack("<8H", 3, 65535, 65535, 1000, 1, 1, 1, 1)
+            header[40:56] = struct.pack("<8h", 3, 32767, 32767, 1000, 1, 1, 1, 1)  # dims are int16
         else:
             raise ValueError(f"unknown NIfTI mutation class {cls!r}")
         out = bytes(header) + raw[352:]
