@@ -262,6 +262,53 @@ def _decoder_problem(ds) -> str | None:
     return None
 
 
+def _codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) a JPEG 2000 / JPEG / JPEG-LS codestream declares, or None if not found."""
+    pos = frame.find(b"\xff\x4f\xff\x51", 0, 4096)  # JPEG 2000 SOC + SIZ
+    if pos >= 0:
+        if len(frame) < pos + 24:
+            return (0, 0)
+        x, y, x0, y0 = struct.unpack(">IIII", frame[pos + 8:pos + 24])
+        return (y - y0, x - x0)
+    try:
+        from pydicom.pixels.utils import _get_jpg_parameters
+
+        params = _get_jpg_parameters(frame)
+    except Exception:
+        return None
+    if "height" in params and "width" in params:
+        return (int(params["height"]), int(params["width"]))
+    return None
+
+
+def _check_codestream(ds, path, frame: int | None) -> None:
+    """A compressed frame must declare the header's Rows x Columns: a decoder given a corrupt
+    codestream that declares a huge image allocates (and spins) before it fails."""
+    ts = _transfer_syntax(ds)
+    if ts is None or ts not in pydicom.uid.AllTransferSyntaxes or not ts.is_encapsulated:
+        return
+    if ts not in (*pydicom.uid.JPEG2000TransferSyntaxes, *pydicom.uid.JPEGTransferSyntaxes,
+                  *pydicom.uid.JPEGLSTransferSyntaxes):
+        return
+    try:
+        from pydicom.encaps import get_frame
+
+        with _quiet():
+            data = get_frame(ds.PixelData, frame or 0, number_of_frames=_frames(ds, path))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(path, f"compressed pixel data cannot be split into frames ({type(exc).__name__})") from None
+    size = _codestream_size(bytes(data[:65536]))
+    if size is None:
+        return
+    rows = _int_element(ds, "Rows", path, None, 1, 65535)
+    columns = _int_element(ds, "Columns", path, None, 1, 65535)
+    if size != (rows, columns):
+        raise DataError(path, "the compressed frame declares a size other than Rows x Columns "
+                              "(a corrupt codestream); it was refused before decoding")
+
+
 def _decode(ds, path, frame: int | None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError(path, "DICOM file has no pixel data (a header-only or non-image object)")
@@ -269,6 +316,7 @@ def _decode(ds, path, frame: int | None, max_pixels: int = MAX_PIXELS) -> np.nda
         if _element(ds, keyword, path) is None:
             raise DataError(path, f"DICOM file lacks {keyword}, so its pixel data cannot be decoded")
     _check_size(ds, path, max_pixels)
+    _check_codestream(ds, path, frame)
     try:
         from pydicom.pixels import pixel_array
 

@@ -293,3 +293,14 @@ def test_nifti_bomb_refused_before_reading(tmp_path):
     small = write_nifti(tmp_path / "small.nii", np.zeros((4, 4, 2), np.int16))
     _error(lambda: nifti.read_slice(small, 0, max_pixels=31), small, "limit of 31")
     assert nifti.read_slice(small, 0, max_pixels=32).shape == (4, 4)
+
+
+def test_codestream_declaring_a_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    # a flipped byte in a JPEG 2000 SIZ marker made openjpeg spin and take 2.4 GB (fuzz seed 0)
+    data = bytearray(Path(get_testdata_file("693_J2KI.dcm")).read_bytes())
+    pos = data.find(b"\xff\x4f\xff\x51")
+    data[pos + 8:pos + 16] = struct.pack(">II", 60000, 60000)
+    path = tmp_path / "siz.dcm"
+    path.write_bytes(bytes(data))
+    _no_decoding(monkeypatch)
+    _error(lambda: dicom.read_hu(path), path, "Rows x Columns", "refused before decoding")
