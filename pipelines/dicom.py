@@ -25,12 +25,23 @@ manifest's ``slice`` column does) for one frame, or use :func:`read_frames` for 
 No function here logs or returns identifying header values: :func:`read_header_safe` returns
 only the whitelisted technical fields plus PatientID / StudyInstanceUID / SeriesInstanceUID /
 SOPInstanceUID (the IDs the manifest needs; ``prepare`` pseudonymises patient ids), and error
-messages name the file and the problem, never header contents.
+messages name the file and the tag or field at fault, never its contents (pydicom's own
+warnings and log records, which quote raw values, are silenced while this module reads).
+
+Untrusted input: every failure to read a header element or decode pixel data is a
+:class:`~pipelines.manifest.DataError`. A declared size above ``max_pixels`` (default
+:data:`MAX_PIXELS`, Rows x Columns x NumberOfFrames x SamplesPerPixel) is refused before any
+pixel is decoded; a RescaleSlope of 0, a non-finite slope or intercept, and a modality LUT
+whose result is non-finite or beyond :data:`MAX_ABS_VALUE` (float32 overflow) are errors, never
+an image.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -41,6 +52,14 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
 from pipelines.manifest import DataError
+
+# Declared pixels (Rows x Columns x NumberOfFrames x SamplesPerPixel) above which a file is
+# refused before decoding: 2**27, e.g. 512 frames of 512 x 512, or one 11585 x 11585 frame
+# (about 0.5 GB as float32). Pass ``max_pixels=`` to read_hu / read_frames for another limit.
+MAX_PIXELS = 1 << 27
+# Modality-unit values beyond this are a corrupt RescaleSlope / RescaleIntercept: they are
+# near float32's range (3.4e38) and no modality measures anything like them.
+MAX_ABS_VALUE = 1e30
 
 # The only header fields read_header_safe ever reads or returns (keyword -> output key).
 SAFE_HEADER_FIELDS = {
@@ -78,6 +97,46 @@ IDENTIFYING_FIELDS = (
 
 
 # --------------------------------------------------------------------------------------- reading
+class _DropRecords(logging.Filter):
+    def filter(self, record) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence pydicom's warnings and log records (they quote raw header values) while reading.
+
+    The filter drops records logged on the ``pydicom`` logger itself; records of its children
+    (the pixel decoders) stop there because it stops propagating for the duration.
+    """
+    logger = logging.getLogger("pydicom")
+    drop, sink = _DropRecords(), logging.NullHandler()
+    propagate = logger.propagate
+    logger.addFilter(drop)
+    logger.addHandler(sink)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.propagate = propagate
+        logger.removeHandler(sink)
+        logger.removeFilter(drop)
+
+
+def _reason(exc: BaseException) -> str:
+    """A value-free description of why pydicom could not read an element."""
+    text = str(exc)
+    if isinstance(exc, NotImplementedError) and "Value Representation" in text:
+        return "unknown value representation"
+    if type(exc).__name__ == "BytesLengthException" or "length" in text.lower():
+        return "its value has the wrong length for its value representation"
+    if isinstance(exc, (ValueError, TypeError, OverflowError)):
+        return "its value is not valid for its value representation"
+    return type(exc).__name__
+
+
 def _dcmread(path, **kwargs) -> pydicom.Dataset:
     path = Path(path)
     if not path.exists():
@@ -85,14 +144,15 @@ def _dcmread(path, **kwargs) -> pydicom.Dataset:
     if path.is_dir():
         raise DataError(path, "expected a DICOM file but this is a directory")
     try:
-        try:
-            return pydicom.dcmread(path, **kwargs)
-        except InvalidDicomError:
-            # no 128-byte preamble + "DICM": accept it only if it parses as a dataset
-            ds = pydicom.dcmread(path, force=True, **kwargs)
-            if "SOPClassUID" not in ds and "PixelData" not in ds and "Rows" not in ds:
-                raise DataError(path, "is not a DICOM file (no DICM header and no image elements)") from None
-            return ds
+        with _quiet():
+            try:
+                return pydicom.dcmread(path, **kwargs)
+            except InvalidDicomError:
+                # no 128-byte preamble + "DICM": accept it only if it parses as a dataset
+                ds = pydicom.dcmread(path, force=True, **kwargs)
+                if "SOPClassUID" not in ds and "PixelData" not in ds and "Rows" not in ds:
+                    raise DataError(path, "is not a DICOM file (no DICM header and no image elements)") from None
+                return ds
     except DataError:
         raise
     except (EOFError, struct.error, zlib.error, OSError) as exc:
@@ -101,117 +161,312 @@ def _dcmread(path, **kwargs) -> pydicom.Dataset:
         raise DataError(path, f"cannot be read as DICOM ({type(exc).__name__})") from None
 
 
-def _frames(ds) -> int:
+def _element(ds, keyword: str, path, default=None):
+    """The value of header element ``keyword`` (``default`` if absent or empty).
+
+    pydicom converts raw values lazily, so junk surfaces here: DataError naming the tag,
+    never the value.
+    """
     try:
-        return max(int(ds.get("NumberOfFrames", 1) or 1), 1)
-    except (TypeError, ValueError):
-        return 1
+        with _quiet():
+            if keyword not in ds:
+                return default
+            value = ds[keyword].value
+    except Exception as exc:
+        raise DataError(path, f"DICOM header element {keyword} cannot be read ({_reason(exc)})") from None
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        return default
+    return value
 
 
-def _decode(ds, path, frame: int | None) -> np.ndarray:
+def _int_element(ds, keyword: str, path, default: int | None, lo: int, hi: int) -> int | None:
+    value = _element(ds, keyword, path)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, (MultiValue, list, tuple, bytes)):
+            raise TypeError
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError
+        number = int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(path, f"DICOM header element {keyword} is not a whole number") from None
+    if not lo <= number <= hi:
+        raise DataError(path, f"DICOM header element {keyword} is outside {lo}..{hi}")
+    return number
+
+
+def _float_element(ds, keyword: str, path, default: float) -> float:
+    value = _element(ds, keyword, path)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, (MultiValue, list, tuple, bytes)):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(path, f"DICOM header element {keyword} is not a number") from None
+    if not np.isfinite(number):
+        raise DataError(path, f"DICOM header element {keyword} is not a finite number (NaN or inf)")
+    return number
+
+
+def _frames(ds, path=None) -> int:
+    """NumberOfFrames (1 when absent); DataError if it is not a whole number >= 1."""
+    path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
+    return _int_element(ds, "NumberOfFrames", path, 1, 1, 2**31 - 1)
+
+
+def _check_size(ds, path, max_pixels: int) -> None:
+    """Refuse a declared image larger than ``max_pixels`` before anything is decoded."""
+    rows = _int_element(ds, "Rows", path, None, 1, 65535)
+    columns = _int_element(ds, "Columns", path, None, 1, 65535)
+    samples = _int_element(ds, "SamplesPerPixel", path, 1, 1, 4)
+    _int_element(ds, "BitsAllocated", path, None, 1, 64)
+    declared = rows * columns * samples * _frames(ds, path)
+    if declared > int(max_pixels):
+        raise DataError(
+            path,
+            "declares more pixels (Rows x Columns x NumberOfFrames x SamplesPerPixel) than the "
+            f"limit of {int(max_pixels)}; it was refused before decoding (pass max_pixels= to "
+            "read a genuinely large image)",
+        )
+
+
+def _transfer_syntax(ds):
+    meta = getattr(ds, "file_meta", None)
+    try:
+        with _quiet():
+            ts = meta.get("TransferSyntaxUID") if meta is not None else None
+            return pydicom.uid.UID(str(ts)) if ts else None
+    except Exception:
+        return None
+
+
+def _decoder_problem(ds) -> str | None:
+    """Why pydicom cannot decode this file's transfer syntax at all (None if it can)."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    ts = _transfer_syntax(ds)
+    if ts is None or ts not in pydicom.uid.AllTransferSyntaxes:
+        return "its TransferSyntaxUID is missing or not a known transfer syntax"
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return f"pydicom has no decoder for its transfer syntax ({ts.name})"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        return (f"no decoder plugin for its transfer syntax ({ts.name}) is installed (pydicom "
+                f"reports: {missing}); install the pylibjpeg plugins")
+    return None
+
+
+def _codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) a JPEG 2000 / JPEG / JPEG-LS codestream declares, or None if not found."""
+    pos = frame.find(b"\xff\x4f\xff\x51", 0, 4096)  # JPEG 2000 SOC + SIZ
+    if pos >= 0:
+        if len(frame) < pos + 24:
+            return (0, 0)
+        x, y, x0, y0 = struct.unpack(">IIII", frame[pos + 8:pos + 24])
+        return (y - y0, x - x0)
+    try:
+        from pydicom.pixels.utils import _get_jpg_parameters
+
+        params = _get_jpg_parameters(frame)
+    except Exception:
+        return None
+    if "height" in params and "width" in params:
+        return (int(params["height"]), int(params["width"]))
+    return None
+
+
+def _check_codestream(ds, path, frame: int | None) -> None:
+    """A compressed frame must declare the header's Rows x Columns: a decoder given a corrupt
+    codestream that declares a huge image allocates (and spins) before it fails."""
+    ts = _transfer_syntax(ds)
+    if ts is None or ts not in pydicom.uid.AllTransferSyntaxes or not ts.is_encapsulated:
+        return
+    if ts not in (*pydicom.uid.JPEG2000TransferSyntaxes, *pydicom.uid.JPEGTransferSyntaxes,
+                  *pydicom.uid.JPEGLSTransferSyntaxes):
+        return
+    try:
+        from pydicom.encaps import get_frame
+
+        with _quiet():
+            data = get_frame(ds.PixelData, frame or 0, number_of_frames=_frames(ds, path))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(path, f"compressed pixel data cannot be split into frames ({type(exc).__name__})") from None
+    size = _codestream_size(bytes(data[:65536]))
+    if size is None:
+        return
+    rows = _int_element(ds, "Rows", path, None, 1, 65535)
+    columns = _int_element(ds, "Columns", path, None, 1, 65535)
+    if size != (rows, columns):
+        raise DataError(path, "the compressed frame declares a size other than Rows x Columns "
+                              "(a corrupt codestream); it was refused before decoding")
+
+
+def _decode(ds, path, frame: int | None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError(path, "DICOM file has no pixel data (a header-only or non-image object)")
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
-        if keyword not in ds:
+        if _element(ds, keyword, path) is None:
             raise DataError(path, f"DICOM file lacks {keyword}, so its pixel data cannot be decoded")
+    _check_size(ds, path, max_pixels)
+    _check_codestream(ds, path, frame)
     try:
         from pydicom.pixels import pixel_array
 
-        arr = pixel_array(ds, index=frame)
+        with _quiet():
+            arr = pixel_array(ds, index=frame)
+    except MemoryError:
+        raise DataError(path, "pixel data is too large to decode in memory") from None
     except Exception as exc:
-        text = str(exc).splitlines()[0][:160] if str(exc) else ""
-        if "length" in text.lower() or "truncat" in text.lower() or isinstance(exc, EOFError):
-            problem = "pixel data is shorter than the header says (truncated or corrupt file)"
-        elif "plugin" in text.lower() or "decod" in text.lower():
-            problem = f"pixel data cannot be decoded ({text}); install the pylibjpeg plugins"
+        problem = _decoder_problem(ds)
+        if problem is None:
+            text = str(exc).lower()
+            if "length" in text or "truncat" in text or isinstance(exc, EOFError):
+                problem = "pixel data is shorter than the header says (truncated or corrupt file)"
+            else:
+                problem = (f"pixel data cannot be decoded ({type(exc).__name__}); the file is "
+                           "corrupt or its TransferSyntaxUID does not match its pixel data")
         else:
-            problem = f"pixel data cannot be decoded ({type(exc).__name__}: {text})"
+            problem = f"pixel data cannot be decoded: {problem}"
         raise DataError(path, problem) from None
-    if arr.ndim == 3 and ds.get("SamplesPerPixel", 1) == 3:
+    if arr.ndim == 3 and _element(ds, "SamplesPerPixel", path, 1) == 3:
         raise DataError(path, "is a colour DICOM (SamplesPerPixel 3); only greyscale is supported")
     if arr.ndim != 2:
-        raise DataError(path, f"decoded to shape {arr.shape}; expected one 2-D greyscale frame")
+        raise DataError(path, "decoded to more than one 2-D greyscale frame (check NumberOfFrames "
+                              "and SamplesPerPixel)")
+    if arr.dtype.kind not in "uif":
+        raise DataError(path, "decoded to non-numeric pixel data")
     return arr
 
 
-def _rescale(ds, frame: int | None) -> tuple[float, float] | None:
-    """(slope, intercept) from the top level or the functional groups; None if absent."""
-    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+def _slope_intercept(item, path) -> tuple[float, float]:
+    slope = _float_element(item, "RescaleSlope", path, 1.0)
+    intercept = _float_element(item, "RescaleIntercept", path, 0.0)
+    if slope == 0.0:
+        raise DataError(path, "DICOM header element RescaleSlope is 0, which would map every "
+                              "pixel to the intercept")
+    return slope, intercept
+
+
+def _rescale(ds, frame: int | None, path=None) -> tuple[float, float] | None:
+    """(slope, intercept) from the top level or the functional groups; None if absent.
+
+    DataError (naming the element) for a slope of 0, a non-number or a non-finite value.
+    """
+    path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
+    if _element(ds, "RescaleSlope", path) is not None or _element(ds, "RescaleIntercept", path) is not None:
+        return _slope_intercept(ds, path)
     groups = []
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and frame is not None and frame < len(per_frame):
-        groups.append(per_frame[frame])
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    if shared:
-        groups.append(shared[0])
-    for group in groups:
-        seq = group.get("PixelValueTransformationSequence")
+    try:
+        with _quiet():
+            per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+            if per_frame is not None and frame is not None and frame < len(per_frame):
+                groups.append(per_frame[frame])
+            shared = ds.get("SharedFunctionalGroupsSequence")
+            if shared:
+                groups.append(shared[0])
+            seqs = [group.get("PixelValueTransformationSequence") for group in groups]
+    except Exception as exc:
+        raise DataError(path, f"DICOM functional groups cannot be read ({_reason(exc)})") from None
+    for seq in seqs:
         if seq:
-            item = seq[0]
-            return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+            return _slope_intercept(seq[0], path)
     return None
+
+
+def _checked_values(values: np.ndarray, path, source: str) -> np.ndarray:
+    """float64 modality values -> float32; DataError if non-finite or overflowing."""
+    if not np.all(np.isfinite(values)):
+        raise DataError(path, f"{source} gives non-finite values (NaN or inf); the pixel data or "
+                              "RescaleSlope / RescaleIntercept are corrupt")
+    if values.size and float(np.max(np.abs(values))) > MAX_ABS_VALUE:
+        raise DataError(path, f"{source} gives values beyond +-{MAX_ABS_VALUE:g}, which overflow "
+                              "float32 arithmetic; RescaleSlope / RescaleIntercept are corrupt")
+    return values.astype(np.float32)
 
 
 def needs_rsna_fix(ds) -> bool:
     """True for the wrapped 12-bit RSNA slices (see module docstring, step 2)."""
     try:
-        return (
-            int(ds.get("BitsStored", 0)) == 12
-            and int(ds.get("PixelRepresentation", 1)) == 0
-            and "RescaleIntercept" in ds
-            and float(ds.RescaleIntercept) > -100
-            and str(ds.get("Modality", "CT")).upper() == "CT"
-        )
-    except (TypeError, ValueError):
+        with _quiet():
+            return (
+                int(ds.get("BitsStored", 0)) == 12
+                and int(ds.get("PixelRepresentation", 1)) == 0
+                and "RescaleIntercept" in ds
+                and float(ds.RescaleIntercept) > -100
+                and str(ds.get("Modality", "CT")).upper() == "CT"
+            )
+    except Exception:  # an unreadable element is reported by the reader itself
         return False
 
 
-def _to_modality_units(ds, stored: np.ndarray, frame: int | None, rsna_fix: bool) -> np.ndarray:
+def _to_modality_units(ds, stored: np.ndarray, frame: int | None, rsna_fix: bool, path=None) -> np.ndarray:
+    path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
     intercept_override = None
     if rsna_fix and needs_rsna_fix(ds):
         stored = (stored.astype(np.int32) + 1000) % 4096
         intercept_override = -1000.0
-    rescale = _rescale(ds, frame)
-    if rescale is None and "ModalityLUTSequence" in ds:
+    rescale = _rescale(ds, frame, path)
+    if rescale is None and _element(ds, "ModalityLUTSequence", path) is not None:
         from pydicom.pixels import apply_modality_lut
 
-        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+        try:
+            with _quiet(), np.errstate(all="ignore"):
+                values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        except Exception as exc:
+            raise DataError(path, "DICOM header element ModalityLUTSequence cannot be applied "
+                                  f"({_reason(exc)})") from None
+        return _checked_values(values, path, "the ModalityLUTSequence")
     slope, intercept = rescale if rescale is not None else (1.0, 0.0)
     if intercept_override is not None:
         intercept = intercept_override
-    return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    with np.errstate(all="ignore"):
+        values = stored.astype(np.float64) * slope + intercept
+    return _checked_values(values, path, "the modality LUT (RescaleSlope * stored + RescaleIntercept)")
 
 
-def _representable_range(ds, frame: int | None, rsna_fix: bool = True) -> tuple[float, float]:
+def _representable_range(ds, frame: int | None, rsna_fix: bool = True, path=None) -> tuple[float, float]:
     """The modality-unit range the stored bits can express (for MONOCHROME1 inversion)."""
-    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
-    if int(ds.get("PixelRepresentation", 0)) == 1:
+    path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
+    allocated = _int_element(ds, "BitsAllocated", path, 16, 1, 64)
+    bits = _int_element(ds, "BitsStored", path, allocated, 1, 64)
+    if _int_element(ds, "PixelRepresentation", path, 0, 0, 1) == 1:
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     else:
         lo, hi = 0, 2**bits - 1
-    slope, intercept = _rescale(ds, frame) or (1.0, 0.0)
+    slope, intercept = _rescale(ds, frame, path) or (1.0, 0.0)
     if rsna_fix and needs_rsna_fix(ds):
         intercept = -1000.0
     a, b = lo * slope + intercept, hi * slope + intercept
+    _checked_values(np.array([a, b], dtype=np.float64), path, "the representable range under the modality LUT")
     return (min(a, b), max(a, b))
 
 
-def read_hu(path, *, frame: int | None = None, rsna_fix: bool = True) -> np.ndarray:
+def read_hu(path, *, frame: int | None = None, rsna_fix: bool = True,
+            max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One DICOM image -> (H, W) float32 in modality units (HU for CT).
 
     ``frame``: None for single-frame files (a multi-frame file then raises DataError naming
     its frame count), or a 0-based frame index (negative counts from the end). Raises
-    :class:`DataError` for a missing, non-DICOM, truncated or pixel-less file.
+    :class:`DataError` for a missing, non-DICOM, truncated, corrupt or pixel-less file, and
+    for one declaring more than ``max_pixels`` pixels (refused before decoding).
     """
     ds = _dcmread(path)
-    return hu_from_dataset(ds, frame=frame, rsna_fix=rsna_fix, path=path)
+    return hu_from_dataset(ds, frame=frame, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)
 
 
-def hu_from_dataset(ds, *, frame: int | None = None, rsna_fix: bool = True, path=None) -> np.ndarray:
+def hu_from_dataset(ds, *, frame: int | None = None, rsna_fix: bool = True, path=None,
+                    max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """:func:`read_hu` for an already-read :class:`pydicom.Dataset`."""
     path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
-    n = _frames(ds)
+    n = _frames(ds, path)
     if frame is None:
         if n > 1:
             raise DataError(
@@ -226,47 +481,68 @@ def hu_from_dataset(ds, *, frame: int | None = None, rsna_fix: bool = True, path
             raise DataError(path, f"frame {frame} is out of range for a DICOM with {n} frame(s)")
         if n == 1:
             index = None
-    stored = _decode(ds, path, index)
-    values = _to_modality_units(ds, stored, index, rsna_fix)
-    if str(ds.PhotometricInterpretation).upper() == "MONOCHROME1":
-        lo, hi = _representable_range(ds, index, rsna_fix)
-        values = (lo + hi) - values
+    stored = _decode(ds, path, index, max_pixels)
+    values = _to_modality_units(ds, stored, index, rsna_fix, path)
+    photometric = _element(ds, "PhotometricInterpretation", path)
+    if str(photometric).strip().upper() == "MONOCHROME1":
+        lo, hi = _representable_range(ds, index, rsna_fix, path)
+        with np.errstate(all="ignore"):
+            values = (np.float64(lo) + np.float64(hi)) - values.astype(np.float64)
+        values = _checked_values(values, path, "MONOCHROME1 inversion of the modality values")
     return values.astype(np.float32, copy=False)
 
 
-def read_frames(path, *, rsna_fix: bool = True) -> np.ndarray:
-    """Every frame of a DICOM file -> (N, H, W) float32 modality units (N = 1 for single)."""
+def read_frames(path, *, rsna_fix: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Every frame of a DICOM file -> (N, H, W) float32 modality units (N = 1 for single).
+
+    The whole declared size (all frames) is checked against ``max_pixels`` before decoding.
+    """
     ds = _dcmread(path)
-    n = _frames(ds)
+    n = _frames(ds, path)
     if n == 1:
-        return hu_from_dataset(ds, rsna_fix=rsna_fix, path=path)[None]
-    return np.stack([hu_from_dataset(ds, frame=i, rsna_fix=rsna_fix, path=path) for i in range(n)])
+        return hu_from_dataset(ds, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)[None]
+    _check_size(ds, path, max_pixels)
+    return np.stack([hu_from_dataset(ds, frame=i, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)
+                     for i in range(n)])
 
 
 def _floats(value) -> list[float]:
+    """Numbers of a (multi-)value; ValueError (never quoting the value) if one is not a number."""
     if value is None or value == "":
         return []
-    if isinstance(value, (MultiValue, list, tuple)):
-        return [float(v) for v in value]
-    return [float(value)]
+    items = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    try:
+        out = [float(v) for v in items]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("not a list of numbers") from None
+    if not all(np.isfinite(out)):
+        raise ValueError("not a list of finite numbers")
+    return out
 
 
-def stored_windows(ds) -> list[tuple[float, float]]:
+def stored_windows(ds, path=None) -> list[tuple[float, float]]:
     """The header's (WindowCenter, WindowWidth) pairs, in modality units as :func:`read_hu` gives.
 
     Multi-valued centre/width lists are paired in order (a shorter list repeats its last
     value); for MONOCHROME1 the centres are mirrored like the pixels. Empty if absent.
+    DataError naming the element (not its value) if one is unreadable or not numbers.
     """
-    centers = _floats(ds.get("WindowCenter"))
-    widths = _floats(ds.get("WindowWidth"))
+    path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
+    values = {}
+    for keyword in ("WindowCenter", "WindowWidth"):
+        try:
+            values[keyword] = _floats(_element(ds, keyword, path))
+        except ValueError:
+            raise DataError(path, f"DICOM header element {keyword} is not a list of finite numbers") from None
+    centers, widths = values["WindowCenter"], values["WindowWidth"]
     if not centers or not widths:
         return []
     n = max(len(centers), len(widths))
     centers += [centers[-1]] * (n - len(centers))
     widths += [widths[-1]] * (n - len(widths))
     pairs = [(c, w) for c, w in zip(centers, widths) if w > 0]
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        lo, hi = _representable_range(ds, None)
+    if str(_element(ds, "PhotometricInterpretation", path, "")).strip().upper() == "MONOCHROME1":
+        lo, hi = _representable_range(ds, None, path=path)
         pairs = [(lo + hi - c, w) for c, w in pairs]
     return pairs
 
@@ -280,28 +556,42 @@ def read_header_safe(path) -> dict:
     (z of ImagePositionPatient, mm) when present; ``frames`` (int, default 1);
     ``window_center`` / ``window_width`` as lists; other numbers as float/int. Nothing else
     (no names, dates, sex, age, institution) is read from the file at all.
+
+    A field whose value is not what its type says (a name in RescaleIntercept, a non-finite
+    number) is dropped, not echoed; an element pydicom cannot read at all (an unknown value
+    representation, a wrong value length) is a DataError naming the file and the element.
     """
     ds = _dcmread(path, stop_before_pixels=True, specific_tags=_SAFE_TAGS)
     out: dict = {}
     for keyword, key in SAFE_HEADER_FIELDS.items():
-        if keyword not in ds:
-            continue
-        value = ds[keyword].value
-        if value is None or value == "":
+        value = _element(ds, keyword, path)
+        if value is None:
             continue
         try:
             if keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
                            "Modality", "PhotometricInterpretation", "SeriesDescription"):
+                if isinstance(value, (bytes, MultiValue, list, tuple)):
+                    raise TypeError
                 out[key] = str(value).strip()
             elif keyword in ("WindowCenter", "WindowWidth", "ImagePositionPatient",
                              "ImageOrientationPatient", "PixelSpacing"):
                 out[key] = _floats(value)
             elif keyword in ("Rows", "Columns", "NumberOfFrames", "BitsStored",
                              "PixelRepresentation", "InstanceNumber"):
-                out[key] = int(value)
+                if isinstance(value, (bytes, MultiValue, list, tuple)):
+                    raise TypeError
+                number = float(value)
+                if not number.is_integer():
+                    raise ValueError
+                out[key] = int(number)
             else:
-                out[key] = float(value)
-        except (TypeError, ValueError):
+                if isinstance(value, (bytes, MultiValue, list, tuple)):
+                    raise TypeError
+                number = float(value)
+                if not np.isfinite(number):
+                    raise ValueError
+                out[key] = number
+        except (TypeError, ValueError, OverflowError):
             continue  # a malformed optional field is dropped, not echoed
     out.setdefault("frames", 1)
     if len(out.get("image_position", [])) == 3:

@@ -19,33 +19,103 @@ PhysioNet scans these are Hounsfield units. Only the requested slice is read fro
 Public API: :func:`read_slice` (what the adapters use), :func:`volume_shape` (the header only)
 and :func:`read_volume` (the whole volume in stored order with its affine, for 3-D work and for
 inspecting a volume or its mask outside the 2-D pipeline).
+
+Untrusted input: every failure to read the header or the voxels is a
+:class:`~pipelines.manifest.DataError` naming the file and the field, never its value
+(nibabel's warnings are silenced while reading: a header's ``descrip`` is free text). A
+declared volume above ``max_pixels`` voxels (default :data:`MAX_PIXELS`) is refused before
+any voxel is read, and voxel values that are non-finite or beyond ``MAX_ABS_VALUE`` after
+scaling (a NaN voxel, an overflowing ``scl_slope`` / ``scl_inter``) are errors, never an image.
 """
 
 from __future__ import annotations
 
-import gzip
-import zlib
+import contextlib
+import logging
+import math
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from pipelines.dicom import MAX_ABS_VALUE, MAX_PIXELS
 from pipelines.manifest import DataError
 
 ORIENTS = ("lps", "raw")
 
 
-def _load(path):
+class _DropRecords(logging.Filter):
+    def filter(self, record) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence nibabel's warnings and its header-fixing log lines while reading."""
+    logger = nib.imageglobals.logger
+    drop = _DropRecords()
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _load(path, max_pixels: int = MAX_PIXELS):
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "NIfTI file does not exist" if not path.exists() else "is not a file")
     try:
-        img = nib.load(str(path))
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, gzip.BadGzipFile,
-            ValueError) as exc:
-        raise DataError(path, f"cannot be read as NIfTI ({type(exc).__name__}); the file is corrupt "
-                              "or not a .nii/.nii.gz") from None
+        with _quiet():
+            img = nib.load(str(path))
+            shape = tuple(int(s) for s in img.shape)
+    except MemoryError:
+        raise DataError(path, "NIfTI header cannot be read in memory (corrupt header)") from None
+    except Exception as exc:  # nibabel raises assorted errors on a corrupt header
+        field = _field_named(exc)
+        where = f"header field {field} is invalid" if field else "the file is corrupt or not a .nii/.nii.gz"
+        raise DataError(path, f"cannot be read as NIfTI ({type(exc).__name__}); {where}") from None
+    if any(s < 1 for s in shape):
+        raise DataError(path, "NIfTI header field dim has a zero or negative size")
+    if math.prod(shape) > int(max_pixels):
+        raise DataError(path, f"NIfTI header field dim declares more voxels than the limit of "
+                              f"{int(max_pixels)}; it was refused before reading (pass max_pixels= "
+                              "to read a genuinely large volume)")
     return img
+
+
+# nibabel's messages quote header values; only the name of the field at fault is passed on.
+_FIELDS = {"slope": "scl_slope", "intercept": "scl_inter", "scl_": "scl_slope / scl_inter",
+           "datatype": "datatype", "data code": "datatype", "bitpix": "bitpix",
+           "vox offset": "vox_offset", "vox_offset": "vox_offset", "sizeof_hdr": "sizeof_hdr",
+           "dim": "dim", "shape": "dim", "pixdim": "pixdim", "magic": "magic"}
+
+
+def _field_named(exc: BaseException) -> str | None:
+    text = str(exc).lower()
+    named = [field for word, field in _FIELDS.items() if word in text]
+    return named[0] if named else None
+
+
+def _voxels(img, path, index) -> np.ndarray:
+    """Read ``img.dataobj[index]`` as float32; DataError if unreadable, non-finite or overflowing."""
+    try:
+        with _quiet():
+            data = np.asarray(img.dataobj[index], dtype=np.float64)
+    except MemoryError:
+        raise DataError(path, "voxel data is too large to read in memory") from None
+    except Exception as exc:
+        raise DataError(path, f"voxel data is truncated or corrupt ({type(exc).__name__})") from None
+    if not np.all(np.isfinite(data)):
+        raise DataError(path, "voxel values are non-finite (NaN or inf) after scaling; the voxel "
+                              "data or header fields scl_slope / scl_inter are corrupt")
+    if data.size and float(np.max(np.abs(data))) > MAX_ABS_VALUE:
+        raise DataError(path, f"voxel values go beyond +-{MAX_ABS_VALUE:g} after scaling, which "
+                              "overflows float32; header fields scl_slope / scl_inter are corrupt")
+    return data.astype(np.float32)
 
 
 def _check_rank(img, path) -> tuple[int, int, int]:
@@ -62,27 +132,39 @@ def _check_rank(img, path) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def volume_shape(path) -> tuple[int, int, int]:
+def volume_shape(path, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int, int]:
     """(X, Y, slices) from the header alone; DataError on a wrong rank or unreadable file."""
-    img = _load(path)
+    img = _load(path, max_pixels)
     return _check_rank(img, path)
 
 
-def read_volume(path) -> tuple[np.ndarray, np.ndarray]:
+def read_volume(path, *, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """The whole volume as float32 (X, Y, slices) in stored order, and its 4x4 affine."""
-    img = _load(path)
+    img = _load(path, max_pixels)
     shape = _check_rank(img, path)
+    data = _voxels(img, path, ...).reshape(shape)
+    return data, _affine(img, path)
+
+
+def _affine(img, path) -> np.ndarray:
     try:
-        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
-    except (EOFError, OSError, ValueError, zlib.error) as exc:
-        raise DataError(path, f"voxel data is truncated or corrupt ({type(exc).__name__})") from None
-    return data, np.asarray(img.affine)
+        with _quiet():
+            affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:
+        raise DataError(path, f"NIfTI header affine cannot be read ({type(exc).__name__})") from None
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise DataError(path, "NIfTI header fields srow / pixdim / quatern give a non-finite affine")
+    return affine
 
 
 def _inplane(slice2d: np.ndarray, affine: np.ndarray, orient: str) -> np.ndarray:
     if orient == "raw":
         return slice2d
-    codes = nib.aff2axcodes(affine)
+    try:
+        with _quiet():
+            codes = nib.aff2axcodes(affine)
+    except Exception:  # a degenerate affine has no axis codes: treat as not axial
+        return slice2d.T
     a0, a1 = codes[0], codes[1]
     lr, ap = {"L", "R"}, {"A", "P"}
     if {a0, a1} & lr and {a0, a1} & ap:
@@ -99,27 +181,21 @@ def _inplane(slice2d: np.ndarray, affine: np.ndarray, orient: str) -> np.ndarray
     return slice2d.T
 
 
-def read_slice(path, index: int, *, orient: str = "lps") -> np.ndarray:
+def read_slice(path, index: int, *, orient: str = "lps", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Slice ``index`` (0-based, third axis, stored order) -> (H, W) float32 HU.
 
     See the module docstring for ``orient``. DataError on a bad file, wrong rank or an
-    out-of-range index.
+    out-of-range index, and for a volume declaring more than ``max_pixels`` voxels.
     """
     if orient not in ORIENTS:
         raise ValueError(f"orient must be one of {ORIENTS}, got {orient!r}")
-    img = _load(path)
+    img = _load(path, max_pixels)
     shape = _check_rank(img, path)
     depth = shape[2]
     k = int(index)
     if not 0 <= k < depth:
         raise DataError(path, f"slice {index} is out of range for a volume with {depth} slices")
-    try:
-        proxy = img.dataobj
-        if len(img.shape) > 3:
-            extra = (0,) * (len(img.shape) - 3)
-            data = np.asarray(proxy[(slice(None), slice(None), k, *extra)], dtype=np.float32)
-        else:
-            data = np.asarray(proxy[:, :, k], dtype=np.float32)
-    except (EOFError, OSError, ValueError, zlib.error) as exc:
-        raise DataError(path, f"voxel data is truncated or corrupt ({type(exc).__name__})") from None
-    return np.ascontiguousarray(_inplane(data, np.asarray(img.affine), orient), dtype=np.float32)
+    extra = (0,) * (len(img.shape) - 3)
+    data = _voxels(img, path, (slice(None), slice(None), k, *extra))
+    affine = _affine(img, path)
+    return np.ascontiguousarray(_inplane(data, affine, orient), dtype=np.float32)

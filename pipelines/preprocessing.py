@@ -56,6 +56,9 @@ LEVELS = 255
 # Formats the serving_bytes signature decodes (and the offline path reads the same way).
 SERVING_FORMATS = ("png", "jpeg", "bmp", "gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+# Declared pixels (width x height) above which a picture is refused before decoding; the same
+# limit as pipelines.dicom.MAX_PIXELS (2**27, e.g. 11585 x 11585). Pass ``max_pixels=``.
+MAX_PIXELS = 1 << 27
 
 __all__ = [
     "Preprocessing",
@@ -228,39 +231,68 @@ class Preprocessing:
 # NumPy: the offline implementation (prepare, explain, evaluate)
 
 
-def read_pixels(path) -> np.ndarray:
+def read_pixels(path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image file -> float32 (H, W, 1) or (H, W, 3) in [0, 1], no resizing.
 
     8-bit / 255, 16-bit / 65535; grey stays one channel, colour (RGB, palette, CMYK, YCbCr)
-    becomes RGB, alpha is dropped. A broken or unknown file raises :class:`DataError`.
+    becomes RGB, alpha is dropped. A broken or unknown file raises :class:`DataError`, and so
+    does one whose header declares more than ``max_pixels`` pixels: the size is read from the
+    header (``Image.open`` is lazy) and the file refused before any pixel is decoded. Pillow's
+    own DecompressionBombError is a DataError too.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "image file does not exist" if not path.exists() else "is not a file")
     try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img).astype(np.float32)
-                out = np.clip(arr / np.float32(65535.0), 0.0, 1.0)[..., None]
-            elif mode == "F":
-                out = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None]
-            elif mode in ("L", "LA", "1"):
-                grey = img.convert("L") if mode != "L" else img
-                out = np.asarray(grey, dtype=np.uint8).astype(np.float32)[..., None] / np.float32(255.0)
-            else:
-                if mode in ("P", "PA"):
-                    img = img.convert("RGBA")
-                rgb = img.convert("RGB") if img.mode != "RGB" else img
-                out = np.asarray(rgb, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning and friends: checked below
+            with Image.open(path) as img:
+                width, height = img.size
+                if width < 1 or height < 1:
+                    raise DataError(path, "image header declares an empty image (width or height 0)")
+                if width * height > int(max_pixels):
+                    raise DataError(
+                        path,
+                        f"image header declares more pixels than the limit of {int(max_pixels)}; it "
+                        "was refused before decoding (pass max_pixels= to read a genuinely large image)",
+                    )
+                out = _pixels(img)
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(path, "is not a readable image (unknown format or corrupt header)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise DataError(path, "image header declares more pixels than Pillow's decompression-bomb "
+                              "limit; it was refused before decoding") from None
+    except MemoryError:
+        raise DataError(path, "image is too large to decode in memory") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, ... on junk
         raise DataError(path, f"image data is truncated or corrupt ({type(exc).__name__})") from None
+    if not np.all(np.isfinite(out)):
+        raise DataError(path, "image has non-finite pixel values (NaN or inf)")
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _pixels(img) -> np.ndarray:
+    """A lazily opened Pillow image -> float32 (H, W, 1|3) in [0, 1] (see :func:`read_pixels`)."""
+    img.load()
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float32)
+        return np.clip(arr / np.float32(65535.0), 0.0, 1.0)[..., None]
+    if mode == "F":
+        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None]
+    if mode in ("L", "LA", "1"):
+        grey = img.convert("L") if mode != "L" else img
+        return np.asarray(grey, dtype=np.uint8).astype(np.float32)[..., None] / np.float32(255.0)
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    rgb = img.convert("RGB") if img.mode != "RGB" else img
+    return np.asarray(rgb, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -324,12 +356,14 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def decode_file(path, spec: Preprocessing, *, frame: int | None = None) -> np.ndarray:
+def decode_file(path, spec: Preprocessing, *, frame: int | None = None,
+                max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One original file -> float32 (H, W, C') before the channel rule, resize and rounding.
 
     DICOM and NIfTI (CT): Hounsfield units through ``spec.windows``. Pictures: :func:`read_pixels`.
     ``.npy``: uint8 / 255, or floats already in [0, 1] (HU for a CT spec). Raises DataError
-    (a bad file) or ValueError (a file that does not fit the spec), naming the file.
+    (a bad file, or one declaring more than ``max_pixels`` pixels) or ValueError (a file that
+    does not fit the spec), naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -344,11 +378,11 @@ def decode_file(path, spec: Preprocessing, *, frame: int | None = None) -> np.nd
         if name.endswith((".nii", ".nii.gz")):
             from pipelines import nifti
 
-            hu = nifti.read_slice(path, 0 if frame is None else frame)
+            hu = nifti.read_slice(path, 0 if frame is None else frame, max_pixels=max_pixels)
         else:
             from pipelines import dicom
 
-            hu = dicom.read_hu(path, frame=frame)
+            hu = dicom.read_hu(path, frame=frame, max_pixels=max_pixels)
         return transforms.apply_windows(hu, spec.windows)
     if name.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
@@ -367,7 +401,7 @@ def decode_file(path, spec: Preprocessing, *, frame: int | None = None) -> np.nd
         return array
     if spec.kind == "ct" and not name.endswith(IMAGE_SUFFIXES):
         raise ValueError(f"{path} is neither DICOM, NIfTI, .npy nor a picture.")
-    return read_pixels(path)
+    return read_pixels(path, max_pixels=max_pixels)
 
 
 def load_file(path, spec: Preprocessing, *, frame: int | None = None) -> np.ndarray:
