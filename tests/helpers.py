@@ -38,7 +38,8 @@ def check_layer(layer_cls, kwargs: dict, input_shape: tuple, tmp_path, expected_
     assert eager.shape[1:] == tuple(out.shape[1:])
 
     # one fit step inside a model
-    y = keras.layers.GlobalAveragePooling2D()(out) if len(out.shape) == 4 else out
+    pool = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D}
+    y = pool[len(out.shape)]()(out) if len(out.shape) in pool else out
     y = keras.layers.Dense(1)(y)
     model = keras.Model(inp, y)
     model.compile(optimizer="adam", loss="mse")

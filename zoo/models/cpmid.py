@@ -35,10 +35,10 @@ As a feature extractor (for pretraining heads, linear probes, retrieval)::
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+from keras import layers
 
 from zoo.labels import BINARY
+from zoo.layers.token_position_embedding import TokenPositionEmbedding
 from zoo.models import common
 from zoo.registry import register_model
 
@@ -63,46 +63,6 @@ VIT_SPECS = {
     "tiny": (192, 12, 3),
     "small": (384, 12, 6),
 }
-
-
-@keras.saving.register_keras_serializable(package="zoo")
-class TokenPositionEmbedding(layers.Layer):
-    """Adds a learned position embedding to a token sequence.
-
-        tokens [B, N, D] --(+ table [N, D], sized at build from N and D)--> [B, N, D]
-
-    Args:
-        stddev: standard deviation of the truncated-normal initialiser. Default 0.02.
-    Input and output shape: [B, N, D] with N and D known when the layer is built.
-    Reference: Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021.
-    """
-
-    def __init__(self, stddev: float = 0.02, **kwargs):
-        super().__init__(**kwargs)
-        self.stddev = float(stddev)
-        if not self.stddev > 0:
-            raise ValueError(f"stddev must be positive, got {stddev!r}.")
-
-    def build(self, input_shape):
-        if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
-            raise ValueError(
-                f"TokenPositionEmbedding needs [batch, tokens, dim] with known tokens and dim, "
-                f"got {tuple(input_shape)}."
-            )
-        self.table = self.add_weight(
-            name="table",
-            shape=(int(input_shape[1]), int(input_shape[2])),
-            initializer=keras.initializers.TruncatedNormal(stddev=self.stddev),
-        )
-
-    def call(self, tokens):
-        return tokens + ops.cast(ops.expand_dims(self.table, 0), tokens.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "stddev": self.stddev}
 
 
 def _relu(name):
