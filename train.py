@@ -120,7 +120,7 @@ def list_models() -> None:
     import zoo
 
     for name in zoo.list_models():
-        entry = zoo.registry._entry(name)
+        entry = zoo.registry.model_entry(name)
         info = entry.info
         doc = (entry.fn.__doc__ or "").strip().splitlines()
         shape = info.get("input_shape", "")

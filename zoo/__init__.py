@@ -3,10 +3,29 @@
     import zoo
     model = zoo.get_model("rensenet", input_shape=(256, 256, 1), num_classes=2)
     zoo.list_models("res*"); zoo.model_info("ichnet")
+    zoo.list_families(); zoo.list_models(family="cpmid"); zoo.model_family("resnet18")
 """
 
 from zoo import layers, models  # noqa: F401  (importing models registers every variant)
-from zoo.registry import get_model, list_models, model_info, register_model
+from zoo.registry import (
+    get_model,
+    list_families,
+    list_models,
+    model_entry,
+    model_family,
+    model_info,
+    register_model,
+)
 
-__all__ = ["get_model", "list_models", "model_info", "register_model", "layers", "models"]
+__all__ = [
+    "get_model",
+    "list_families",
+    "list_models",
+    "model_entry",
+    "model_family",
+    "model_info",
+    "register_model",
+    "layers",
+    "models",
+]
 __version__ = "0.1.0"

@@ -3,7 +3,9 @@
 Modelled on timm's registry with tf-models' strictness: names are keyed by the variant
 function's name, duplicates raise, unknown names raise with close matches, ``None`` kwargs are
 dropped (so unset CLI flags fall back to model defaults) and caller kwargs override the
-variant's defaults.
+variant's defaults. Like timm's, each entry records the module that registered it and its
+family (the card's ``family``, else that module's last name), and the lookups are public:
+:func:`model_entry`, :func:`model_family`, :func:`list_families`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["register_model", "get_model", "list_models", "model_info", "ModelEntry"]
+__all__ = [
+    "register_model",
+    "get_model",
+    "list_models",
+    "list_families",
+    "model_entry",
+    "model_family",
+    "model_info",
+    "ModelEntry",
+]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """One registered variant: its builder, defaults, card facts, family and defining module."""
+
     name: str
     fn: Callable[..., Any]
     defaults: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    family: str = ""
+    module: str = ""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -39,14 +54,26 @@ def register_model(fn=None, *, info: dict | None = None, **defaults):
     def wrap(f):
         name = f.__name__
         if name in _REGISTRY:
-            raise ValueError(f"Model name {name!r} is already registered; pick another function name.")
-        _REGISTRY[name] = ModelEntry(name=name, fn=f, defaults=dict(defaults), info=dict(info or {}))
+            raise ValueError(
+                f"Model name {name!r} is already registered; pick another function name."
+            )
+        module = f.__module__
+        family = str((info or {}).get("family") or module.rsplit(".", 1)[-1])
+        _REGISTRY[name] = ModelEntry(
+            name=name,
+            fn=f,
+            defaults=dict(defaults),
+            info=dict(info or {}),
+            family=family,
+            module=module,
+        )
         return f
 
     return wrap(fn) if fn is not None else wrap
 
 
-def _entry(name: str) -> ModelEntry:
+def model_entry(name: str) -> ModelEntry:
+    """The :class:`ModelEntry` of ``name``; a KeyError with close matches and the list if unknown."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -56,26 +83,47 @@ def _entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Sorted registered names matching an fnmatch ``pattern`` (``"res*"``)."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+def model_family(name: str) -> str:
+    """The family of ``name`` (``"cpmid"`` for ``resnet18``, ``"ichnet"`` for ``ichnet_small``)."""
+    return model_entry(name).family
+
+
+def list_families() -> list[str]:
+    """Sorted names of the families that have at least one registered model."""
+    return sorted({e.family for e in _REGISTRY.values()})
+
+
+def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
+    """Sorted registered names matching an fnmatch ``pattern`` (``"res*"``) [and of ``family``]."""
+    return sorted(
+        n
+        for n, e in _REGISTRY.items()
+        if fnmatch.fnmatchcase(n, pattern) and (family is None or e.family == family)
+    )
 
 
 def get_model(name: str, **kwargs):
     """Build the registered model ``name``; ``None``-valued kwargs are ignored."""
-    entry = _entry(name)
+    entry = model_entry(name)
     given = {k: v for k, v in kwargs.items() if v is not None}
     return entry.fn(**{**entry.defaults, **given})
 
 
 def model_info(name: str, *, count_params: bool = True) -> dict:
-    """The card facts for ``name``: paper, DOI, task, labels, default input, parameters, ...
+    """The card facts for ``name``: paper, DOI, task, labels, default input, parameters, family,
+    module, ...
 
     ``parameters`` counts the model built with its defaults (built once, then cached); with
     ``count_params=False`` nothing is built and ``parameters`` is left out unless already cached.
     """
-    entry = _entry(name)
-    info = {"name": name, **entry.info, "defaults": dict(entry.defaults)}
+    entry = model_entry(name)
+    info = {
+        "name": name,
+        **entry.info,
+        "family": entry.family,
+        "module": entry.module,
+        "defaults": dict(entry.defaults),
+    }
     if "summary" not in info:
         doc = (entry.fn.__doc__ or "").strip()
         info["summary"] = doc.splitlines()[0] if doc else ""

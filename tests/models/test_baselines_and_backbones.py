@@ -163,16 +163,3 @@ def test_vit_token_grid_patch_size_and_gradcam():
         cpmid.build_vit(size="tiny", input_shape=(48, 48, 1), patch_size=64)
     with pytest.raises(ValueError, match="size must be one of tiny, small"):
         cpmid.build_vit(size="huge")
-
-
-def test_token_position_embedding_layer(tmp_path):
-    layer = cpmid.TokenPositionEmbedding(stddev=0.05, name="pe")
-    assert cpmid.TokenPositionEmbedding.from_config(layer.get_config()).stddev == 0.05
-    tokens = _x((6, 4))
-    out = keras.ops.convert_to_numpy(layer(tokens))
-    table = keras.ops.convert_to_numpy(layer.table)
-    np.testing.assert_allclose(out - tokens, np.broadcast_to(table, (2, 6, 4)), atol=1e-6)
-    with pytest.raises(ValueError, match="\\[batch, tokens, dim\\]"):
-        cpmid.TokenPositionEmbedding()(_x((4, 4, 4)))
-    with pytest.raises(ValueError, match="stddev must be positive"):
-        cpmid.TokenPositionEmbedding(stddev=0)

@@ -46,7 +46,7 @@ def test_duplicate_name_raises(scratch):
             """Would shadow the real resnet18."""
             return kwargs
 
-    assert registry._REGISTRY["resnet18"].fn.__module__ == "zoo.models.cpmid"
+    assert registry.model_entry("resnet18").module == "zoo.models.cpmid"
 
 
 def test_unknown_name_gives_close_matches_and_the_list():
@@ -131,3 +131,75 @@ def test_logits_reach_a_model_through_the_registry():
     assert model.get_layer("predictions").get_config()["activation"] == "linear"
     info = zoo.model_info("vit_small", count_params=False)
     assert info["paper"] and "parameters" not in info or isinstance(info["parameters"], int)
+
+
+FAMILIES = {
+    "ichnet": "ichnet",
+    "ichnet_small": "ichnet",
+    "rensenet": "rensenet",
+    "rensenet_small": "rensenet",
+    "myositisnet": "myositisnet",
+    "cxr_efficientnet_b0": "cxr",
+    "resnet18": "cpmid",
+    "vit_small": "cpmid",
+    "mobilenetv3_small": "baselines",
+    "densenet121": "baselines",
+}
+
+
+@pytest.mark.parametrize("name, family", sorted(FAMILIES.items()))
+def test_every_entry_records_its_family_and_module(name, family):
+    entry = zoo.model_entry(name)
+    assert isinstance(entry, registry.ModelEntry) and entry.name == name
+    assert entry.family == family == zoo.model_family(name)
+    assert entry.module == f"zoo.models.{family}" == entry.fn.__module__
+    info = zoo.model_info(name, count_params=False)
+    assert info["family"] == family and info["module"] == entry.module
+
+
+def test_family_lookups():
+    families = zoo.list_families()
+    assert families == sorted(families)
+    assert set(FAMILIES.values()) <= set(families)
+    assert zoo.list_models(family="ichnet") == ["ichnet", "ichnet_small"]
+    assert zoo.list_models("res*", family="cpmid") == ["resnet18", "resnet34", "resnet50"]
+    assert zoo.list_models(family="no_such_family") == []
+    assert {zoo.model_family(n) for n in zoo.list_models()} == set(families)
+    assert sorted(n for f in families for n in zoo.list_models(family=f)) == zoo.list_models()
+
+
+def test_family_defaults_to_the_module_and_a_card_can_name_it(scratch):
+    def zz_plain(**kwargs):
+        """No card family: the module's last name."""
+        return kwargs
+
+    def zz_carded(**kwargs):
+        """The card names the family."""
+        return kwargs
+
+    scratch(zz_plain)
+    scratch(zz_carded, info={"family": "zz_family"})
+    assert zoo.model_family("zz_plain") == __name__.rsplit(".", 1)[-1]
+    assert zoo.model_entry("zz_plain").module == __name__
+    assert zoo.model_family("zz_carded") == "zz_family"
+    assert "zz_family" in zoo.list_families()
+    assert zoo.list_models(family="zz_family") == ["zz_carded"]
+
+
+def test_unknown_name_in_public_lookups():
+    for lookup in (zoo.model_entry, zoo.model_family):
+        with pytest.raises(KeyError, match="Unknown model 'resnet5'.*'resnet50'"):
+            lookup("resnet5")
+
+
+def test_nothing_outside_the_registry_reads_its_private_tables():
+    """Callers use model_entry / model_family / list_families, never registry._entry."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = [
+        str(path.relative_to(root))
+        for path in [root / "train.py", *sorted((root / "zoo").rglob("*.py"))]
+        if path.name != "registry.py" and "registry._entry" in path.read_text()
+    ]
+    assert offenders == []

@@ -5,6 +5,7 @@ from zoo.layers.log_sum_exp_pooling import GlobalLogSumExpPooling2D
 from zoo.layers.multi_receptive_field_block import MultiReceptiveFieldBlock
 from zoo.layers.rense_block import RenseBlock
 from zoo.layers.soft_threshold_attention import SoftThresholdAttention
+from zoo.layers.token_position_embedding import TokenPositionEmbedding
 
 __all__ = [
     "EdgeConservativePooling",
@@ -12,4 +13,5 @@ __all__ = [
     "MultiReceptiveFieldBlock",
     "RenseBlock",
     "SoftThresholdAttention",
+    "TokenPositionEmbedding",
 ]

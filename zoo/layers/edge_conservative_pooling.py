@@ -143,11 +143,12 @@ class EdgeConservativePooling(keras.layers.Layer):
             1,
             use_bias=False,
             kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
             name="merge_conv",
         )
         self.merge_conv.build((None, out_h, out_w, channels * (p * p + 1)))
         self.merge_bn = layers.BatchNormalization(
-            momentum=self.momentum, epsilon=self.epsilon, name="merge_bn"
+            momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype_policy, name="merge_bn"
         )
         self.merge_bn.build((None, out_h, out_w, filters))
 

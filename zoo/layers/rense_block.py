@@ -79,11 +79,14 @@ class RenseBlock(keras.layers.Layer):
             padding="same",
             use_bias=False,
             kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
             name=name,
         )
 
     def _bn(self, name):
-        return layers.BatchNormalization(momentum=self.momentum, epsilon=self.epsilon, name=name)
+        return layers.BatchNormalization(
+            momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype_policy, name=name
+        )
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:

@@ -108,12 +108,17 @@ def build_application(
     shape = common.check_common(
         input_shape=input_shape, num_classes=num_classes, activation=activation, dropout=dropout
     )
-    image = keras.Input(shape, name="image")
+    image = common.image_input(shape)
     x = flat_application(arch, image, prefix=f"{arch}_")
-    x = common.features(x)
-    out = common.classifier_head(x, num_classes=num_classes, activation=activation, dropout=dropout)
-    model = keras.Model(image, out, name=name or arch)
-    return common.load_weights(model, weights)
+    return common.classifier_model(
+        image,
+        x,
+        name=name or arch,
+        weights=weights,
+        num_classes=num_classes,
+        activation=activation,
+        dropout=dropout,
+    )
 
 
 def _card(paper: str, doi: str, notes: list[str]) -> dict:

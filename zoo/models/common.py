@@ -1,4 +1,4 @@
-"""What every builder shares: argument checks, the classifier head, local weights.
+"""What every builder shares: argument checks, conv-BN-activation units, the head, local weights.
 
 Conventions every registered model follows (tests check them for each name in the registry):
 
@@ -27,6 +27,31 @@ ACTIVATIONS = ("sigmoid", "softmax", None, "linear", "logits")
 # so that unset CLI flags fall back to a variant's default: get_model(name, activation="logits").
 
 
+def is_positive_int(value) -> bool:
+    """True for an ``int`` >= 1 (``True`` is not a number of filters)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def is_number(value) -> bool:
+    """True for an ``int`` or ``float`` that is not a ``bool``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_positive_int(value, name: str, *, where: str = "") -> int:
+    """``value`` if it is a positive integer, else a ValueError naming ``name`` (and ``where``)."""
+    if not is_positive_int(value):
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}{name} must be a positive integer, got {value!r}.")
+    return value
+
+
+def check_choice(value, name: str, choices):
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}.")
+    return value
+
+
 def check_common(*, input_shape, num_classes, activation, dropout, min_size: int = MIN_SIZE):
     """Validate the keyword arguments every model takes; returns ``input_shape`` as a tuple."""
     try:
@@ -44,7 +69,7 @@ def check_common(*, input_shape, num_classes, activation, dropout, min_size: int
         )
     if c < 1:
         raise ValueError(f"input_shape {shape} needs at least one channel.")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+    if not is_positive_int(num_classes):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
     if activation not in ACTIVATIONS:
         raise ValueError(
@@ -59,6 +84,66 @@ def check_common(*, input_shape, num_classes, activation, dropout, min_size: int
 POOLINGS = ("avg", "lse", "max")
 
 
+def image_input(shape):
+    """The model input: ``keras.Input(shape)`` named ``image``."""
+    return keras.Input(shape, name="image")
+
+
+def conv(x, filters, kernel, strides=1, *, name):
+    """A bias-free "same" convolution with He-normal initialisation (BN follows it)."""
+    return layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )(x)
+
+
+def conv_bn_act(
+    x,
+    filters,
+    kernel,
+    strides=1,
+    *,
+    prefix,
+    act=layers.ReLU,
+    momentum=0.99,
+    epsilon=1e-3,
+    zero_gamma=False,
+):
+    """:func:`conv` -> BN -> activation, named ``{prefix}_conv``, ``{prefix}_bn``, ``{prefix}_relu``.
+
+    ``act`` makes the activation layer from its name (default ``layers.ReLU``); ``None`` leaves
+    the output linear. ``zero_gamma`` starts the BN scale at zero (a residual branch that begins
+    as the identity).
+    """
+    x = conv(x, filters, kernel, strides, name=f"{prefix}_conv")
+    x = layers.BatchNormalization(
+        momentum=momentum,
+        epsilon=epsilon,
+        gamma_initializer="zeros" if zero_gamma else "ones",
+        name=f"{prefix}_bn",
+    )(x)
+    return act(name=f"{prefix}_relu")(x) if act is not None else x
+
+
+def depthwise_bn_relu(x, strides=1, *, prefix):
+    """3x3 depthwise (He-normal, no bias) -> BN -> ReLU: ``{prefix}_dw``, ``_dw_bn``, ``_dw_relu``."""
+    x = layers.DepthwiseConv2D(
+        3,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        depthwise_initializer="he_normal",
+        name=f"{prefix}_dw",
+    )(x)
+    x = layers.BatchNormalization(name=f"{prefix}_dw_bn")(x)
+    return layers.ReLU(name=f"{prefix}_dw_relu")(x)
+
+
 def check_pooling(pooling, lse_r=5.0):
     """Validate the head's pooling arguments (see :func:`classifier_head`)."""
     if pooling not in POOLINGS:
@@ -66,11 +151,7 @@ def check_pooling(pooling, lse_r=5.0):
             f"pooling must be 'avg' (global average of the features), 'lse' (log-sum-exp of a "
             f"class evidence map, for small lesions) or 'max', got {pooling!r}."
         )
-    if (
-        isinstance(lse_r, bool)
-        or not isinstance(lse_r, (int, float))
-        or not (math.isfinite(lse_r) and lse_r > 0)
-    ):
+    if not (is_number(lse_r) and math.isfinite(lse_r) and lse_r > 0):
         raise ValueError(f"lse_r must be a positive finite number, got {lse_r!r}.")
 
 
@@ -117,6 +198,36 @@ def predictions(logits, activation):
 def features(x):
     """Mark ``x`` as the model's last spatial feature map (an identity layer named ``features``)."""
     return layers.Identity(name=FEATURES)(x)
+
+
+def finish_model(inputs, outputs, *, name, weights):
+    """``keras.Model(inputs, outputs, name=name)`` with ``weights`` loaded (:func:`load_weights`)."""
+    return load_weights(keras.Model(inputs, outputs, name=name), weights)
+
+
+def classifier_model(
+    inputs,
+    x,
+    *,
+    name,
+    weights,
+    num_classes,
+    activation,
+    dropout,
+    pooling="avg",
+    lse_r=5.0,
+):
+    """The closing sequence of every builder: ``x`` -> ``features`` -> head -> Model -> weights."""
+    x = features(x)
+    outputs = classifier_head(
+        x,
+        num_classes=num_classes,
+        activation=activation,
+        dropout=dropout,
+        pooling=pooling,
+        lse_r=lse_r,
+    )
+    return finish_model(inputs, outputs, name=name, weights=weights)
 
 
 def load_weights(model: keras.Model, weights):

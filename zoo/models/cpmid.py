@@ -35,10 +35,10 @@ As a feature extractor (for pretraining heads, linear probes, retrieval)::
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+from keras import layers
 
 from zoo.labels import BINARY
+from zoo.layers.token_position_embedding import TokenPositionEmbedding
 from zoo.models import common
 from zoo.registry import register_model
 
@@ -65,62 +65,21 @@ VIT_SPECS = {
 }
 
 
-@keras.saving.register_keras_serializable(package="zoo")
-class TokenPositionEmbedding(layers.Layer):
-    """Adds a learned position embedding to a token sequence.
-
-        tokens [B, N, D] --(+ table [N, D], sized at build from N and D)--> [B, N, D]
-
-    Args:
-        stddev: standard deviation of the truncated-normal initialiser. Default 0.02.
-    Input and output shape: [B, N, D] with N and D known when the layer is built.
-    Reference: Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021.
-    """
-
-    def __init__(self, stddev: float = 0.02, **kwargs):
-        super().__init__(**kwargs)
-        self.stddev = float(stddev)
-        if not self.stddev > 0:
-            raise ValueError(f"stddev must be positive, got {stddev!r}.")
-
-    def build(self, input_shape):
-        if len(input_shape) != 3 or input_shape[1] is None or input_shape[2] is None:
-            raise ValueError(
-                f"TokenPositionEmbedding needs [batch, tokens, dim] with known tokens and dim, "
-                f"got {tuple(input_shape)}."
-            )
-        self.table = self.add_weight(
-            name="table",
-            shape=(int(input_shape[1]), int(input_shape[2])),
-            initializer=keras.initializers.TruncatedNormal(stddev=self.stddev),
-        )
-
-    def call(self, tokens):
-        return tokens + ops.cast(ops.expand_dims(self.table, 0), tokens.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "stddev": self.stddev}
+def _relu(name):
+    return layers.Activation("relu", name=name)
 
 
 def _conv_bn(x, filters, kernel, stride, name, *, relu=True, zero_gamma=False):
-    x = layers.Conv2D(
+    return common.conv_bn_act(
+        x,
         filters,
         kernel,
-        strides=stride,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=f"{name}_conv",
-    )(x)
-    x = layers.BatchNormalization(
-        epsilon=1e-5, gamma_initializer="zeros" if zero_gamma else "ones", name=f"{name}_bn"
-    )(x)
-    if relu:
-        x = layers.Activation("relu", name=f"{name}_relu")(x)
-    return x
+        stride,
+        prefix=name,
+        act=_relu if relu else None,
+        epsilon=1e-5,
+        zero_gamma=zero_gamma,
+    )
 
 
 def _residual_block(x, kind, width, stride, name):
@@ -167,17 +126,22 @@ def build_resnet(
         input_shape=input_shape, num_classes=num_classes, activation=activation, dropout=dropout
     )
     kind, blocks = RESNET_SPECS[depth]
-    image = keras.Input(shape, name="image")
+    image = common.image_input(shape)
     x = _conv_bn(image, 64, 7, 2, "stem")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for s, (width, n) in enumerate(zip(RESNET_WIDTHS, blocks), start=1):
         for b in range(1, n + 1):
             stride = 2 if (b == 1 and s > 1) else 1
             x = _residual_block(x, kind, width, stride, f"stage{s}_block{b}")
-    x = common.features(x)
-    out = common.classifier_head(x, num_classes=num_classes, activation=activation, dropout=dropout)
-    model = keras.Model(image, out, name=name or f"resnet{depth}")
-    return common.load_weights(model, weights)
+    return common.classifier_model(
+        image,
+        x,
+        name=name or f"resnet{depth}",
+        weights=weights,
+        num_classes=num_classes,
+        activation=activation,
+        dropout=dropout,
+    )
 
 
 def build_vit(
@@ -206,24 +170,21 @@ def build_vit(
     Returns:
         a flat functional keras.Model; input "image", "features" the token grid [B, h, w, D].
     """
-    if size not in VIT_SPECS:
-        raise ValueError(f"size must be one of {', '.join(VIT_SPECS)}, got {size!r}.")
+    common.check_choice(size, "size", VIT_SPECS)
     shape = common.check_common(
         input_shape=input_shape, num_classes=num_classes, activation=activation, dropout=dropout
     )
-    if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
-        raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}.")
+    common.check_positive_int(patch_size, "patch_size")
     if shape[0] < patch_size or shape[1] < patch_size:
         raise ValueError(
             f"input_shape {shape} is smaller than one {patch_size}x{patch_size} patch; use a "
             "larger input or a smaller patch_size."
         )
-    if not isinstance(mlp_ratio, int) or isinstance(mlp_ratio, bool) or mlp_ratio < 1:
-        raise ValueError(f"mlp_ratio must be a positive integer, got {mlp_ratio!r}.")
+    common.check_positive_int(mlp_ratio, "mlp_ratio")
     dim, depth, heads = VIT_SPECS[size]
     grid_h, grid_w = shape[0] // patch_size, shape[1] // patch_size
 
-    image = keras.Input(shape, name="image")
+    image = common.image_input(shape)
     x = layers.Conv2D(dim, patch_size, strides=patch_size, padding="valid", name="patch_embed")(
         image
     )
@@ -240,10 +201,15 @@ def build_vit(
         x = layers.Add(name=f"{p}_add2")([x, y])
     x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
     x = layers.Reshape((grid_h, grid_w, dim), name="token_grid")(x)
-    x = common.features(x)
-    out = common.classifier_head(x, num_classes=num_classes, activation=activation, dropout=dropout)
-    model = keras.Model(image, out, name=name or f"vit_{size}")
-    return common.load_weights(model, weights)
+    return common.classifier_model(
+        image,
+        x,
+        name=name or f"vit_{size}",
+        weights=weights,
+        num_classes=num_classes,
+        activation=activation,
+        dropout=dropout,
+    )
 
 
 def _card(arch: str, ours: list[str]) -> dict:

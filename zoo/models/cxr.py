@@ -25,7 +25,6 @@ Feature extraction: ``keras.Model(m.input, m.get_layer("features").output)``.
 
 from __future__ import annotations
 
-import keras
 from keras import layers
 
 from zoo.labels import CXR14
@@ -68,15 +67,13 @@ def build_cxr_efficientnet(
     Returns:
         a flat functional keras.Model; input "image", last feature map "features".
     """
-    if variant not in CXR_SPECS:
-        raise ValueError(f"variant must be one of {', '.join(CXR_SPECS)}, got {variant!r}.")
-    if not isinstance(head_units, int) or isinstance(head_units, bool) or head_units < 1:
-        raise ValueError(f"head_units must be a positive integer, got {head_units!r}.")
+    common.check_choice(variant, "variant", CXR_SPECS)
+    common.check_positive_int(head_units, "head_units")
     shape = common.check_common(
         input_shape=input_shape, num_classes=num_classes, activation=activation, dropout=dropout
     )
     arch, _ = CXR_SPECS[variant]
-    image = keras.Input(shape, name="image")
+    image = common.image_input(shape)
     x = flat_application(arch, image, prefix=f"{arch}_")
     x = common.features(x)
     x = layers.GlobalAveragePooling2D(name="cxr_head_gap")(x)
@@ -87,8 +84,9 @@ def build_cxr_efficientnet(
         x = layers.Dropout(dropout, name="cxr_head_dropout")(x)
     x = layers.Dense(num_classes, name="cxr_head_logits")(x)
     out = common.predictions(x, activation)
-    model = keras.Model(image, out, name=name or f"cxr_efficientnet_{variant}")
-    return common.load_weights(model, weights)
+    return common.finish_model(
+        image, out, name=name or f"cxr_efficientnet_{variant}", weights=weights
+    )
 
 
 def _card(variant: str) -> dict:

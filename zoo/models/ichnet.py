@@ -20,16 +20,15 @@ Every MultiReceptiveFieldBlock has three depthwise 3x3 branches dilated 1, 2, 3
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from zoo.labels import RSNA_ICH
 from zoo.layers.multi_receptive_field_block import MultiReceptiveFieldBlock
 from zoo.models.common import (
     check_common,
-    classifier_head,
-    features,
-    load_weights,
+    classifier_model,
+    conv_bn_act,
+    depthwise_bn_relu,
+    image_input,
+    is_positive_int,
 )
 from zoo.registry import register_model
 
@@ -88,11 +87,8 @@ CARD = {
 
 
 def _check_spec(name, stem, stages, head):
-    def positive(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-    ok = positive(stem) and positive(head) and len(stages) >= 1
-    ok = ok and all(len(s) == 2 and positive(s[0]) and positive(s[1]) for s in stages)
+    ok = is_positive_int(stem) and is_positive_int(head) and len(stages) >= 1
+    ok = ok and all(len(s) == 2 and is_positive_int(s[0]) and is_positive_int(s[1]) for s in stages)
     if not ok:
         raise ValueError(
             f"{name}: stem and head must be positive integers and stages a non-empty list of "
@@ -101,33 +97,10 @@ def _check_spec(name, stem, stages, head):
         )
 
 
-def _conv_bn_relu(x, filters, kernel, strides, prefix):
-    x = layers.Conv2D(
-        filters,
-        kernel,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=f"{prefix}_conv",
-    )(x)
-    x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
-    return layers.ReLU(name=f"{prefix}_relu")(x)
-
-
 def _separable_down(x, filters, prefix, strides=2):
     """3x3 depthwise (stride 2, or 1 past the output stride) -> BN -> ReLU -> 1x1 -> BN -> ReLU."""
-    x = layers.DepthwiseConv2D(
-        3,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        depthwise_initializer="he_normal",
-        name=f"{prefix}_dw",
-    )(x)
-    x = layers.BatchNormalization(name=f"{prefix}_dw_bn")(x)
-    x = layers.ReLU(name=f"{prefix}_dw_relu")(x)
-    return _conv_bn_relu(x, filters, 1, 1, f"{prefix}_pw")
+    x = depthwise_bn_relu(x, strides, prefix=prefix)
+    return conv_bn_act(x, filters, 1, prefix=f"{prefix}_pw")
 
 
 def build_ichnet(
@@ -191,8 +164,8 @@ def build_ichnet(
         )
     if output_stride not in (8, 16, 32):
         raise ValueError(f"build_ichnet: output_stride must be 8, 16 or 32, got {output_stride!r}.")
-    inputs = keras.Input(shape, name="image")
-    x = _conv_bn_relu(inputs, stem, 3, 2, "stem")
+    inputs = image_input(shape)
+    x = conv_bn_act(inputs, stem, 3, 2, prefix="stem")
     stride, rate = 2, 1
     for s, (filters, blocks) in enumerate(stages, start=1):
         if s > 1:
@@ -210,18 +183,18 @@ def build_ichnet(
                 merge=merge,
                 name=f"stage{s}_mrf{b}",
             )(x)
-    x = _conv_bn_relu(x, head, 1, 1, "head")
-    x = features(x)
-    outputs = classifier_head(
+    x = conv_bn_act(x, head, 1, prefix="head")
+    return classifier_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
         pooling=pooling,
         lse_r=lse_r,
     )
-    model = keras.Model(inputs, outputs, name=name)
-    return load_weights(model, weights)
 
 
 @register_model(info=CARD, **ICHNET_SPECS["ichnet"])

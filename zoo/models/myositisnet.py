@@ -24,12 +24,19 @@ convolution ("separable" units).
 
 from __future__ import annotations
 
-import keras
 from keras import layers
 
 from zoo.labels import MYOSITIS
 from zoo.layers.soft_threshold_attention import SoftThresholdAttention
-from zoo.models.common import check_common, classifier_head, features, load_weights
+from zoo.models.common import (
+    check_common,
+    classifier_model,
+    conv,
+    conv_bn_act,
+    depthwise_bn_relu,
+    image_input,
+    is_positive_int,
+)
 from zoo.registry import register_model
 
 __all__ = ["build_myositisnet", "MYOSITISNET_SPECS", "myositisnet"]
@@ -75,43 +82,22 @@ def _bn(x, name):
     return layers.BatchNormalization(name=name)(x)
 
 
-def _conv(x, filters, kernel, strides, name):
-    return layers.Conv2D(
-        filters,
-        kernel,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=name,
-    )(x)
-
-
 def _separable(x, filters, strides, prefix):
     """3x3 depthwise(stride) -> BN -> ReLU -> 1x1 conv (no BN, the caller adds it)."""
-    x = layers.DepthwiseConv2D(
-        3,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        depthwise_initializer="he_normal",
-        name=f"{prefix}_dw",
-    )(x)
-    x = _bn(x, f"{prefix}_dw_bn")
-    x = layers.ReLU(name=f"{prefix}_dw_relu")(x)
-    return _conv(x, filters, 1, 1, f"{prefix}_pw")
+    x = depthwise_bn_relu(x, strides, prefix=prefix)
+    return conv(x, filters, 1, name=f"{prefix}_pw")
 
 
 def _shrinkage_unit(x, kind, filters, strides, reduction, channel_shared, prefix):
     """Residual shrinkage unit; ``kind`` picks ordinary or depthwise-separable convolutions."""
     shortcut = x
     if kind == "conv":
-        y = _conv(x, filters, 3, strides, f"{prefix}_conv1")
+        y = conv(x, filters, 3, strides, name=f"{prefix}_conv1")
     else:
         y = _separable(x, filters, strides, f"{prefix}_sep1")
     y = layers.ReLU(name=f"{prefix}_relu1")(_bn(y, f"{prefix}_bn1"))
     if kind == "conv":
-        y = _conv(y, filters, 3, 1, f"{prefix}_conv2")
+        y = conv(y, filters, 3, name=f"{prefix}_conv2")
     else:
         y = _separable(y, filters, 1, f"{prefix}_sep2")
     y = _bn(y, f"{prefix}_bn2")
@@ -119,16 +105,14 @@ def _shrinkage_unit(x, kind, filters, strides, reduction, channel_shared, prefix
         reduction=reduction, channel_shared=channel_shared, name=f"{prefix}_shrink"
     )(y)
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv(x, filters, 1, strides, f"{prefix}_proj")
+        shortcut = conv(x, filters, 1, strides, name=f"{prefix}_proj")
         shortcut = _bn(shortcut, f"{prefix}_proj_bn")
     y = layers.Add(name=f"{prefix}_add")([y, shortcut])
     return layers.ReLU(name=f"{prefix}_out")(y)
 
 
 def _check_spec(stem, stages, head, reduction):
-    def positive(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
+    positive = is_positive_int
     ok = positive(stem) and positive(head) and positive(reduction) and len(stages) >= 1
     ok = ok and all(
         len(s) == 3 and s[0] in KINDS and positive(s[1]) and positive(s[2]) for s in stages
@@ -190,9 +174,8 @@ def build_myositisnet(
         raise ValueError(
             f"build_myositisnet: channel_shared must be True or False, got {channel_shared!r}."
         )
-    inputs = keras.Input(shape, name="image")
-    x = _conv(inputs, stem, 3, 2, "stem_conv")
-    x = layers.ReLU(name="stem_relu")(_bn(x, "stem_bn"))
+    inputs = image_input(shape)
+    x = conv_bn_act(inputs, stem, 3, 2, prefix="stem")
     for s, (kind, filters, units) in enumerate(stages, start=1):
         for u in range(1, units + 1):
             x = _shrinkage_unit(
@@ -204,12 +187,16 @@ def build_myositisnet(
                 channel_shared,
                 f"stage{s}_{'sep' if kind == 'separable' else 'conv'}{u}",
             )
-    x = _conv(x, head, 1, 1, "head_conv")
-    x = layers.ReLU(name="head_relu")(_bn(x, "head_bn"))
-    x = features(x)
-    outputs = classifier_head(x, num_classes=num_classes, activation=activation, dropout=dropout)
-    model = keras.Model(inputs, outputs, name=name)
-    return load_weights(model, weights)
+    x = conv_bn_act(x, head, 1, prefix="head")
+    return classifier_model(
+        inputs,
+        x,
+        name=name,
+        weights=weights,
+        num_classes=num_classes,
+        activation=activation,
+        dropout=dropout,
+    )
 
 
 @register_model(info=CARD, **MYOSITISNET_SPECS["myositisnet"])

@@ -21,13 +21,17 @@ edge-padded (``padding="same"``), so any H, W >= 32 works.
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from zoo.labels import BINARY
 from zoo.layers.edge_conservative_pooling import EdgeConservativePooling
 from zoo.layers.rense_block import RenseBlock
-from zoo.models.common import check_common, classifier_head, features, load_weights
+from zoo.models.common import (
+    check_common,
+    classifier_model,
+    conv_bn_act,
+    image_input,
+    is_number,
+    is_positive_int,
+)
 from zoo.registry import register_model
 
 __all__ = ["build_rensenet", "RENSENET_SPECS", "rensenet", "rensenet_small"]
@@ -91,19 +95,15 @@ CARD = {
 }
 
 
-def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def _check_spec(stem, growth_rate, units, compression):
-    if not _positive_int(stem):
+    if not is_positive_int(stem):
         raise ValueError(f"build_rensenet: stem must be a positive integer, got {stem!r}.")
     given = units
     try:
         units = tuple(units)
     except TypeError:
         units = None
-    if not units or not all(_positive_int(u) for u in units):
+    if not units or not all(is_positive_int(u) for u in units):
         raise ValueError(
             f"build_rensenet: units must be a non-empty sequence of positive integers (units "
             f"per stage, e.g. (2, 3, 4, 3)), got {given!r}."
@@ -113,20 +113,16 @@ def _check_spec(stem, growth_rate, units, compression):
             f"build_rensenet: at most {MAX_STAGES} stages (last feature map at stride 32), got "
             f"{len(units)} in units={units!r}."
         )
-    if (
-        isinstance(compression, bool)
-        or not isinstance(compression, (int, float))
-        or not (0.0 < compression <= 1.0)
-    ):
+    if not (is_number(compression) and 0.0 < compression <= 1.0):
         raise ValueError(
             f"build_rensenet: compression must be a number in (0, 1], got {compression!r}."
         )
-    growth = (growth_rate,) * len(units) if _positive_int(growth_rate) else growth_rate
+    growth = (growth_rate,) * len(units) if is_positive_int(growth_rate) else growth_rate
     try:
         growth = tuple(growth)
     except TypeError:
         growth = None
-    if not growth or len(growth) != len(units) or not all(_positive_int(g) for g in growth):
+    if not growth or len(growth) != len(units) or not all(is_positive_int(g) for g in growth):
         raise ValueError(
             f"build_rensenet: growth_rate must be a positive integer or one positive integer per "
             f"stage ({len(units)} for units={units!r}), got {growth_rate!r}."
@@ -178,18 +174,10 @@ def build_rensenet(
         input_shape=input_shape, num_classes=num_classes, activation=activation, dropout=dropout
     )
     units, growth = _check_spec(stem, growth_rate, units, compression)
-    if (
-        isinstance(bn_momentum, bool)
-        or not isinstance(bn_momentum, (int, float))
-        or not (0.0 <= bn_momentum < 1.0)
-    ):
+    if not (is_number(bn_momentum) and 0.0 <= bn_momentum < 1.0):
         raise ValueError(f"build_rensenet: bn_momentum must be in [0, 1), got {bn_momentum!r}.")
-    inputs = keras.Input(shape, name="image")
-    x = layers.Conv2D(
-        stem, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv"
-    )(inputs)
-    x = layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
-    x = layers.ReLU(name="stem_relu")(x)
+    inputs = image_input(shape)
+    x = conv_bn_act(inputs, stem, 3, prefix="stem", momentum=bn_momentum)
     x = EdgeConservativePooling(filters=stem, momentum=bn_momentum, name="stem_pool")(x)
     channels = stem
     for s, (n, g) in enumerate(zip(units, growth), start=1):
@@ -200,17 +188,17 @@ def build_rensenet(
             x = EdgeConservativePooling(
                 filters=channels, momentum=bn_momentum, name=f"stage{s}_pool"
             )(x)
-    x = features(x)
-    outputs = classifier_head(
+    return classifier_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
         pooling=pooling,
         lse_r=lse_r,
     )
-    model = keras.Model(inputs, outputs, name=name)
-    return load_weights(model, weights)
 
 
 @register_model(info=CARD, **RENSENET_SPECS["rensenet"])

@@ -45,7 +45,7 @@ def _check_names(cfg: TrainConfig, *, data: bool = True) -> None:
     import zoo
 
     try:
-        zoo.registry._entry(cfg.model)
+        zoo.registry.model_entry(cfg.model)
     except KeyError as err:
         raise ConfigError(f"{err.args[0]} Pass one of them to --model (see --list-models).") from None
     if not data:
