@@ -76,9 +76,18 @@ class ModelSource:
     config: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=dict)
     card: dict | None = None
+    spec: object = None  # pipelines.preprocessing.Preprocessing: how a file becomes its input
+    served: object = None  # zoo.export.ExportedModel, for exports
     _predict: object = None
     _keras: object = None
     _keras_path: Path | None = None
+
+    def __post_init__(self):
+        if self.spec is None:  # derived from the facts: CT windows -> a CT spec, else pictures
+            from zoo.export.signatures import resolve_spec
+
+            facts = (self.preprocessing or {}).get("training_data") or self.preprocessing
+            self.spec = resolve_spec(tuple(self.input_shape), facts or None, self.config)
 
     def predict(self, images, batch_size: int = 32) -> np.ndarray:
         if self._predict is not None:
@@ -106,6 +115,8 @@ class ModelSource:
     @property
     def windows(self):
         """CT windows the model was trained with ("brain,subdural,bone"), or None."""
+        if self.spec is not None:
+            return self.spec.windows
         for source in (self.preprocessing.get("training_data", {}), self.preprocessing,
                        self.config):
             if isinstance(source, dict) and source.get("windows"):
@@ -174,6 +185,8 @@ def _load_export_source(path: Path) -> ModelSource:
         config=served.config or {},
         preprocessing=served.preprocessing,
         card=served.card,
+        spec=served.spec,
+        served=served,
         _predict=served.predict,
         _keras_path=keras_path if keras_path.is_file() else None,
     )
@@ -192,9 +205,13 @@ def _load_run_source(path: Path) -> ModelSource:
     if not prep["training_data"].get("windows") and run.config.get("windows"):
         prep["training_data"]["windows"] = run.config["windows"]
     model = run.model
+    from zoo.export.signatures import resolve_spec
+
+    input_shape = tuple(int(d) for d in model.input_shape[1:])
+    spec = resolve_spec(input_shape, info.get("preprocessing") or prep["training_data"], run.config)
     return ModelSource(
         kind="run", path=path, model_name=run.model_name, labels=tuple(run.labels),
-        input_shape=tuple(int(d) for d in model.input_shape[1:]),
+        input_shape=input_shape, spec=spec,
         task=_task_from(run.labels, _activation_of(model), info.get("task")), config=run.config,
         preprocessing=prep, card=None, _keras=model, _keras_path=run.keras_path,
     )

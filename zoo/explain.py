@@ -257,86 +257,26 @@ def energy_in_mask(heatmaps, masks) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _is_dicom(path) -> bool:
-    from pathlib import Path
+def read_image_file(path, *, spec) -> np.ndarray:
+    """One original file -> float32 (H, W, C) model input, exactly as the model was trained.
 
-    path = Path(path)
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def read_image_file(path, *, input_shape, windows=None) -> np.ndarray:
-    """One image file -> float32 ``input_shape`` (H, W, C) in [0, 1], as the model was trained.
-
-    DICOM: Hounsfield units through the training ``windows`` (one channel per window). PNG/JPEG:
-    8-bit / 255 (16-bit / 65535), colour kept for 3-channel models, grey repeated otherwise.
-    ``.npy``: uint8 / 255, floats in [0, 1] as they are, other floats are taken as HU and
-    windowed. The result is resized (bilinear) to the model's input.
+    ``spec`` is the model's :class:`pipelines.preprocessing.Preprocessing` (an export's
+    ``preprocessing.json``, a run's cache): DICOM / NIfTI through the training windows, pictures
+    by the spec's decode and channel rule, ``.npy`` as uint8 / 255 or floats in [0, 1]; then the
+    spec's resize and 8-bit rounding. Errors are one sentence naming the file.
     """
     from pathlib import Path
 
-    import tensorflow as tf
+    from pipelines import preprocessing
+    from pipelines.manifest import DataError
 
     path = Path(path)
-    h, w, c = (int(d) for d in input_shape)
     if not path.is_file():
         raise FileNotFoundError(f"--image {path} does not exist; pass a DICOM, PNG/JPEG or .npy file.")
-    if _is_dicom(path):
-        from pipelines import dicom, transforms
-
-        hu = dicom.read_hu(path)
-        if windows is None:
-            lo, hi = float(np.min(hu)), float(np.max(hu))
-            image = ((hu - lo) / max(hi - lo, 1e-6))[..., None]
-        else:
-            image = transforms.apply_windows(hu, windows)
-    elif path.suffix.lower() == ".npy":
-        array = np.load(path, allow_pickle=False)
-        if array.ndim == 2:
-            array = array[..., None]
-        if array.ndim != 3:
-            raise ValueError(f"--image {path} holds an array of shape {array.shape}; save one "
-                             "image as (H, W) or (H, W, C).")
-        if array.dtype == np.uint8:
-            image = array.astype(np.float32) / 255.0
-        elif array.min() >= 0.0 and array.max() <= 1.0:
-            image = array.astype(np.float32)
-        elif windows is not None and array.shape[-1] == 1:
-            from pipelines import transforms
-
-            image = transforms.apply_windows(array[..., 0].astype(np.float32), windows)
-        else:
-            raise ValueError(f"--image {path} holds values in [{array.min():g}, {array.max():g}]; "
-                             "save uint8, floats in [0, 1], or Hounsfield units for a CT model.")
-    else:
-        from PIL import Image, UnidentifiedImageError
-
-        from pipelines.datasets.base import read_image
-
-        try:
-            with Image.open(path) as img:
-                colour = img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr")
-                rgb = np.asarray(img.convert("RGB"), np.float32) / 255.0 if colour and c == 3 else None
-        except UnidentifiedImageError:
-            raise ValueError(f"--image {path} is not a DICOM, PNG/JPEG or .npy file.") from None
-        image = rgb if rgb is not None else read_image(path)
-    image = np.asarray(image, np.float32)
-    if image.shape[-1] == 1 and c != 1:
-        image = np.repeat(image, c, axis=-1)
-    if image.shape[-1] != c:
-        raise ValueError(
-            f"--image {path} gives {image.shape[-1]} channel(s) but the model takes {c}; for CT "
-            "models the channels are the training windows (" + str(windows) + ")."
-        )
-    if image.shape[:2] != (h, w):
-        image = tf.image.resize(image[None], (h, w), method="bilinear")[0].numpy()
-    return np.clip(image, 0.0, 1.0).astype(np.float32)
+    try:
+        return preprocessing.load_file(path, spec)
+    except DataError as err:
+        raise ValueError(f"--image {path} cannot be read: {err.problem}.") from None
 
 
 def default_layers(method: str):
@@ -366,7 +306,7 @@ def explain_image(source, image_path, *, classes=None, method: str = "gradcam", 
         source = load_model_source(source)
     model = source.keras_model()
     labels = list(source.labels)
-    image = read_image_file(image_path, input_shape=source.input_shape, windows=source.windows)
+    image = read_image_file(image_path, spec=source.spec)
     probs = np.asarray(model(image[None], training=False), dtype=float)[0]
     if not classes:
         wanted = [labels[int(np.argmax(probs))]]
@@ -391,7 +331,7 @@ def explain_image(source, image_path, *, classes=None, method: str = "gradcam", 
         raise ValueError(f"--layers {layers!r} names no layer of {source.model_name}; pass "
                          f"'features', '{SCALES}' ({', '.join(scale_layers(model))}) or layer "
                          "names from model.summary().") from None
-    rgb = source.input_shape[2] == 3 and not source.windows
+    rgb = source.input_shape[2] == 3 and source.spec.kind == "image"
     written = {}
     for name in wanted:
         k = labels.index(name)
