@@ -290,6 +290,76 @@ def gather_predictions(source: ModelSource, cache, split: str, *, batch_size: in
     return out
 
 
+SERVING_BYTES_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def gather_serving_predictions(source: ModelSource, dataset: str, data_dir, ids, *,
+                               batch_size: int = 32) -> tuple[np.ndarray, dict]:
+    """Probabilities for ``ids`` through the export's signatures, from the original files.
+
+    What a TF Serving client sends: a PNG/JPEG/BMP/GIF file's own bytes to ``serving_bytes``;
+    anything else (DICOM, NIfTI, arrays in .npz) decoded by the dataset's adapter at its own
+    size (CT through the training windows) and sent as floats to ``serving_default``, which
+    resizes and rounds in the graph. Returns (probabilities [N, K], rows per signature).
+    """
+    from pipelines.cache.decode import Row
+    from pipelines.datasets import get_adapter
+    from pipelines.manifest import safe_join
+    from pipelines.preprocessing import to_channels
+
+    if source.served is None:
+        raise EvaluationError(
+            f"--through serving needs an export (saved_models/<model>/<version>); {source.path} "
+            "is a training run: export it first with python -m zoo.export --run-dir."
+        )
+    served, spec = source.served, source.spec
+    adapter = get_adapter(dataset)
+    manifest = adapter.read_manifest(data_dir)
+    rows = {str(r["id"]): r for r in manifest.to_dict("records")}
+    missing = [i for i in ids if str(i) not in rows]
+    if missing:
+        raise EvaluationError(
+            f"{len(missing)} evaluated image(s) (e.g. {missing[0]!r}) are not in the {dataset} "
+            f"manifest of {data_dir}; pass the --data-dir the cache was prepared from."
+        )
+    out = np.zeros((len(ids), len(source.labels)), np.float64)
+    counts = {"serving_bytes": 0, "serving_default": 0}
+    pending: list[tuple[int, np.ndarray]] = []  # same-size float images for one request
+
+    def flush():
+        if pending:
+            batch = np.stack([image for _, image in pending])
+            probs = served.predict(batch, batch_size=batch_size)
+            for (k, _), p in zip(pending, probs):
+                out[k] = p
+            pending.clear()
+
+    encoded: list[tuple[int, bytes]] = []
+    for k, example_id in enumerate(ids):
+        row = Row(rows[str(example_id)])
+        rel = str(row.get("path", ""))
+        path = safe_join(data_dir, rel) if rel else None
+        whole_file = int(row.get("slice", -1) if row.get("slice") is not None else -1) < 0
+        if (spec.kind == "image" and whole_file and path is not None
+                and path.suffix.lower() in SERVING_BYTES_SUFFIXES):
+            encoded.append((k, path.read_bytes()))
+            counts["serving_bytes"] += 1
+            continue
+        image = to_channels(np.asarray(adapter.load(row, data_dir, spec.windows), np.float32),
+                            spec.channels)
+        if pending and (pending[0][1].shape != image.shape or len(pending) >= batch_size):
+            flush()
+        pending.append((k, image))
+        counts["serving_default"] += 1
+    flush()
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start:start + batch_size]
+        probs = served.predict_bytes([data for _, data in chunk])
+        for (k, _), p in zip(chunk, probs):
+            out[k] = p
+    return out, counts
+
+
 def _select(gathered: dict, pairs, model_labels) -> tuple[np.ndarray, np.ndarray]:
     """Truth for the paired model labels [N, P] and the matching model probabilities [N, P]."""
     ds_index = {name: i for i, name in enumerate(gathered["labels"])}
@@ -412,8 +482,16 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
              aggregate=None, top_k: int = 3, temperature: bool = False, n_boot: int = 1000,
              seed: int = 0, batch_size: int = 32, label_map=None, update_card: bool = True,
              threshold_rule: str = "youden", val_fraction=None, test_fraction=None,
-             plots: bool = True) -> dict:
-    """Run the whole evaluation and write its files into ``out``; returns the report dict."""
+             plots: bool = True, through: str = "cache") -> dict:
+    """Run the whole evaluation and write its files into ``out``; returns the report dict.
+
+    ``through="serving"`` scores an export by sending the original files through the signatures
+    a TF Serving client calls (:func:`gather_serving_predictions`) instead of the cache, and
+    reports how far those probabilities are from the cache path's (``report["serving"]``).
+    Thresholds and temperature still come from the cache's validation split.
+    """
+    if through not in ("cache", "serving"):
+        raise EvaluationError(f"--through {through!r} must be cache or serving.")
     from pipelines import label_maps
     from pipelines.cache import read_info
 
@@ -466,6 +544,20 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
         source.task == "binary" and len(source.labels) == 2)) and len(pairs) == len(source.labels)
 
     test = gather_predictions(source, cache, split, batch_size=batch_size)
+    serving = None
+    if through == "serving":
+        if dataset is None or data_dir is None:
+            raise EvaluationError(
+                "--through serving sends the original files: pass --dataset NAME and --data-dir "
+                "DIR (the folder the cache was prepared from)."
+            )
+        served_probs, counts = gather_serving_predictions(source, dataset, data_dir, test["id"],
+                                                          batch_size=batch_size)
+        gap = np.abs(served_probs - test["y_prob"])
+        serving = {"requests": counts, "images": int(len(gap)),
+                   "max_abs_diff_vs_cache": float(gap.max()) if gap.size else 0.0,
+                   "mean_abs_diff_vs_cache": float(gap.mean()) if gap.size else 0.0}
+        test["y_prob"] = served_probs
     yt, yp = _select(test, pairs, source.labels)
 
     # --- operating thresholds and temperature: validation data only ----------------------
@@ -561,7 +653,10 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
         "operating_point": {"thresholds": dict(zip(labels, map(float, thresholds))),
                             "source": op_source, "temperature": temp_value},
         "metrics": metrics,
+        "through": through,
     }
+    if serving is not None:
+        report["serving"] = serving
     report = M.nan_to_none(report)
     if plots:
         report["plots"] = _write_plots(out, eval_t, eval_p, labels, metrics, thresholds)
@@ -646,6 +741,11 @@ def render_report(report: dict) -> str:
         f"- Scored units: {m['n']} ({m['n_groups']} patients); 95% CIs from "
         f"{m['bootstrap']['resamples']} bootstrap resamples of {m['bootstrap']['unit']}s",
         f"- Label mapping: {'; '.join(report['label_mapping'])}",
+        *([f"- Scored through the serving signatures on the original files "
+           f"({', '.join(f'{k}: {v}' for k, v in report['serving']['requests'].items())}); "
+           f"largest difference from the cache path {report['serving']['max_abs_diff_vs_cache']:.2e}, "
+           f"mean {report['serving']['mean_abs_diff_vs_cache']:.2e}"]
+          if report.get("serving") else []),
         f"- Thresholds from: {op['source'].get('kind')}"
         + (f" ({op['source'].get('rule')})" if op["source"].get("rule") else ""),
         f"- Temperature: {_f(op['temperature'])}" if op.get("temperature") else
@@ -716,6 +816,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fit a temperature on the val split and apply it")
     metrics.add_argument("--threshold-rule", choices=("youden", "f1"), default="youden")
     metrics.add_argument("--seed", type=int, default=0)
+    p.add_argument("--through", choices=("cache", "serving"), default="cache",
+                   help="score the cache (default) or send the original files through the export's "
+                   "serving signatures, as a TF Serving client does, and report the difference")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--no-card", action="store_true", help="do not update the export's model card")
@@ -739,7 +842,7 @@ def main(argv=None) -> int:
             temperature=args.temperature, n_boot=args.bootstrap, seed=args.seed,
             batch_size=args.batch_size, label_map=args.label_map, update_card=not args.no_card,
             threshold_rule=args.threshold_rule, val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction,
+            test_fraction=args.test_fraction, through=args.through,
         )
     except (ValueError, FileNotFoundError, KeyError, PrepareError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
@@ -753,6 +856,11 @@ def main(argv=None) -> int:
         auroc = _f(pc["auroc"]) if pc["auroc"] is not None else pc["auroc_status"]
         print(f"  {lbl:<20} AUROC {auroc:<8} CI {_ci(pc['auroc_ci95'])}  sens {_f(pc['sensitivity'])}"
               f"  spec {_f(pc['specificity'])}  thr {pc['threshold']:.3f}")
+    if report.get("serving"):
+        sv = report["serving"]
+        print(f"  through serving ({', '.join(f'{k} {v}' for k, v in sv['requests'].items())}): "
+              f"max |p_serving - p_cache| {sv['max_abs_diff_vs_cache']:.2e}, "
+              f"mean {sv['mean_abs_diff_vs_cache']:.2e}")
     print(f"Wrote {args.out}/report.md, report.json, predictions.csv and plots.")
     return 0
 
