@@ -86,3 +86,20 @@ def test_export_writes_the_markdown_card_once(tmp_path, monkeypatch):
 def test_update_model_card_names_a_missing_card(tmp_path):
     with pytest.raises(FileNotFoundError, match="model_card.json does not exist"):
         C.update_model_card(tmp_path)
+
+
+def test_measured_figures_reach_the_card_from_result_files_not_code():
+    """The pointing-game figures come from benchmarks/results (zoo.results), rendered as a table;
+    a model without result files gets no such section."""
+    from zoo import card as card_mod
+    from zoo.results import measured
+
+    facts = card_mod._registry_facts("ichnet")
+    assert facts["measured"] == measured("ichnet") and facts["measured"]["pointing_game"]
+    text = card_mod.render_card({"model_name": "ichnet", **facts})
+    assert "### Measured (benchmark result files)" in text
+    rate = facts["measured"]["pointing_game"][0]["hit_rate"]
+    assert f"{rate:.3f}" in text
+    plain = card_mod._registry_facts("myositisnet")
+    assert "measured" not in plain
+    assert "Measured" not in card_mod.render_card({"model_name": "myositisnet", **plain})

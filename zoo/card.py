@@ -75,7 +75,8 @@ def plain_data(obj):
 def _registry_facts(model_name: str) -> dict:
     """Card facts from ``zoo.model_info`` when ``model_name`` is registered, else ``{}``.
 
-    Keys: summary, paper, doi, task, feature_layer, from_paper, our_reading, and the registered
+    Keys: summary, paper, doi, task, feature_layer, from_paper, our_reading, ``measured`` (the
+    benchmark result files of :mod:`zoo.results`, when there are any), and the registered
     defaults as ``default_labels``, ``default_input_shape`` (and ``default_parameters`` when the
     registry has counted them): the card's own ``labels``, ``input_shape`` and ``parameters``
     describe the model that was exported or evaluated, which may differ from the defaults.
@@ -93,6 +94,10 @@ def _registry_facts(model_name: str) -> dict:
     for key in ("input_shape", "parameters", "labels"):
         if key in facts:
             facts[f"default_{key}"] = facts.pop(key)
+    from zoo.results import measured
+
+    if results := measured(model_name):  # benchmark result files, never constants in code
+        facts["measured"] = results
     return plain_data(facts)
 
 
@@ -267,6 +272,7 @@ def _facts_lines(card: dict) -> list[str]:
     for key, title in (("from_paper", "From the paper"), ("our_reading", "Our reading")):
         if card.get(key):
             lines += ["", f"### {title}", ""] + [f"- {item}" for item in card[key]]
+    lines += _measured_lines(card.get("measured") or {})
     lines += ["", "## Serving signatures", ""]
     lines += [f"- `{name}`: {desc}" for name, desc in card.get("signatures", {}).items()]
     if card.get("training"):
@@ -283,10 +289,28 @@ def _facts_lines(card: dict) -> list[str]:
         lines += ["", "## Intended use", "", str(card["intended_use"])]
     shown = {"model_name", "version", "summary", "task", "paper", "doi", "input_shape",
              "parameters", "labels", "exported_at", "software", "from_paper", "our_reading",
-             "signatures", "training", "metrics", "intended_use", *_OWN_KEYS}
+             "signatures", "training", "metrics", "intended_use", "measured", *_OWN_KEYS}
     other = {k: v for k, v in card.items() if k not in shown and v not in (None, "", [], {})}
     if other:
         lines += ["", "## Other facts", ""] + [f"- {k}: {_md_value(v)}" for k, v in other.items()]
+    return lines
+
+
+def _measured_lines(measured: dict) -> list[str]:
+    """The benchmark figures behind the card's reading (``benchmarks/results``), as a table."""
+    rows = measured.get("pointing_game") or []
+    if not rows:
+        return []
+    lines = ["", "### Measured (benchmark result files)", "",
+             "| phantom | class | seed | map | layers | pointing game | val AUROC |",
+             "|---|---|---:|---|---|---:|---:|"]
+    for r in rows:
+        auroc = r.get("val_auroc")
+        lines.append(f"| {r.get('phantom', '')} | {r.get('class', '')} | {r.get('seed', '')} | "
+                     f"{r.get('method', '')} | {r.get('layer', '')} | {_fmt(r.get('hit_rate'))} | "
+                     f"{'-' if auroc is None else _fmt(auroc)} |")
+    if measured.get("source"):
+        lines += ["", f"Source: {measured['source']}"]
     return lines
 
 
