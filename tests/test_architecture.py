@@ -59,7 +59,7 @@ def test_decoding_needs_no_tensorflow():
     code = (
         "import sys\n"
         "import pipelines.preprocessing, pipelines.dicom, pipelines.transforms\n"
-        "import pipelines.datasets\n"
+        "import pipelines.datasets, pipelines.cache.decode\n"
         "assert 'tensorflow' not in sys.modules, sorted(m for m in sys.modules if 'tensorflow' in m)[:3]\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
