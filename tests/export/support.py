@@ -40,8 +40,12 @@ def keras_probs(model, images):
     return np.asarray(model.predict(np.asarray(images, np.float32), verbose=0))
 
 
-def resized(images, size):
-    return tf.image.resize(np.asarray(images, np.float32), size, method="bilinear").numpy()
+def served_input(images, size):
+    """What the serving graph feeds the model for float images: the preprocessing spec's
+    antialiased resize (skipped when the size fits) and 8-bit rounding, computed offline."""
+    from pipelines.preprocessing import quantize, resize
+
+    return np.stack([quantize(resize(image, size)) for image in np.asarray(images, np.float32)])
 
 
 def write_png(path, pixels):

@@ -26,7 +26,7 @@ from tests.export.support import (
     integer_versions,
     keras_probs,
     reload_in_fresh_process,
-    resized,
+    served_input,
     tiny_model,
     tree_digest,
     write_jpeg,
@@ -139,18 +139,20 @@ def test_fresh_process_reload_matches_keras(exports, tmp_path):
     got, report = reload_in_fresh_process(jobs, tmp_path / "child")
     assert report["zoo_imported"] is False
 
-    decoded_jpeg = tf.io.decode_jpeg((tmp_path / "rgb.jpg").read_bytes(), channels=3).numpy()
+    # the spec decodes JPEG with the accurate integer IDCT, as Pillow does in prepare
+    decoded_jpeg = tf.io.decode_jpeg((tmp_path / "rgb.jpg").read_bytes(), channels=3,
+                                     dct_method="INTEGER_ACCURATE").numpy()
     expected = {
-        "rgb/native": keras_probs(rgb, cases["rgb_native"]),
-        "rgb/other": keras_probs(rgb, resized(cases["rgb_other"], (32, 32))),
+        "rgb/native": keras_probs(rgb, served_input(cases["rgb_native"], (32, 32))),
+        "rgb/other": keras_probs(rgb, served_input(cases["rgb_other"], (32, 32))),
         "rgb/png": keras_probs(rgb, rgb_png / 255.0),
-        "rgb/png_big": keras_probs(rgb, resized(rgb_png_big / 255.0, (32, 32))),
+        "rgb/png_big": keras_probs(rgb, served_input(rgb_png_big / 255.0, (32, 32))),
         "rgb/from_grey": keras_probs(rgb, np.repeat(grey_png[:1], 3, axis=-1) / 255.0),
         "rgb/jpeg": keras_probs(rgb, decoded_jpeg[None] / 255.0),
-        "grey/native": keras_probs(grey, cases["grey_native"]),
-        "grey/other": keras_probs(grey, resized(cases["grey_other"], (32, 32))),
+        "grey/native": keras_probs(grey, served_input(cases["grey_native"], (32, 32))),
+        "grey/other": keras_probs(grey, served_input(cases["grey_other"], (32, 32))),
         "grey/png": keras_probs(grey, grey_png / 255.0),
-        "grey/png16": keras_probs(grey, grey_png16 / 65535.0),
+        "grey/png16": keras_probs(grey, served_input(grey_png16 / 65535.0, (32, 32))),
     }
     assert set(got) == set(expected)
     for key, want in expected.items():
@@ -220,7 +222,8 @@ def test_serving_graph_uses_standard_ops_only(exports):
         ops |= {n.op for n in meta.graph_def.node}
         for fn in meta.graph_def.library.function:
             ops |= {n.op for n in fn.node_def}
-    assert {"DecodeImage", "ResizeBilinear", "Conv2D"} <= ops  # the decode and resize are in-graph
+    # the decode (PNG 8/16-bit, JPEG, BMP/GIF), the antialiased resize and the rounding are in-graph
+    assert {"DecodePng", "DecodeJpeg", "DecodeImage", "ScaleAndTranslate", "Round", "Conv2D"} <= ops
     assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
     assert [op for op in sorted(ops) if op_def_registry.get(op) is None] == []
 
@@ -293,7 +296,8 @@ def test_load_export(exports):
     assert served.input_shape == (32, 32, 3)
     assert set(served.signatures) == {"serving_default", "serving_bytes"}
     x = np.random.default_rng(4).random((5, 32, 32, 3), dtype=np.float32)
-    np.testing.assert_allclose(served.predict(x, batch_size=2), keras_probs(exports["rgb"], x),
+    np.testing.assert_allclose(served.predict(x, batch_size=2),
+                               keras_probs(exports["rgb"], served_input(x, (32, 32))),
                                rtol=0, atol=1e-5)
     pixels = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     want = keras_probs(exports["rgb"], pixels[None] / 255.0)

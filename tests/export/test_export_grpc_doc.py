@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.export.support import keras_probs, resized, tiny_model
+from tests.export.support import keras_probs, served_input, tiny_model
 from zoo import export as zx
 
 DOC = Path(__file__).resolve().parents[2] / "README.md"
@@ -70,7 +70,7 @@ def test_doc_grpc_client_against_export(tmp_path, monkeypatch):
     assert service.requests == [("ichnet", "serving_default"), ("ichnet", "serving_bytes")]
     assert scope["labels"] == ["any", "epidural", "subdural"]
     float_probs = tf.make_ndarray(scope["response"].outputs["probabilities"])
-    want = keras_probs(model, resized(scope["images"], (32, 32)))
+    want = keras_probs(model, served_input(scope["images"], (32, 32)))
     np.testing.assert_allclose(float_probs, want, rtol=0, atol=1e-5)
-    want_png = keras_probs(model, resized(pixels[None] / 255.0, (32, 32)))
+    want_png = keras_probs(model, served_input(pixels[None] / 255.0, (32, 32)))
     np.testing.assert_allclose(scope["probs"], want_png, rtol=0, atol=1e-5)

@@ -154,6 +154,7 @@ def resolve_spec(input_shape, preprocessing=None, config=None):
     size is always the model's input size.
     """
     from pipelines.preprocessing import Preprocessing
+    from pipelines.transforms import parse_windows
 
     h, w, c = input_shape
     if isinstance(preprocessing, Preprocessing):
@@ -167,7 +168,11 @@ def resolve_spec(input_shape, preprocessing=None, config=None):
         if isinstance(preprocessing, dict):
             facts.update(preprocessing)
         windows = facts.get("windows")
-        is_ct = bool(windows) and len(str(windows).split(",")) == c
+        try:
+            count = len(parse_windows(windows)) if windows else 0
+        except ValueError:
+            count = 0
+        is_ct = count == c
         spec = Preprocessing(kind="ct" if is_ct else "image", size=(h, w), channels=c,
                              windows=windows if is_ct else None)
     if spec.channels != c:
