@@ -56,7 +56,7 @@ def measure(name: str, *, size: int | None, runs: int, workdir: str, seed: int =
 
     kwargs = {}
     if size is not None:
-        default = zoo.registry._REGISTRY[name].defaults.get("input_shape")
+        default = zoo.model_entry(name).defaults.get("input_shape")
         channels = default[2] if default else zoo.get_model(name).input_shape[-1]
         kwargs["input_shape"] = (size, size, channels)
     model = zoo.get_model(name, **kwargs)

@@ -139,3 +139,17 @@ def test_errors_do_not_leak_header_values(tmp_path):
     with pytest.raises(DataError) as info:
         dicom.read_hu(path)
     assert PHI_NAME not in str(info.value) and "Doe" not in str(info.value)
+
+
+def test_the_private_pydicom_jpeg_header_reader_is_still_there():
+    """pipelines.dicom reads a JPEG / JPEG-LS frame's declared size through pydicom's private
+    ``_get_jpg_parameters`` (the bomb guard); if pydicom renames it the guard would quietly stop
+    checking, so this fails loudly instead."""
+    import pydicom
+    from pydicom.pixels import utils
+
+    reader = getattr(utils, "_get_jpg_parameters", None)
+    assert callable(reader), (
+        f"pydicom {pydicom.__version__} no longer has pixels.utils._get_jpg_parameters: update "
+        "pipelines.dicom._codestream_size."
+    )
