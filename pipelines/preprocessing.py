@@ -27,7 +27,7 @@ The steps, in order:
    shrink factor, Pillow's float mode and ``tf.image.resize(antialias=True)``, which agree to
    about 1e-5); skipped when the size already fits. The aspect ratio is not kept: CT slices and
    the public 2-D sets are square or near it, and the models take a fixed grid.
-4. **quantise** (:func:`quantize`): values are rounded to k/255 (half to even), which is what
+4. **quantise** (:func:`quantize`): values are rounded to k/255 (a half rounds up), which is what
    the cache stores as uint8. Serving applies the same rounding, so a served image is the image
    the model was trained and validated on, not a slightly finer one.
 
@@ -146,7 +146,7 @@ class Preprocessing:
                 f"{list(GREY_WEIGHTS)} on floats; 1 channel repeated to {self.channels}",
                 "resize": {"method": self.resize, "antialias": self.antialias,
                            "to": list(self.size), "skipped_when_size_matches": True},
-                "quantize": f"round(x * {self.levels}) / {self.levels}, half to even"
+                "quantize": f"floor(x * {self.levels} + {transforms.ROUND_OFFSET}) / {self.levels}"
                 if self.levels else "none",
             },
             "resize": self.resize,
@@ -330,12 +330,14 @@ def resize(image: np.ndarray, size, *, antialias: bool = True) -> np.ndarray:
 
 
 def quantize(image: np.ndarray, levels: int = LEVELS) -> np.ndarray:
-    """Round to k/levels (half to even) as the uint8 cache does; ``levels=0`` is a no-op."""
+    """Round to k/levels as the uint8 cache does (:func:`pipelines.transforms.to_uint8`: a half
+    always rounds up); ``levels=0`` is a no-op."""
     image = np.asarray(image, dtype=np.float32)
     if not levels:
         return image
     if levels != LEVELS:
-        steps = np.round(np.clip(image, 0.0, 1.0) * np.float32(levels))
+        scaled = np.clip(image, 0.0, 1.0) * np.float32(levels)
+        steps = np.floor(scaled + np.float32(transforms.ROUND_OFFSET))
         return (steps * np.float32(1.0 / levels)).astype(np.float32)
     return dequantize(transforms.to_uint8(image))
 
@@ -528,13 +530,13 @@ def tf_resize(images, size, *, antialias: bool = True):
 
 
 def tf_quantize(images, levels: int = LEVELS):
-    """Round to k/levels as the uint8 cache does (``tf.round`` is half to even, like NumPy)."""
+    """Round to k/levels exactly as the uint8 cache does (:func:`quantize`)."""
     import tensorflow as tf
 
     if not levels:
         return images
-    steps = tf.round(tf.clip_by_value(images, 0.0, 1.0) * float(levels))
-    return steps * (1.0 / float(levels))
+    scaled = tf.clip_by_value(images, 0.0, 1.0) * float(levels)
+    return tf.floor(scaled + transforms.ROUND_OFFSET) * (1.0 / float(levels))
 
 
 def tf_finish(images, spec: Preprocessing):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pipelines import preprocessing as pp
+from pipelines import transforms
 from pipelines.manifest import DataError
 
 
@@ -91,8 +92,14 @@ def test_channel_rule():
 def test_quantize_matches_the_uint8_cache():
     x = np.random.default_rng(2).random((40, 40, 1)).astype(np.float32)
     q = pp.quantize(x)
-    assert np.array_equal(q, pp.dequantize(np.round(x * 255).astype(np.uint8)))
+    assert np.array_equal(q, pp.dequantize(transforms.to_uint8(x)))
     assert np.array_equal(pp.quantize(q), q)  # idempotent: a quantised input is left alone
+    # an exact half (the average of two neighbouring levels) always rounds up, on both sides
+    halves = (np.arange(255, dtype=np.float32) + 0.5) / 255
+    assert np.array_equal(transforms.to_uint8(halves), np.arange(1, 256))
+    import tensorflow as tf
+
+    np.testing.assert_array_equal(pp.tf_quantize(tf.constant(halves)).numpy(), pp.quantize(halves))
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -120,7 +127,7 @@ def test_graph_finish_equals_offline_finish(tmp_path, channels):
         graph = pp.tf_finish(decoded[None], spec)[0].numpy()
         diff = np.abs(graph - offline)
         assert diff.max() <= 1 / 255 + 1e-6, name
-        assert (diff > 1e-6).mean() < 0.05, name
+        assert (diff > 1e-6).mean() < 0.002, name
 
 
 def test_graph_resize_matches_the_cache_resize():
