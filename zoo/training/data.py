@@ -74,6 +74,8 @@ class CacheSource(_Source):
             "channels": int(self.info["channels"]),
         }
         self._manifest = None
+        self.label_groups = self.info.get("label_groups")  # a corpus: label -> source index
+        self.balanced = False  # False, "class" or "source" (make_dataset's balanced)
 
     def num_examples(self, split):
         return self.splits.get(split, 0)
@@ -94,6 +96,7 @@ class CacheSource(_Source):
         return make_dataset(
             self.cache_dir, "train", batch_size=batch_size, training=True, seed=seed, epoch=epoch,
             input_context=input_context, augment=augment or None, repeat=True, drop_remainder=True,
+            balanced=self.balanced,
         )
 
     def eval_dataset(self, split, *, batch_size):
