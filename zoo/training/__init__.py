@@ -206,7 +206,8 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
     if source is None:
         source = _prepare_data(cfg, chief)
     if hasattr(source, "balanced"):
-        sampling = cfg.sampling if cfg.sampling != "auto" else ("source" if cfg.pretrain else "shuffle")
+        several = corpus is not None and len(corpus["sources"]) > 1
+        sampling = cfg.sampling if cfg.sampling != "auto" else ("source" if several else "shuffle")
         source.balanced = {"shuffle": False, "class": "class", "source": "source"}[sampling]
     if model_fn is None:
         model_fn = _registry_model_fn(cfg)
