@@ -109,6 +109,9 @@ def _pretrain_setup(cfg: TrainConfig):
     from pipelines.corpus import corpus_sources
 
     corpus = corpus_sources(cfg.pretrain)
+    if corpus is None:
+        raise ConfigError(f"--pretrain {cfg.pretrain!r} is not a corpus folder (no corpus_card.json); "
+                          "build one with python -m pipelines.corpus.")
     cfg.cache_dir = cfg.pretrain
     cfg.dataset = f"corpus-{Path(cfg.pretrain).resolve().name}"
     cfg.data_dir = None

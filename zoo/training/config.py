@@ -174,9 +174,6 @@ class TrainConfig:
         _choice("sampling", self.sampling, ("auto",) + SAMPLINGS)
         need(float(self.backbone_lr_mult) >= 0,
              f"--backbone-lr-mult must be >= 0 (0 freezes the backbone), got {self.backbone_lr_mult!r}.")
-        if self.pretrain is not None:
-            need(os.path.isfile(os.path.join(self.pretrain, "corpus_card.json")),
-                 f"--pretrain {self.pretrain!r} is not a corpus folder (no corpus_card.json); build one with python -m pipelines.corpus.")
         self.class_weights = parse_class_weights(self.class_weights)
         from zoo.models.common import MIN_SIZE  # light module: keras only, no model is built
 
