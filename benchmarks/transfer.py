@@ -89,7 +89,7 @@ def downstream_arrays(source: dict, size: int, fraction: float, seed: int):
             part, y = part.iloc[keep].reset_index(drop=True), y[keep]
         x = np.stack([to_cache_pixels(np.asarray(adapter.load(Row(r), source["_data_dir"]), np.float32), (size, size))
                       for r in part.to_dict("records")])
-        splits[split] = (x, y)
+        splits[split] = (x.astype(np.float32) / 255.0, y)  # [0, 1], as training and the model expect
     return splits, labels
 
 
