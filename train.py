@@ -7,6 +7,9 @@
         --model ichnet --image-size 32
     TF_CONFIG='{...}' python train.py --strategy multiworker ...   # one process per worker
     python train.py --list-models
+    python train.py --pretrain corpora/medical-64 --model resnet18 --image-size 64   # backbone
+    python train.py --dataset medmnist --data-dir ../shared/data/medmnist-extra/breastmnist.npz \
+        --model resnet18 --image-size 64 --weights runs/resnet18-corpus/backbone.weights.h5
 
 Precedence: built-in defaults < --config FILE.yaml < flags. The resolved config is saved as
 config.yaml in the run directory; running the same command again resumes from its checkpoint.
@@ -60,11 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "flip,rotation=10,zoom=0.1")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
     g.add_argument("--prepare-workers", type=int, help="processes for preparing the cache (default 1)")
+    g.add_argument("--pretrain", metavar="CORPUS_DIR",
+                   help="pretrain on a corpus from python -m pipelines.corpus; writes backbone.weights.h5 and backbone.json")
+    g.add_argument("--sampling", choices=("auto", "shuffle", "class", "source"),
+                   help="training sampling: auto = source-balanced for --pretrain, else shuffle")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"registry name (default {d.model}; see --list-models)")
     g.add_argument("--model-kwargs", help='JSON object of builder arguments, e.g. \'{"dropout": 0.2}\'')
-    g.add_argument("--weights", help="local .weights.h5/.keras file to start from")
+    g.add_argument("--weights", help="local .weights.h5/.keras file to start from, or a backbone.weights.h5 "
+                                     "(pretrained backbone under a fresh head)")
+    g.add_argument("--allow-overlap", action="store_true",
+                   help="allow fine-tuning a backbone on a dataset that is one of its corpus sources")
+    g.add_argument("--freeze-backbone", action="store_true", help="train only the head (linear probe)")
+    g.add_argument("--backbone-lr-mult", type=float, help="backbone learning rate = --lr x this (default 1)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help=f"(default {d.epochs})")

@@ -73,9 +73,11 @@ def make_dataset(
         seed, epoch: the order and the augmentation depend only on these, so a resumed run
             that passes its epoch sees the same data as an uninterrupted one.
         input_context: ``tf.distribute.InputContext``; this pipeline keeps its share.
-        balanced: sample classes with equal probability (multi-label and single-output tasks:
-            positive vs negative of the first label, e.g. "any"; multi-class: argmax class).
-            An epoch keeps the split's length (the minority classes are oversampled).
+        balanced: True or "class": sample classes with equal probability (multi-label and
+            single-output tasks: positive vs negative of the first label, e.g. "any";
+            multi-class: argmax class). "source": for a corpus (``pipelines.corpus``), sample
+            its sources with equal probability, so a large source does not drown a small one.
+            An epoch keeps the split's length (the minority groups are oversampled).
         repeat: repeat forever (each pass reshuffled, deterministically).
         with_ids: also yield ``{"id": bytes [B], "patient_id": bytes [B]}``.
         drop_remainder: drop a last partial batch.
@@ -122,8 +124,16 @@ def make_dataset(
         ds = ds.shard(pipes, pipe_id)
 
     buffer = max(1, min(shuffle_buffer, local_count))
+    if balanced not in (False, None, True, "class", "source"):
+        raise ValueError(f"balanced={balanced!r} must be False, True / 'class' or 'source'.")
+    if balanced == "source" and "label_groups" not in info:
+        raise ValueError(
+            f"balanced='source' needs a corpus built by pipelines.corpus; {cache} has no sources "
+            "(use balanced=True for classes)."
+        )
     if balanced:
-        ds = _balanced(ds, local, labels, info["task"], buffer, seed, epoch, num_labels)
+        groups = info["label_groups"] if balanced == "source" else None
+        ds = _balanced(ds, local, labels, info["task"], buffer, seed, epoch, num_labels, groups)
         if not repeat:
             ds = ds.take(local_count)
     elif training:
@@ -177,10 +187,16 @@ def make_dataset(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _balanced(ds, local, labels, task, buffer, seed, epoch, num_labels):
-    """Equal-weight sampling over the classes present (filter per class, repeat, sample)."""
+def _balanced(ds, local, labels, task, buffer, seed, epoch, num_labels, groups=None):
+    """Equal-weight sampling over the classes (or, with ``groups``, the label index -> source
+    index of a corpus, the sources) present: filter per group, repeat, sample."""
     values = local[list(labels)].to_numpy(dtype=np.float32)
     present = sorted({_group_of(v, task) for v in values})
+    if groups is not None:
+        table = tf.constant(groups, tf.int64)
+        present = sorted({int(groups[int(np.argmax(v))]) for v in values})
+        if len(present) < 2:
+            raise ValueError("balanced='source' needs at least two sources in the split; use balanced=False.")
     if len(present) < 2:
         raise ValueError(
             f"balanced=True needs at least two classes in the split, but every example is in "
@@ -191,6 +207,8 @@ def _balanced(ds, local, labels, task, buffer, seed, epoch, num_labels):
 
     def group(serialized):
         label = tf.io.parse_single_example(serialized, spec)["label"]
+        if groups is not None:
+            return tf.gather(table, tf.argmax(label, output_type=tf.int64))
         if multi:
             return tf.cast(label[0] > 0.5, tf.int64)
         return tf.argmax(label, output_type=tf.int64)

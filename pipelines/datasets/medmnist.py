@@ -35,6 +35,7 @@ SPLIT_ORDER = ("train", "val", "test")
 CLASS_NAMES = {
     "pneumoniamnist": ("normal", "pneumonia"),
     "breastmnist": ("malignant", "normal_benign"),
+    "retinamnist": ("grade_0", "grade_1", "grade_2", "grade_3", "grade_4"),
     "octmnist": ("choroidal_neovascularization", "diabetic_macular_edema", "drusen", "normal"),
     "bloodmnist": ("basophil", "eosinophil", "erythroblast", "immature_granulocytes",
                    "lymphocyte", "monocyte", "neutrophil", "platelet"),

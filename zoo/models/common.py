@@ -231,7 +231,11 @@ def classifier_model(
 
 
 def load_weights(model: keras.Model, weights):
-    """Load ``weights`` (None or a local ``.weights.h5``/``.keras`` file) into ``model``."""
+    """Load ``weights`` (None or a local ``.weights.h5``/``.keras`` file) into ``model``.
+
+    A backbone file (``backbone.weights.h5`` from ``train.py --pretrain``) loads every layer up
+    to ``features`` and leaves the head fresh (:mod:`zoo.models.backbone`).
+    """
     if weights is None:
         return model
     if not isinstance(weights, (str, os.PathLike)) or str(weights) in ("imagenet",):
@@ -245,6 +249,10 @@ def load_weights(model: keras.Model, weights):
             f"Weights file {path!r} does not exist; pass the path of a local .weights.h5 or "
             ".keras file (or weights=None to start from scratch)."
         )
+    from zoo.models import backbone
+
+    if backbone.is_backbone_file(path):
+        return backbone.load_backbone(model, path)  # a pretrained backbone under a fresh head
     if path.endswith(".keras"):
         src = keras.saving.load_model(path, compile=False)
         try:

@@ -102,6 +102,43 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
     return CacheSource(cache)
 
 
+def _pretrain_setup(cfg: TrainConfig):
+    """``--pretrain CORPUS``: train on the corpus cache; returns its sources (or None)."""
+    if not cfg.pretrain:
+        return None
+    from pipelines.corpus import corpus_sources
+
+    corpus = corpus_sources(cfg.pretrain)
+    if corpus is None:
+        raise ConfigError(f"--pretrain {cfg.pretrain!r} is not a corpus folder (no corpus_card.json); "
+                          "build one with python -m pipelines.corpus.")
+    cfg.cache_dir = cfg.pretrain
+    cfg.dataset = f"corpus-{Path(cfg.pretrain).resolve().name}"
+    cfg.data_dir = None
+    return corpus
+
+
+def _check_backbone(cfg: TrainConfig, *, data: bool):
+    """A backbone file in ``--weights``: readable, of ``--model``, and not trained on the
+    downstream data (the leak check). Returns its metadata, or None for other weights."""
+    if not cfg.weights:
+        return None
+    from zoo.models.backbone import is_backbone_file, read_metadata
+    from zoo.training.transfer import check_leak
+
+    if not is_backbone_file(cfg.weights):
+        return None
+    meta = read_metadata(cfg.weights)
+    if meta.get("model") and meta["model"] != cfg.model:
+        raise ConfigError(
+            f"The backbone {cfg.weights} was pretrained as {meta['model']}, not {cfg.model}; pass "
+            f"--model {meta['model']} or a backbone of {cfg.model}."
+        )
+    if data:
+        check_leak(meta, cfg.dataset, cfg.data_dir, allow_overlap=cfg.allow_overlap)
+    return meta
+
+
 def _registry_model_fn(cfg: TrainConfig):
     import zoo
 
@@ -128,6 +165,8 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
     options; ``model_fn(input_shape, num_classes, activation)`` replaces the registry model.
     """
     cfg = TrainConfig.coerce(config).validate()
+    corpus = _pretrain_setup(cfg)
+    backbone_meta = _check_backbone(cfg, data=source is None)
     if model_fn is None:
         _check_names(cfg, data=source is None)
     if source is None:
@@ -169,6 +208,10 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
 
     if source is None:
         source = _prepare_data(cfg, chief)
+    if hasattr(source, "balanced"):
+        several = corpus is not None and len(corpus["sources"]) > 1
+        sampling = cfg.sampling if cfg.sampling != "auto" else ("source" if several else "shuffle")
+        source.balanced = {"shuffle": False, "class": "class", "source": "source"}[sampling]
     if model_fn is None:
         model_fn = _registry_model_fn(cfg)
     if chief:
@@ -181,7 +224,16 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
     if chief:
         final_model = _final_model(model, model_fn, source, run_dir)
         final_model.save(run_dir / "model.keras")
-        if cfg.export:
+        if cfg.pretrain:
+            from zoo.training.transfer import backbone_metadata, write_backbone
+
+            path = write_backbone(final_model, run_dir, backbone_metadata(cfg, source, corpus))
+            metrics["backbone"] = os.fspath(path)
+            print(f"Wrote {path} and backbone.json", flush=True)
+        elif backbone_meta is not None:
+            metrics["backbone"] = {"weights": cfg.weights, "model": backbone_meta.get("model"),
+                                   "corpus_sources": (backbone_meta.get("corpus") or {}).get("sources")}
+        if cfg.export and not cfg.pretrain:
             version = _export(final_model, cfg, source, metrics)
             metrics["export"] = os.fspath(version)
             print(f"Exported {version}", flush=True)

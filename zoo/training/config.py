@@ -38,7 +38,9 @@ RESUME_KEYS = (
     "model", "model_kwargs", "weights", "batch_size", "lr", "optimizer", "weight_decay",
     "schedule", "warmup_epochs", "loss", "focal_gamma", "class_weights", "label_smoothing",
     "mixed_precision", "seed", "steps_per_epoch", "bn_calibration_batches",
+    "pretrain", "sampling", "freeze_backbone", "backbone_lr_mult",
 )
+SAMPLINGS = ("shuffle", "class", "source")
 
 
 class ConfigError(ValueError):
@@ -60,10 +62,15 @@ class TrainConfig:
     eval_split: str = "val"
     augment: bool | str = True
     prepare_workers: int = 1
+    pretrain: str | None = None        # a corpus (pipelines.corpus): pretrain a backbone on it
+    sampling: str = "auto"             # shuffle | class | source; auto = source for --pretrain
     # model
     model: str = "ichnet"
     model_kwargs: dict = field(default_factory=dict)
     weights: str | None = None
+    allow_overlap: bool = False        # fine-tune a backbone on one of its corpus sources
+    freeze_backbone: bool = False      # linear probe: only the head trains
+    backbone_lr_mult: float = 1.0      # the backbone's learning rate = lr * this
     # optimisation
     epochs: int = 20
     batch_size: int = 32
@@ -164,6 +171,9 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("strategy", self.strategy, STRATEGIES)
+        _choice("sampling", self.sampling, ("auto",) + SAMPLINGS)
+        need(float(self.backbone_lr_mult) >= 0,
+             f"--backbone-lr-mult must be >= 0 (0 freezes the backbone), got {self.backbone_lr_mult!r}.")
         self.class_weights = parse_class_weights(self.class_weights)
         from zoo.models.common import MIN_SIZE  # light module: keras only, no model is built
 

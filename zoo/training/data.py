@@ -77,6 +77,8 @@ class CacheSource(_Source):
         }
         self._manifest = None
         self.spec = preprocessing.from_cache_info(self.info)
+        self.label_groups = self.info.get("label_groups")  # a corpus: label -> source index
+        self.balanced = False  # False, "class" or "source" (make_dataset's balanced)
 
     def num_examples(self, split):
         return self.splits.get(split, 0)
@@ -97,6 +99,7 @@ class CacheSource(_Source):
         return make_dataset(
             self.cache_dir, "train", batch_size=batch_size, training=True, seed=seed, epoch=epoch,
             input_context=input_context, augment=augment or None, repeat=True, drop_remainder=True,
+            balanced=self.balanced,
         )
 
     def eval_dataset(self, split, *, batch_size):

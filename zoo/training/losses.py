@@ -42,8 +42,13 @@ def balanced_class_weights(labels: np.ndarray, activation: str, max_weight: floa
 
 
 def make_loss(name: str, *, activation: str, num_classes: int, class_weights=None,
-              label_smoothing: float = 0.0, gamma: float = 2.0):
-    """Return ``loss(y_true [B,K], y_prob [B,K]) -> [B]`` (float32)."""
+              label_smoothing: float = 0.0, gamma: float = 2.0, groups=None):
+    """Return ``loss(y_true [B,K], y_prob [B,K]) -> [B]`` (float32).
+
+    ``groups`` (softmax only; a pretraining corpus's label index -> source index): the
+    probabilities are renormalised over the classes of each example's own source before the
+    loss, i.e. a softmax masked to that source (one head per source, in one output layer).
+    """
     name = resolve_loss_name(name, activation)
     weights = None
     if class_weights is not None:
@@ -56,9 +61,20 @@ def make_loss(name: str, *, activation: str, num_classes: int, class_weights=Non
     gamma = float(gamma)
     softmax = activation == "softmax"
 
+    same = None
+    if groups is not None:
+        if not softmax or len(groups) != num_classes:
+            raise ValueError("groups need a softmax task and one group per label.")
+        g = np.asarray(groups)
+        same = tf.constant((g[:, None] == g[None, :]).astype("float32"))  # [K, K]
+
     def loss(y_true, y_prob):
         y = tf.cast(y_true, tf.float32)
-        p = tf.clip_by_value(tf.cast(y_prob, tf.float32), _EPS, 1.0 - _EPS)
+        p = tf.cast(y_prob, tf.float32)
+        if same is not None:  # renormalise over the example's own source
+            mask = tf.cast(tf.matmul(y, same) > 0, tf.float32)
+            p = p * mask / tf.maximum(tf.reduce_sum(p * mask, axis=-1, keepdims=True), _EPS)
+        p = tf.clip_by_value(p, _EPS, 1.0 - _EPS)
         if smoothing:
             y_s = y * (1.0 - smoothing) + smoothing / (num_classes if softmax else 2.0)
         else:

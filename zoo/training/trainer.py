@@ -138,6 +138,13 @@ def _write_history(path, fields, rows):
     os.replace(tmp, path)
 
 
+class _Variables:
+    """What the checkpoint needs of the optimizers: their variables, together."""
+
+    def __init__(self, optimizers):
+        self.variables = [v for opt in optimizers for v in opt.variables]
+
+
 class Trainer:
     """One training run: the model, optimizer, loss and checkpoint state, and what a step, an
     evaluation and an epoch end do. :func:`fit` is the loop that calls them.
@@ -160,10 +167,13 @@ class Trainer:
             self.class_weights = balanced_class_weights(source.split_labels("train"), source.activation)
         self.loss_fn = make_loss(cfg.loss, activation=source.activation, num_classes=len(self.labels),
                                  class_weights=self.class_weights, label_smoothing=cfg.label_smoothing,
-                                 gamma=cfg.focal_gamma)
+                                 gamma=cfg.focal_gamma, groups=getattr(source, "label_groups", None))
         self.model = self._build_model(model_fn)
+        self.head_vars, self.backbone_vars = self._split_backbone()
         self.schedule, self.optimizer = self._build_optimizer()
-        self.state = TrainState(self.model, self.optimizer, self.run_dir / "checkpoints",
+        self.backbone_optimizer = self._build_backbone_optimizer()
+        optimizers = [self.optimizer] + ([self.backbone_optimizer] if self.backbone_optimizer else [])
+        self.state = TrainState(self.model, _Variables(optimizers), self.run_dir / "checkpoints",
                                 strategy=strategy, max_to_keep=cfg.keep_checkpoints)
         self.calibrate = BatchNormCalibrator(self.model) if cfg.bn_calibration_batches else None
         self.write_dir = (self.run_dir if self.chief else
@@ -211,6 +221,32 @@ class Trainer:
         finally:
             keras.mixed_precision.set_global_policy(policy)
 
+    def _split_backbone(self):
+        """(head variables, backbone variables): the backbone is every layer up to ``features``.
+
+        ``--freeze-backbone`` (or a multiplier of 0) freezes it (a linear probe: batch norm runs
+        in inference mode too); another ``--backbone-lr-mult`` gives it its own optimizer whose
+        learning rate is ``lr x mult`` on the same schedule. Otherwise one optimizer for all.
+        """
+        cfg, model = self.cfg, self.model
+        mult = float(cfg.backbone_lr_mult)
+        if not cfg.freeze_backbone and mult == 1.0:
+            return list(model.trainable_variables), []
+        from zoo.models.backbone import backbone_layers
+
+        layers = backbone_layers(model)
+        if cfg.freeze_backbone or mult == 0.0:
+            for layer in layers:
+                layer.trainable = False
+            self.log(f"Backbone frozen ({len(layers)} layers up to 'features'); training the head only.")
+            return list(model.trainable_variables), []
+        if cfg.mixed_precision and _gpu():
+            raise ConfigError("--backbone-lr-mult with --mixed-precision on a GPU is not supported; drop one of them.")
+        ids = {id(v) for layer in layers for v in layer.trainable_variables}
+        backbone = [v for v in model.trainable_variables if id(v) in ids]
+        head = [v for v in model.trainable_variables if id(v) not in ids]
+        return head, backbone
+
     def _build_optimizer(self):
         cfg, steps = self.cfg, self.steps
         with self.strategy.scope():
@@ -218,8 +254,20 @@ class Trainer:
                                       cfg.schedule)
             optimizer = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay,
                                        mixed_float16=cfg.mixed_precision and _gpu())
-            optimizer.build(self.model.trainable_variables)
+            optimizer.build(self.head_vars)
         return schedule, optimizer
+
+    def _build_backbone_optimizer(self):
+        if not self.backbone_vars:
+            return None
+        cfg, steps = self.cfg, self.steps
+        with self.strategy.scope():
+            schedule = WarmupSchedule(cfg.lr * float(cfg.backbone_lr_mult), steps * cfg.epochs,
+                                      round(cfg.warmup_epochs * steps), cfg.schedule)
+            optimizer = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay)
+            optimizer.build(self.backbone_vars)
+        self.log(f"Backbone learning rate: {cfg.lr:g} x {float(cfg.backbone_lr_mult):g}.")
+        return optimizer
 
     def log(self, message):
         _log(self.chief, self.strategy, message)
@@ -286,8 +334,14 @@ class Trainer:
             if model.losses:
                 loss += tf.add_n(model.losses) / self.replicas
             scaled = optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        if self.backbone_optimizer is None:
+            grads = tape.gradient(scaled, self.head_vars)
+            optimizer.apply_gradients(zip(grads, self.head_vars))
+            return loss
+        grads = tape.gradient(scaled, self.head_vars + self.backbone_vars)
+        n = len(self.head_vars)
+        optimizer.apply_gradients(zip(grads[:n], self.head_vars))
+        self.backbone_optimizer.apply_gradients(zip(grads[n:], self.backbone_vars))
         return loss
 
     def on_step_end(self, epoch: int, step: int, loss) -> None:

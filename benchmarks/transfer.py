@@ -1,0 +1,347 @@
+"""The CPMID transfer study in miniature: ``python -m benchmarks.transfer``.
+
+For each downstream set (a source of the corpus spec, official test split), a corpus is built
+with that set left out (``pipelines.corpus --exclude``), each backbone is pretrained on it
+(``train.py --pretrain``), and the downstream training split (100% and a seeded, stratified
+10%) is fitted from each start::
+
+    scratch            random init, all layers train
+    corpus fine-tune   backbone from the corpus, new head, all layers (backbone LR x --backbone-lr-mult)
+    corpus probe       backbone from the corpus, frozen; only the head trains (linear probe)
+    imagenet           a local keras.applications file (--imagenet NAME=PATH), where one exists;
+                       otherwise the row says "not available here"
+
+Test accuracy, balanced accuracy and macro AUROC (one-vs-rest) with bootstrap 95% CIs per run;
+the table gives mean ± sd over seeds (the CI columns average the per-seed bounds). A CAM panel
+shows scratch vs corpus fine-tune Grad-CAM on the same test images. Outputs (``--out``):
+``transfer.csv`` (one row per run), ``transfer.md``, ``transfer.png``, ``transfer-cam.png``.
+
+Default: 32 px, resnet18 + vit_tiny + ichnet_small, 3 seeds, a few epochs (about an hour on 2
+CPU cores); ``--image-size 64 --epochs 30 --pretrain-epochs 10`` scale it up on a GPU.
+``--quick`` is a seconds-long smoke configuration (tiny models, one epoch, few steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROWS = ("scratch", "corpus fine-tune", "corpus probe", "imagenet")
+IMAGENET_ARCHS = ("resnet50", "efficientnet_b0", "densenet121", "mobilenetv3_small", "mobilenetv3_large")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.transfer", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--spec", default="configs/corpus-medical.yaml", help="corpus spec (pipelines.corpus)")
+    p.add_argument("--downstream", default="breastmnist,retinamnist,pneumoniamnist",
+                   help="spec sources used downstream, each left out of its corpus")
+    p.add_argument("--models", default="resnet18,vit_tiny,ichnet_small")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--fractions", default="1.0,0.1", help="shares of the downstream training split")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--pretrain-epochs", type=int, default=2)
+    p.add_argument("--pretrain-steps", type=int, default=150, help="steps per pretraining epoch")
+    p.add_argument("--epochs", type=int, default=4, help="downstream epochs")
+    p.add_argument("--max-steps", type=int, default=40, help="cap on downstream steps per epoch")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--backbone-lr-mult", type=float, default=0.3)
+    p.add_argument("--imagenet", action="append", default=[], metavar="MODEL=PATH",
+                   help="a local keras.applications weights file for MODEL (none is downloaded)")
+    p.add_argument("--work-dir", default="runs/transfer", help="corpora, backbones and runs")
+    p.add_argument("--out", default="benchmarks/results/transfer", help="CSV, Markdown and PNGs")
+    p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
+    return p
+
+
+# -------------------------------------------------------------------------------- the data
+def downstream_arrays(source: dict, size: int, fraction: float, seed: int):
+    """(splits {train, val, test: (x float32 [N,S,S,C], y one-hot)}, labels) of a spec source."""
+    from pipelines.cache.decode import Row, to_cache_pixels
+    from pipelines.datasets import get_adapter
+
+    adapter = get_adapter(source["dataset"])
+    df = adapter.read_manifest(source["_data_dir"], **(source.get("options") or {}))
+    if "split" not in df.columns:
+        raise ValueError(f"Downstream set {source['name']!r} has no official split; pick a source that ships one.")
+    labels = list(adapter.manifest_labels(df))
+    splits = {}
+    for split in ("train", "val", "test"):
+        part = df[df["split"] == split].reset_index(drop=True)
+        y = part[labels].to_numpy(dtype=np.float32)
+        if split == "train" and fraction < 1.0:
+            rng = np.random.default_rng([seed, 10])
+            keep = []
+            for k in range(len(labels)):
+                idx = np.flatnonzero(y[:, k] > 0.5)
+                rng.shuffle(idx)
+                keep.extend(idx[: max(2, int(round(fraction * len(idx))))])
+            keep = np.sort(np.asarray(keep))
+            part, y = part.iloc[keep].reset_index(drop=True), y[keep]
+        x = np.stack([to_cache_pixels(np.asarray(adapter.load(Row(r), source["_data_dir"]), np.float32), (size, size))
+                      for r in part.to_dict("records")])
+        splits[split] = (x.astype(np.float32) / 255.0, y)  # [0, 1], as training and the model expect
+    return splits, labels
+
+
+# ------------------------------------------------------------------------------ the scores
+def scores(y, p, n_boot: int, seed: int) -> dict:
+    from sklearn.metrics import balanced_accuracy_score
+
+    from zoo.metrics import bootstrap_ci, macro_micro_auroc
+
+    def metric(yt, yp):
+        t, q = yt.argmax(1), yp.argmax(1)
+        auc = macro_micro_auroc(yt, yp)[0] if yt.shape[1] > 2 else macro_micro_auroc(yt[:, 1:], yp[:, 1:])[0]
+        return np.array([np.mean(t == q), balanced_accuracy_score(t, q) if len(set(t)) > 1 else np.nan, auc])
+
+    point = metric(y, p)
+    low, high = bootstrap_ci(metric, y, p, n_boot=n_boot, seed=seed)
+    out = {}
+    for i, name in enumerate(("accuracy", "balanced_accuracy", "auroc")):
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = float(point[i]), float(low[i]), float(high[i])
+    return out
+
+
+# --------------------------------------------------------------------------- one training
+def train_one(cfg_values: dict, source, model_fn):
+    """Fit with the zoo Trainer (no export); the model with its best validation weights."""
+    import tensorflow as tf
+
+    from zoo.training.config import TrainConfig
+    from zoo.training.trainer import fit
+
+    cfg = TrainConfig.coerce(cfg_values).validate()
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model, metrics = fit(cfg, source, strategy=tf.distribute.get_strategy(), run_dir=run_dir, model_fn=model_fn)
+    if (run_dir / "best.weights.h5").is_file():
+        model.load_weights(run_dir / "best.weights.h5")
+    return model
+
+
+def predict(model, x, batch=256):
+    return np.concatenate([np.asarray(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)])
+
+
+def pretrain(args, corpus: Path, model_name: str, work: Path) -> Path:
+    from zoo.training import run
+
+    out = work / "backbones" / f"{model_name}-{corpus.name}"
+    path = out / "backbone.weights.h5"
+    if path.is_file():
+        return path
+    run({"pretrain": str(corpus), "model": model_name, "image_size": args.image_size,
+         "epochs": args.pretrain_epochs, "steps_per_epoch": args.pretrain_steps,
+         "batch_size": args.batch_size, "lr": args.lr, "output_dir": str(out), "export": False,
+         "verbose": 0, "augment": False, "warmup_epochs": 0.2, "bn_calibration_batches": 4,
+         "fresh": True})
+    return path
+
+
+# ---------------------------------------------------------------------------------- study
+def study(args) -> list[dict]:
+    import zoo
+    from pipelines.corpus import build_corpus, load_spec
+    from zoo.models.backbone import read_metadata
+    from zoo.training.data import ArraySource
+    from zoo.training.transfer import check_leak
+
+    spec = load_spec(args.spec)
+    by_name = {s["name"]: s for s in spec["sources"]}
+    downstream = [d for d in args.downstream.split(",") if d]
+    for d in downstream:
+        if d not in by_name:
+            raise SystemExit(f"benchmarks.transfer: error: downstream {d!r} is not a source of {args.spec}; sources are {', '.join(by_name)}.")
+    models = [m for m in args.models.split(",") if m]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    imagenet = dict(item.split("=", 1) for item in args.imagenet)
+    work = Path(args.work_dir)
+    stem = Path(args.spec).stem.replace("corpus-", "")
+    results = []
+    cams = {}
+    for d in downstream:
+        corpus = work / "corpora" / f"{stem}-{args.image_size}-no-{d}"
+        build_corpus(args.spec, corpus, image_size=args.image_size, exclude=[d], progress=not args.quick)
+        for m in models:
+            backbone = pretrain(args, corpus, m, work)
+            meta = read_metadata(backbone)
+            check_leak(meta, by_name[d]["dataset"], by_name[d]["_data_dir"], what=str(backbone))
+            for fraction in fractions:
+                for seed in range(args.seeds):
+                    splits, labels = downstream_arrays(by_name[d], args.image_size, fraction, seed)
+                    task = "binary" if len(labels) == 2 else "multi-class"
+                    source = ArraySource(splits, labels=labels, task=task)
+                    n_train = len(splits["train"][0])
+                    batch = min(args.batch_size, max(8, n_train // 4))
+                    steps = max(1, min(args.max_steps, n_train // batch))
+                    for row in ROWS:
+                        record = {"downstream": d, "model": m, "fraction": fraction, "seed": seed,
+                                  "start": row, "train_images": n_train}
+                        if row == "imagenet":
+                            if m not in IMAGENET_ARCHS or m not in imagenet:
+                                results.append({**record, "status": "not available here"})
+                                continue
+                        weights = {"scratch": None, "imagenet": imagenet.get(m)}.get(row, str(backbone))
+                        t0 = time.perf_counter()
+
+                        def model_fn(shape, k, act, weights=weights, m=m):
+                            return zoo.get_model(m, input_shape=tuple(shape), num_classes=k, activation=act, weights=weights)
+
+                        model = train_one({
+                            "model": m, "epochs": args.epochs, "batch_size": batch, "steps_per_epoch": steps,
+                            "lr": args.lr if row != "corpus probe" else args.lr * 5, "seed": seed,
+                            "freeze_backbone": row == "corpus probe",
+                            "backbone_lr_mult": args.backbone_lr_mult if row == "corpus fine-tune" else 1.0,
+                            "output_dir": str(work / "runs" / f"{d}-{m}-{fraction}-{seed}-{row.replace(' ', '_')}"),
+                            "export": False, "verbose": 0, "fresh": True, "augment": True,
+                            "warmup_epochs": 0.2, "bn_calibration_batches": 4,
+                        }, source, model_fn)
+                        x_test, y_test = splits["test"]
+                        p = predict(model, x_test)
+                        s = scores(y_test, p, args.n_boot, seed)
+                        results.append({**record, "status": "ok", **s, "seconds": round(time.perf_counter() - t0, 1)})
+                        print(f"{d:<15} {m:<13} {fraction:>4} seed {seed} {row:<17} acc {s['accuracy']:.3f} "
+                              f"bacc {s['balanced_accuracy']:.3f} auroc {s['auroc']:.3f}", flush=True)
+                        if seed == 0 and fraction == fractions[0] and row in ("scratch", "corpus fine-tune"):
+                            cams[(d, m, row)] = (model, x_test[:4])
+    return results, cams
+
+
+# -------------------------------------------------------------------------------- reports
+def summarise(results: list[dict]) -> list[dict]:
+    groups = {}
+    for r in results:
+        groups.setdefault((r["downstream"], r["model"], r["fraction"], r["start"]), []).append(r)
+    table = []
+    for (d, m, f, start), rs in groups.items():
+        ok = [r for r in rs if r["status"] == "ok"]
+        row = {"downstream": d, "model": m, "fraction": f, "start": start, "seeds": len(ok)}
+        if not ok:
+            row["status"] = rs[0]["status"]
+            table.append(row)
+            continue
+        row["status"] = "ok"
+        for k in ("accuracy", "balanced_accuracy", "auroc"):
+            vals = np.array([r[k] for r in ok], dtype=float)
+            row[k] = float(np.nanmean(vals))
+            row[f"{k}_sd"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
+            row[f"{k}_lo"] = float(np.nanmean([r[f"{k}_lo"] for r in ok]))
+            row[f"{k}_hi"] = float(np.nanmean([r[f"{k}_hi"] for r in ok]))
+        table.append(row)
+    return table
+
+
+def markdown(table: list[dict], command: str) -> str:
+    lines = ["| downstream | model | train share | start | accuracy | balanced accuracy | macro AUROC |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table:
+        if r["status"] != "ok":
+            lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | {r['status']} | | |")
+            continue
+        cells = [f"{r[k]:.3f} ± {r[k + '_sd']:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"
+                 for k in ("accuracy", "balanced_accuracy", "auroc")]
+        lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | " + " | ".join(cells) + " |")
+    lines += ["", f"mean ± sd over seeds [mean of per-seed bootstrap 95% CIs]; command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in table if r["status"] == "ok"]
+    sets = sorted({(r["downstream"], r["fraction"]) for r in ok})
+    starts = [s for s in ROWS if any(r["start"] == s for r in ok)]
+    models = sorted({r["model"] for r in ok})
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.2 * len(sets), 3.2), squeeze=False)
+    for ax, (d, f) in zip(axes[0], sets):
+        width = 0.8 / max(1, len(starts))
+        for j, s in enumerate(starts):
+            vals = [next((r["accuracy"] for r in ok if (r["downstream"], r["fraction"], r["model"], r["start"]) == (d, f, m, s)), np.nan) for m in models]
+            sds = [next((r["accuracy_sd"] for r in ok if (r["downstream"], r["fraction"], r["model"], r["start"]) == (d, f, m, s)), 0) for m in models]
+            ax.bar(np.arange(len(models)) + j * width, vals, width, yerr=sds, label=s)
+        ax.set_xticks(np.arange(len(models)) + width * (len(starts) - 1) / 2, models, rotation=30, fontsize=7)
+        ax.set_title(f"{d} {f:.0%}", fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cam_panel(cams, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zoo.explain import class_activation_map
+
+    keys = sorted({(d, m) for d, m, _ in cams})
+    if not keys:
+        return
+    fig, axes = plt.subplots(2 * len(keys), 4, figsize=(8, 4 * len(keys)), squeeze=False)
+    for i, (d, m) in enumerate(keys):
+        for j, row in enumerate(("scratch", "corpus fine-tune")):
+            if (d, m, row) not in cams:
+                continue
+            model, x = cams[(d, m, row)]
+            pred = np.asarray(model(x, training=False)).argmax(1)
+            for k in range(len(x)):
+                heat = class_activation_map(model, x[k:k + 1], int(pred[k]))[0]
+                ax = axes[2 * i + j][k]
+                ax.imshow(x[k].mean(-1), cmap="gray")
+                ax.imshow(heat, cmap="jet", alpha=0.4)
+                ax.set_axis_off()
+                ax.set_title(f"{d} {m}\n{row}" if k == 0 else "", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.models, args.seeds, args.pretrain_epochs, args.pretrain_steps = "ichnet_small", 2, 1, 2
+        args.epochs, args.max_steps, args.batch_size, args.n_boot = 1, 2, 16, 20
+    command = "python -m benchmarks.transfer " + " ".join(argv if argv is not None else sys.argv[1:])
+    t0 = time.perf_counter()
+    try:
+        results, cams = study(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"benchmarks.transfer: error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = sorted({k for r in results for k in r}, key=lambda k: (k not in ("downstream", "model", "fraction", "seed", "start", "status"), k))
+    with open(out / "transfer.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(results)
+    table = summarise(results)
+    (out / "transfer.md").write_text(markdown(table, command.strip()))
+    (out / "transfer.json").write_text(json.dumps({"command": command.strip(), "seconds": round(time.perf_counter() - t0, 1),
+                                                   "summary": table}, indent=2))
+    plot(table, out / "transfer.png")
+    cam_panel(cams, out / "transfer-cam.png")
+    print((out / "transfer.md").read_text())
+    print(f"wrote {out}/transfer.csv, transfer.md, transfer.png, transfer-cam.png in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

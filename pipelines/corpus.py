@@ -1,0 +1,520 @@
+"""A multi-dataset pretraining corpus (CPMID): ``python -m pipelines.corpus``.
+
+::
+
+    python -m pipelines.corpus --spec configs/corpus-medical.yaml --out corpora/medical-64 \\
+        --image-size 64 [--exclude breastmnist]
+
+The spec (YAML) lists the sources; each is an existing dataset adapter with its data::
+
+    channels: 1                  # optional; required when the sources disagree (see below)
+    val_fraction: 0.05           # optional; for sources without an official val split
+    sources:
+      - name: mednist            # the namespace of its labels: mednist/Hand
+        dataset: mednist         # an adapter name (pipelines.datasets.list_adapters())
+        data_dir: ../shared/data/mednist/MedNIST.tar.gz
+        options: {}              # the adapter's read_manifest keywords
+        modality: {Hand: X-ray, CXR: X-ray, ChestCT: CT}   # or one string for the source
+        licence: CC BY-SA 4.0
+        citation: B. J. Erickson, MedNIST (Mayo Clinic)
+
+What the builder does, in order (everything that can be refused is refused before any pixel is
+decoded, and nothing is written but a hidden temporary folder, renamed to ``--out`` when done):
+
+1. Read every source's manifest; drop the rows of its official ``test`` split (they never
+   enter the corpus), and keep its official ``val`` split as the corpus's val rows (a source
+   without one gives ``val_fraction`` of its images, seeded).
+2. Harmonise: every image is resized to ``--image-size`` (the cache's bilinear, antialiased
+   resize) and brought to ``channels`` channels by :func:`pipelines.preprocessing.to_channels`:
+   RGB -> grey is the BT.601 luma rule, grey -> 3 channels repeats the grey. When the sources
+   disagree on channels the spec must say ``channels:``.
+3. Deduplicate by content: the sha256 of the harmonised uint8 pixels. The first copy (in spec
+   order) is kept; later copies within a source or across sources are dropped and counted.
+   Images equal to any source's test image (excluded sources included) are dropped too.
+4. Labels stay namespaced (``mednist/Hand``, ``breastmnist/malignant``) in one union label
+   space. The objective (see :func:`zoo.training.losses.make_loss` with ``groups``) is a
+   softmax over the union masked to the image's own source: each image is scored only against
+   its source's classes, so a source never teaches that another source's classes are absent.
+
+Output (a prepared cache: ``pipelines.records.make_dataset`` reads it; ``balanced="source"``
+samples every source equally, ``balanced=True`` every class)::
+
+    dataset.json        the cache index, plus "sources" (label indices per source) and "objective"
+    manifest.csv        id, patient_id, ..., labels..., split, shard, source, source_id, sha256
+    corpus_card.json    images per source / class / modality, licences, citations, duplicates
+    corpus_card.md      the same for people; spec_sha256 ties it to the spec
+    <split>-NNNNN-of-NNNNN.tfrecord
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pipelines.manifest import DataError
+
+__all__ = ["CorpusError", "build_corpus", "load_spec", "corpus_sources", "main"]
+
+CARD_JSON = "corpus_card.json"
+CARD_MD = "corpus_card.md"
+SEP = "/"
+
+
+class CorpusError(ValueError):
+    """A spec or a corpus the user gave is wrong: one sentence naming it and the fix."""
+
+
+# -------------------------------------------------------------------------------------- spec
+def load_spec(path) -> dict:
+    """Read and check the YAML spec (cheap: no data is read); returns the parsed mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"The corpus spec {path} does not exist; pass --spec pointing at a YAML file.")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CorpusError(f"The corpus spec {path} is not valid YAML ({str(err).splitlines()[0]}).") from None
+    sources = spec.get("sources") if isinstance(spec, dict) else None
+    if not isinstance(sources, list) or not sources:
+        raise CorpusError(f"The corpus spec {path} needs a non-empty 'sources:' list of mappings.")
+    from pipelines.datasets import get_adapter
+
+    seen = set()
+    for i, source in enumerate(sources):
+        if not isinstance(source, dict):
+            raise CorpusError(f"Source {i + 1} of {path} is not a mapping with name, dataset and data_dir.")
+        missing = [k for k in ("name", "dataset", "data_dir") if not source.get(k)]
+        if missing:
+            raise CorpusError(f"Source {i + 1} of {path} lacks {', '.join(missing)}; every source needs name, dataset and data_dir.")
+        name = str(source["name"])
+        if SEP in name or name != name.strip() or not name:
+            raise CorpusError(f"Source name {name!r} in {path} may not contain '{SEP}' or spaces at the ends.")
+        if name in seen:
+            raise CorpusError(f"Source name {name!r} appears twice in {path}; give each source its own name.")
+        seen.add(name)
+        try:
+            get_adapter(source["dataset"])
+        except ValueError as err:
+            raise CorpusError(f"Source {name!r} in {path}: {err}") from None
+        if source.get("options") is not None and not isinstance(source["options"], dict):
+            raise CorpusError(f"The options of source {name!r} in {path} must be a mapping of keyword: value.")
+        data_dir = _resolve_dir(source["data_dir"], path)
+        if data_dir is None:
+            raise CorpusError(f"The data_dir {source['data_dir']!r} of source {name!r} in {path} does not exist; fix the path or remove the source.")
+        source["_data_dir"] = data_dir
+    channels = spec.get("channels")
+    if channels is not None and channels not in (1, 3):
+        raise CorpusError(f"channels: {channels!r} in {path} must be 1 (grey, RGB by BT.601 luma) or 3 (grey repeated).")
+    spec["_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    spec["_path"] = str(path)
+    return spec
+
+
+def _resolve_dir(value, spec_path: Path) -> str | None:
+    """A data_dir as given (relative to the working directory), else relative to the spec."""
+    for candidate in (Path(value), spec_path.parent / value):
+        if candidate.exists():
+            return os.fspath(candidate)
+    return None
+
+
+def _modality(source: dict, label: str) -> str:
+    value = source.get("modality")
+    if isinstance(value, dict):
+        return str(value.get(label, "unspecified"))
+    return str(value) if value else "unspecified"
+
+
+# ------------------------------------------------------------------------------------- build
+def _read_sources(spec, exclude, val_fraction, seed):
+    """Every kept source's manifest, channels and label names (before any pixel is decoded)."""
+    from pipelines.datasets import get_adapter
+
+    names = [s["name"] for s in spec["sources"]]
+    unknown = [e for e in exclude if e not in names]
+    if unknown:
+        raise CorpusError(f"--exclude {unknown[0]!r} is not a source of the spec; sources are {', '.join(names)}.")
+    read = []
+    for source in spec["sources"]:
+        adapter = get_adapter(source["dataset"])
+        try:
+            df = adapter.read_manifest(source["_data_dir"], **(source.get("options") or {}))
+        except (DataError, TypeError, ValueError) as err:
+            raise CorpusError(f"Source {source['name']!r} could not be read: {err}") from None
+        labels = adapter.manifest_labels(df)
+        df = df.reset_index(drop=True)
+        split = df["split"].astype(str) if "split" in df.columns else None
+        if split is None or not (split == "val").any():
+            rng = np.random.default_rng([seed, len(read), len(df)])
+            val = rng.random(len(df)) < val_fraction
+            base_split = split if split is not None else np.array(["train"] * len(df), dtype=object)
+            split = np.where((np.asarray(base_split) != "test") & val, "val", np.asarray(base_split))
+            split = np.where(np.isin(split, ["val", "test"]), split, "train")
+        else:
+            split = np.where(np.isin(split, ["val", "test"]), split, "train")
+        df["split"] = split
+        read.append({
+            "spec": source,
+            "adapter": adapter,
+            "df": df,
+            "labels": tuple(labels),
+            "channels": int(adapter.manifest_channels(df)),
+            "excluded": source["name"] in exclude,
+        })
+    return read
+
+
+def _channels(spec, read) -> int:
+    kept = [r for r in read if not r["excluded"]]
+    if not kept:
+        raise CorpusError("Every source is excluded; leave at least one source in the corpus.")
+    if spec.get("channels") is not None:
+        return int(spec["channels"])
+    found = {r["channels"] for r in kept}
+    if len(found) > 1:
+        a = next(r for r in kept if r["channels"] == min(found))
+        b = next(r for r in kept if r["channels"] == max(found))
+        raise CorpusError(
+            f"Sources {a['spec']['name']!r} ({a['channels']} channel) and {b['spec']['name']!r} "
+            f"({b['channels']} channels) disagree on channels and the spec gives no rule; add "
+            "'channels: 1' (RGB to grey by BT.601 luma) or 'channels: 3' (grey repeated) to it."
+        )
+    return found.pop()
+
+
+def _pixels(adapter, row, data_dir, size, channels) -> np.ndarray:
+    from pipelines.cache.decode import Row, to_cache_pixels
+    from pipelines.preprocessing import to_channels
+
+    image = adapter.load(Row(row), data_dir, None)
+    return to_cache_pixels(to_channels(np.asarray(image, np.float32), channels), size)
+
+
+def _digest(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode()).hexdigest()
+
+
+def build_corpus(spec_path, out, *, image_size=64, exclude=(), seed: int = 0,
+                 shard_size: int = 8192, progress: bool = True) -> Path:
+    """Build the corpus that ``spec_path`` describes into ``out``; returns ``out``.
+
+    Refuses (:class:`CorpusError`, before decoding anything) a missing source, an unknown
+    adapter, sources that disagree on channels without a ``channels:`` rule, an unknown
+    ``exclude`` name, and an existing ``out`` built from another spec or settings. The corpus is
+    written into a hidden sibling folder and renamed to ``out`` at the end (atomic: an
+    interrupted build leaves no ``out``; the next run starts over).
+    """
+    import tensorflow as tf
+
+    from pipelines.cache.format import (
+        FORMAT_VERSION,
+        INFO_FILE,
+        MANIFEST_FILE,
+        RECORD_FEATURES,
+        parse_image_size,
+        pseudonym,
+        serialize_example,
+        shard_name,
+    )
+
+    start = time.perf_counter()
+    spec = load_spec(spec_path)
+    size = parse_image_size(image_size)
+    exclude = sorted(set(exclude or ()))
+    val_fraction = float(spec.get("val_fraction", 0.05))
+    settings = {"spec_sha256": spec["_sha256"], "image_size": list(size), "exclude": exclude,
+                "seed": seed, "val_fraction": val_fraction}
+    out = Path(out)
+    if (out / INFO_FILE).is_file():
+        stored = json.loads((out / CARD_JSON).read_text()).get("settings", {}) if (out / CARD_JSON).is_file() else {}
+        if stored != settings:
+            raise CorpusError(f"The corpus {out} was built from another spec or settings; pass a new --out or delete it.")
+        if progress:
+            print(f"{out} is already built; nothing to do.", file=sys.stderr)
+        return out
+    if out.exists():
+        raise CorpusError(f"{out} exists and is not a finished corpus; pass a new --out or delete it.")
+
+    read = _read_sources(spec, exclude, val_fraction, seed)
+    channels = _channels(spec, read)
+    kept = [r for r in read if not r["excluded"]]
+    labels = [f"{r['spec']['name']}{SEP}{label}" for r in kept for label in r["labels"]]
+    groups = [i for i, r in enumerate(kept) for _ in r["labels"]]
+
+    # test images of every source (excluded ones too): nothing equal to them enters the corpus
+    test_hashes = set()
+    for r in read:
+        test_rows = r["df"][r["df"]["split"] == "test"]
+        for row in test_rows.to_dict("records"):
+            try:
+                test_hashes.add(_digest(_pixels(r["adapter"], row, r["spec"]["_data_dir"], size, channels)))
+            except (DataError, OSError, ValueError):
+                continue
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    salt = os.urandom(16).hex()
+    shape = (size[0], size[1], channels)
+    try:
+        total = sum(int((r["df"]["split"] != "test").sum()) for r in kept)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, unit="img", desc="corpus", file=sys.stderr, dynamic_ncols=True)
+        seen: dict[str, str] = {}
+        rows_out = []
+        stats = {r["spec"]["name"]: Counter() for r in kept}
+        writers: dict[str, list] = {}
+        offset = 0
+        try:
+            for r in kept:
+                name, df, adapter = r["spec"]["name"], r["df"], r["adapter"]
+                st = stats[name]
+                st["test_rows_left_out"] = int((df["split"] == "test").sum())
+                for row in df[df["split"] != "test"].to_dict("records"):
+                    if bar is not None:
+                        bar.update(1)
+                    try:
+                        pixels = _pixels(adapter, row, r["spec"]["_data_dir"], size, channels)
+                    except (DataError, OSError, ValueError):
+                        st["unreadable"] += 1
+                        continue
+                    digest = _digest(pixels)
+                    if digest in test_hashes:
+                        st["dropped_equal_to_a_test_image"] += 1
+                        continue
+                    if digest in seen:
+                        st["dropped_duplicate_within_source" if seen[digest] == name else "dropped_duplicate_across_sources"] += 1
+                        continue
+                    seen[digest] = name
+                    k = int(np.argmax([row[lab] for lab in r["labels"]]))
+                    label = np.zeros(len(labels), np.float32)
+                    label[offset + k] = 1.0
+                    split = str(row["split"])
+                    ident = f"{name}{SEP}{row['id']}"
+                    patient = pseudonym(salt, f"{name}{SEP}{row.get('patient_id', row['id'])}")
+                    writer = _shard_writer(writers, tmp, split, shard_size, tf)
+                    writer[0].write(serialize_example(pixels.tobytes(), shape, label, ident, patient))
+                    writer[1] += 1
+                    rows_out.append({"id": ident, "patient_id": patient, "study_id": patient,
+                                     "series_id": patient, "slice": -1, "label": offset + k,
+                                     "split": split, "shard": writer[2], "source": name,
+                                     "source_id": str(row["id"]), "sha256": digest[:16]})
+                    st["images"] += 1
+                    st[f"class:{r['labels'][k]}"] += 1
+                    st[f"modality:{_modality(r['spec'], r['labels'][k])}"] += 1
+                    st[f"split:{split}"] += 1
+                offset += len(r["labels"])
+        finally:
+            for shards in writers.values():
+                for w in shards:
+                    w[0].close()
+            if bar is not None:
+                bar.close()
+        shards = _rename_shards(tmp, writers, shard_name)
+        import pandas as pd
+
+        table = pd.DataFrame(rows_out)
+        table["shard"] = table["shard"].map(shards)
+        onehot = np.zeros((len(table), len(labels)), dtype="int64")
+        onehot[np.arange(len(table)), table["label"].to_numpy()] = 1
+        columns = {"id": table["id"], "patient_id": table["patient_id"], "study_id": table["study_id"],
+                   "series_id": table["series_id"], "slice": table["slice"]}
+        manifest = pd.DataFrame(columns)
+        manifest = pd.concat([manifest, pd.DataFrame(onehot, columns=labels)], axis=1)
+        for column in ("split", "shard", "source", "source_id", "sha256"):
+            manifest[column] = table[column]
+        manifest.to_csv(tmp / MANIFEST_FILE, index=False)
+        (tmp / "quarantine.csv").write_text("path,reason\n")
+        splits = {s: int((manifest["split"] == s).sum()) for s in ("train", "val") if (manifest["split"] == s).any()}
+        info = {
+            "format_version": FORMAT_VERSION,
+            "dataset": f"corpus:{out.name}",
+            "labels": labels,
+            "task": "multi-class",
+            "image_size": list(size),
+            "channels": channels,
+            "windows": None,
+            "splits": splits,
+            "shards": {s: sorted(v for v in shards.values() if v.startswith(f"{s}-")) for s in splits},
+            "quarantined": 0,
+            "record_features": {k: v.format(num_labels=len(labels)) for k, v in RECORD_FEATURES.items()},
+            "sources": {r["spec"]["name"]: [i for i, g in enumerate(groups) if g == j] for j, r in enumerate(kept)},
+            "label_groups": groups,
+            "objective": "source-masked softmax over the union of namespaced labels",
+            "settings": settings,
+        }
+        card = _card(spec, read, kept, stats, labels, channels, size, settings)
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+        card["size_on_disk_bytes"] = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
+        (tmp / CARD_JSON).write_text(json.dumps(card, indent=2))
+        (tmp / CARD_MD).write_text(card_markdown(card))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if progress:
+        dropped = sum(v for s in stats.values() for k, v in s.items() if k.startswith("dropped"))
+        print(f"built {out}: {len(manifest)} images from {len(kept)} sources, {len(labels)} labels, "
+              f"{dropped} duplicates dropped, in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return out
+
+
+def _shard_writer(writers, tmp, split, shard_size, tf):
+    """The open writer of ``split`` ([TFRecordWriter, count, temp name]); a new one when full."""
+    shards = writers.setdefault(split, [])
+    if not shards or shards[-1][1] >= shard_size:
+        if shards:
+            shards[-1][0].close()
+        name = f"{split}-{len(shards):05d}.tmp"
+        shards.append([tf.io.TFRecordWriter(str(tmp / name)), 0, name])
+    return shards[-1]
+
+
+def _rename_shards(tmp, writers, shard_name) -> dict[str, str]:
+    """Temp shard names -> ``<split>-NNNNN-of-NNNNN.tfrecord``."""
+    mapping = {}
+    for split, shards in writers.items():
+        for i, w in enumerate(shards):
+            final = shard_name(split, i, len(shards))
+            os.replace(tmp / w[2], tmp / final)
+            mapping[w[2]] = final
+    return mapping
+
+
+# -------------------------------------------------------------------------------------- card
+def _card(spec, read, kept, stats, labels, channels, size, settings) -> dict:
+    sources = {}
+    for r in read:
+        name = r["spec"]["name"]
+        st = stats.get(name, Counter())
+        sources[name] = {
+            "dataset": r["spec"]["dataset"],
+            "data_dir": r["spec"]["data_dir"],
+            "options": r["spec"].get("options") or {},
+            "in_corpus": not r["excluded"],
+            "source_channels": r["channels"],
+            "images": int(st["images"]),
+            "per_split": {k[6:]: v for k, v in st.items() if k.startswith("split:")},
+            "per_class": {f"{name}{SEP}{k[6:]}": v for k, v in st.items() if k.startswith("class:")},
+            "per_modality": {k[9:]: v for k, v in st.items() if k.startswith("modality:")},
+            "test_rows_left_out": int(st["test_rows_left_out"]),
+            "duplicates_dropped": {k[8:]: v for k, v in st.items() if k.startswith("dropped_")},
+            "unreadable": int(st["unreadable"]),
+            "licence": r["spec"].get("licence", "unspecified"),
+            "citation": r["spec"].get("citation", "unspecified"),
+        }
+    modality = Counter()
+    for s in sources.values():
+        modality.update(s["per_modality"])
+    return {
+        "spec": spec["_path"],
+        "spec_sha256": spec["_sha256"],
+        "settings": settings,
+        "image_size": list(size),
+        "channels": channels,
+        "channel_rule": "pipelines.preprocessing.to_channels: RGB -> grey by BT.601 luma; grey -> 3 by repetition",
+        "dedup": "sha256 of the harmonised uint8 pixels; first copy in spec order kept; "
+                 "images equal to any source's test image dropped",
+        "objective": "one union label space (namespaced source/class), softmax masked to the image's source",
+        "labels": labels,
+        "images": sum(s["images"] for s in sources.values()),
+        "duplicates_dropped": sum(sum(s["duplicates_dropped"].values()) for s in sources.values()),
+        "per_modality": dict(modality),
+        "excluded": settings["exclude"],
+        "sources": sources,
+    }
+
+
+def card_markdown(card: dict) -> str:
+    lines = [
+        f"# Corpus card: {card['images']} images, {len(card['labels'])} labels",
+        "",
+        f"Spec `{card['spec']}` (sha256 `{card['spec_sha256'][:16]}`), {card['image_size'][0]}x"
+        f"{card['image_size'][1]} px, {card['channels']} channel(s); excluded: "
+        f"{', '.join(card['excluded']) or 'none'}. Size on disk: {card.get('size_on_disk_bytes', 0) / 2**20:.1f} MiB.",
+        "",
+        f"- Channels: {card['channel_rule']}.",
+        f"- Duplicates: {card['dedup']}; dropped {card['duplicates_dropped']}.",
+        f"- Objective: {card['objective']}.",
+        "- Official test splits never enter the corpus.",
+        "",
+        "| source | in corpus | images | train | val | test rows left out | duplicates dropped | licence |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in card["sources"].items():
+        lines.append(
+            f"| {name} | {'yes' if s['in_corpus'] else 'no (excluded)'} | {s['images']} | "
+            f"{s['per_split'].get('train', 0)} | {s['per_split'].get('val', 0)} | {s['test_rows_left_out']} | "
+            f"{sum(s['duplicates_dropped'].values())} | {s['licence']} |"
+        )
+    lines += ["", "| class | images |", "|---|---|"]
+    for s in card["sources"].values():
+        lines += [f"| {k} | {v} |" for k, v in s["per_class"].items()]
+    lines += ["", "| modality | images |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in card["per_modality"].items()]
+    lines += ["", "## Citations", ""]
+    lines += [f"- **{name}** ({s['licence']}): {s['citation']}" for name, s in card["sources"].items()]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ for training
+def corpus_sources(cache) -> dict:
+    """``{"sources": [...], "datasets": [(adapter, data_dir), ...], "card_sha256": ...}`` of a
+    built corpus, or None when ``cache`` is not a corpus (used by the leak check)."""
+    cache = Path(cache)
+    if not (cache / CARD_JSON).is_file():
+        return None
+    text = (cache / CARD_JSON).read_text()
+    card = json.loads(text)
+    kept = {n: s for n, s in card["sources"].items() if s["in_corpus"]}
+    return {
+        "sources": sorted(kept),
+        "datasets": [{"name": n, "dataset": s["dataset"], "data_dir": s["data_dir"],
+                      "options": s.get("options") or {}} for n, s in kept.items()],
+        "card_sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+
+
+# --------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.corpus",
+                                description="Build a multi-dataset pretraining corpus (a prepared cache).")
+    p.add_argument("--spec", required=True, help="YAML spec: sources with name, dataset, data_dir, options, licence, citation")
+    p.add_argument("--out", required=True, help="corpus folder (written atomically)")
+    p.add_argument("--image-size", type=int, default=64, help="square size every image is resized to (default 64)")
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME",
+                   help="leave the source NAME out (leave-one-dataset-out; repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the val rows of sources without an official val split")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        build_corpus(args.spec, args.out, image_size=args.image_size, exclude=args.exclude,
+                     seed=args.seed, progress=not args.quiet)
+    except (CorpusError, DataError, FileNotFoundError, ValueError) as err:
+        if os.environ.get("MEDZOO_DEBUG"):
+            raise
+        print(f"pipelines.corpus: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

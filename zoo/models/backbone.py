@@ -1,0 +1,175 @@
+"""Pretrained backbones: the weights up to ``features``, saved alone and loaded under a new head.
+
+A backbone file (``backbone.weights.h5``, written by ``train.py --pretrain``) is HDF5::
+
+    attrs: medzoo_backbone = 1, metadata = JSON (model, kwargs, input size, channels, corpus ...)
+    layers/<layer name>/<i>   the i-th weight of each layer up to and including ``features``
+
+:func:`load_backbone` puts it into a model of the same architecture with any head: every layer
+up to ``features`` that has weights must be in the file with the same shapes, and is loaded;
+the head (the layers after ``features``) keeps its fresh initialisation. The one tolerated
+difference is the input channel count of the first convolution, adapted as timm's
+``in_chans`` does: summed over the input channels for a 1-channel model, repeated and rescaled
+by ``C_file / C_model`` for more. Anything else is one sentence naming the layer and both
+shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from zoo.models.common import FEATURES
+
+__all__ = ["backbone_layers", "save_backbone", "load_backbone", "read_metadata",
+           "is_backbone_file", "adapt_input_kernel", "BackboneError"]
+
+MARKER = "medzoo_backbone"
+
+
+class BackboneError(ValueError):
+    """A backbone file that does not fit the model, or is not a backbone file at all."""
+
+
+def backbone_layers(model) -> list:
+    """The layers of ``model`` up to and including ``features`` (in graph order)."""
+    names = [layer.name for layer in model.layers]
+    if FEATURES not in names:
+        raise BackboneError(f"Model {model.name!r} has no layer named {FEATURES!r}; only zoo models can hold a backbone.")
+    return model.layers[: names.index(FEATURES) + 1]
+
+
+def head_layers(model) -> list:
+    """The layers after ``features`` (the classifier head)."""
+    names = [layer.name for layer in model.layers]
+    return model.layers[names.index(FEATURES) + 1:]
+
+
+def save_backbone(model, path, metadata: dict | None = None) -> str:
+    """Write the weights of :func:`backbone_layers` to ``path`` (atomically); returns the path."""
+    import h5py
+
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    with h5py.File(tmp, "w") as f:
+        f.attrs[MARKER] = 1
+        f.attrs["metadata"] = json.dumps(metadata or {})
+        group = f.create_group("layers")
+        for layer in backbone_layers(model):
+            weights = layer.get_weights()
+            if not weights:
+                continue
+            sub = group.create_group(layer.name)
+            for i, w in enumerate(weights):
+                sub.create_dataset(str(i), data=np.asarray(w))
+    os.replace(tmp, path)
+    return path
+
+
+def _open(path):
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Backbone file {path!r} does not exist; pass the backbone.weights.h5 of a --pretrain run.")
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise BackboneError(f"Backbone file {path!r} is truncated or not an HDF5 file; copy it again or re-run the pretraining.") from None
+
+
+def is_backbone_file(path) -> bool:
+    """True for a file written by :func:`save_backbone` (False for other .h5 files)."""
+    path = os.fspath(path)
+    if not (os.path.isfile(path) and path.endswith(".h5")):
+        return False
+    try:
+        with _open(path) as f:
+            return bool(f.attrs.get(MARKER, 0))
+    except BackboneError:
+        return path.endswith("backbone.weights.h5")  # truncated: load_backbone says so
+
+
+def read_metadata(path) -> dict:
+    """The metadata stored in a backbone file."""
+    with _open(path) as f:
+        if not f.attrs.get(MARKER, 0):
+            raise BackboneError(f"{os.fspath(path)!r} is not a medzoo backbone file (no {MARKER} marker).")
+        return json.loads(f.attrs.get("metadata", "{}"))
+
+
+def adapt_input_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
+    """A conv kernel ``[kh, kw, C, out]`` for ``channels`` inputs (timm's ``adapt_input_conv``).
+
+    1 channel: sum over C (a grey image through an RGB-trained filter gives the same response
+    as the grey image repeated C times). More: repeat C to ``channels`` (cut to length), scaled
+    by ``C / channels`` so the response to a constant image keeps its size.
+    """
+    kernel = np.asarray(kernel)
+    c = kernel.shape[2]
+    if channels == c:
+        return kernel
+    if channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    reps = math.ceil(channels / c)
+    out = np.concatenate([kernel] * reps, axis=2)[:, :, :channels]
+    return out * (c / channels)
+
+
+def load_backbone(model, path):
+    """Load the backbone file ``path`` into ``model`` (head left fresh); returns the model."""
+    path = os.fspath(path)
+    layers = [layer for layer in backbone_layers(model) if layer.weights]
+    try:
+        with _open(path) as f:
+            if not f.attrs.get(MARKER, 0):
+                raise BackboneError(f"{path!r} is not a medzoo backbone file; pass the backbone.weights.h5 of a --pretrain run.")
+            meta = json.loads(f.attrs.get("metadata", "{}"))
+            origin = meta.get("model", "another model")
+            stored = f["layers"]
+            wanted = {layer.name for layer in layers}
+            extra = sorted(set(stored) - wanted)
+            if extra:
+                raise BackboneError(
+                    f"Backbone file {path!r} (from {origin}) has weights for layer {extra[0]!r}, "
+                    f"which {model.name} does not have; it belongs to another architecture."
+                )
+            first_conv = next((layer.name for layer in layers if any(len(w.shape) == 4 for w in layer.weights)), None)
+            values = {}
+            for layer in layers:
+                if layer.name not in stored:
+                    raise BackboneError(
+                        f"Backbone file {path!r} (from {origin}) has no weights for layer "
+                        f"{layer.name!r} of {model.name}; it belongs to another architecture."
+                    )
+                group = stored[layer.name]
+                current = layer.get_weights()
+                if len(group) != len(current):
+                    raise BackboneError(
+                        f"Layer {layer.name!r} has {len(current)} weights in {model.name} but "
+                        f"{len(group)} in the backbone file {path!r} (from {origin})."
+                    )
+                new = []
+                for i, w in enumerate(current):
+                    try:
+                        v = np.asarray(group[str(i)])
+                    except (KeyError, OSError):
+                        raise BackboneError(f"Backbone file {path!r} is truncated (layer {layer.name!r} weight {i} cannot be read); copy it again.") from None
+                    if v.shape != w.shape and layer.name == first_conv and v.ndim == 4 and v.shape[:2] + v.shape[3:] == w.shape[:2] + w.shape[3:]:
+                        v = adapt_input_kernel(v, w.shape[2])
+                    if v.shape != w.shape:
+                        raise BackboneError(
+                            f"Layer {layer.name!r} weight {i} has shape {tuple(w.shape)} in "
+                            f"{model.name} but {tuple(v.shape)} in the backbone file {path!r} "
+                            f"(from {origin}); build the model with the backbone's input size and architecture."
+                        )
+                    new.append(v.astype(w.dtype))
+                values[layer.name] = new
+    except OSError:
+        raise BackboneError(f"Backbone file {path!r} is truncated or corrupt; copy it again or re-run the pretraining.") from None
+    for layer in layers:
+        layer.set_weights(values[layer.name])
+    return model
