@@ -21,6 +21,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from zoo.training.config import (  # noqa: E402  (light: no TensorFlow)
+    AUGMENT_ON,
     LOSSES,
     OPTIMIZERS,
     SCHEDULES,
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="augment training batches (on by default); optional spec such as "
                         "flip,rotation=10,zoom=0.1")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
+    g.add_argument("--augment-on", choices=AUGMENT_ON,
+                   help=f"where augmentation runs: 'device' = inside the replicated train step on "
+                        f"the training device (tf.data only reads, decodes and batches); 'cpu' = "
+                        f"in the tf.data map; the same batches either way (default {d.augment_on})")
     g.add_argument("--prepare-workers", type=int, help="processes for preparing the cache (default 1)")
 
     g = p.add_argument_group("model")

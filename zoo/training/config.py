@@ -23,6 +23,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "STRATEGIES",
+    "AUGMENT_ON",
     "RESUME_KEYS",
 ]
 
@@ -30,6 +31,7 @@ LOSSES = ("auto", "bce", "ce", "focal")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+AUGMENT_ON = ("device", "cpu")
 
 # Fields that must agree between a checkpoint and the command resuming it (a run continued with a
 # different model, data or optimisation would silently be a different experiment).
@@ -59,6 +61,7 @@ class TrainConfig:
     test_fraction: float = 0.15
     eval_split: str = "val"
     augment: bool | str = True
+    augment_on: str = "device"  # "device": inside the train step; "cpu": in the tf.data map
     prepare_workers: int = 1
     # model
     model: str = "ichnet"
@@ -164,6 +167,7 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("strategy", self.strategy, STRATEGIES)
+        _choice("augment_on", self.augment_on, AUGMENT_ON)
         self.class_weights = parse_class_weights(self.class_weights)
         from zoo.models.common import MIN_SIZE  # light module: keras only, no model is built
 

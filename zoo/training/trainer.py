@@ -8,6 +8,12 @@ divided by the *global* batch, so every strategy computes the same update.
 Per epoch ``e`` the training stream is a function of ``(seed, e)`` only; a run resumed at step
 ``s`` of epoch ``e`` rebuilds that stream and skips its first ``s`` batches, which is what makes
 a killed-and-resumed run end where an uninterrupted run ends.
+
+Augmentation (``--augment-on device``, the default) runs inside the replicated step, on the
+device that trains: the input pipeline only reads, decodes and batches, and tags each batch with
+``[epoch seed, batch index]`` (its position in the pipeline's stream, counted before a resumed
+epoch skips batches). The step augments with exactly the seed and index the tf.data map uses on
+the CPU path (``--augment-on cpu``), so both paths, and a resumed run, see the same batches.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from pipelines.augment import Augmentation, build_augmentation, epoch_seed
 from zoo.training.checkpoint import TrainState
 from zoo.training.config import ConfigError, TrainConfig
 from zoo.training.losses import balanced_class_weights, make_loss
@@ -166,6 +173,7 @@ class Trainer:
         self.state = TrainState(self.model, self.optimizer, self.run_dir / "checkpoints",
                                 strategy=strategy, max_to_keep=cfg.keep_checkpoints)
         self.calibrate = BatchNormCalibrator(self.model) if cfg.bn_calibration_batches else None
+        self.augmenter = self._build_augmenter()
         self.write_dir = (self.run_dir if self.chief else
                           Path(tempfile.mkdtemp(prefix=f"medzoo-{worker_id(strategy)}-")))
         self.write_dir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +219,19 @@ class Trainer:
         finally:
             keras.mixed_precision.set_global_policy(policy)
 
+    def _build_augmenter(self):
+        """The Keras augmentation layers for the device path, or None (CPU path, or none asked).
+
+        Built in float32 whatever the model's precision: images stay float32 until the model's
+        first layer casts them."""
+        if self.cfg.augment_on != "device":
+            return None
+        augmenter = build_augmentation(self.cfg.augment, seed=0)  # the seed comes per batch
+        if augmenter is not None and not isinstance(augmenter, Augmentation):
+            raise ConfigError("--augment-on device takes an augmentation spec, not a callable; "
+                              "pass --augment-on cpu to run a callable in the tf.data map.")
+        return augmenter
+
     def _build_optimizer(self):
         cfg, steps = self.cfg, self.steps
         with self.strategy.scope():
@@ -252,11 +273,19 @@ class Trainer:
         stream is a function of seed and epoch only, so a resumed epoch continues exactly)."""
         cfg, steps, global_batch = self.cfg, self.steps, self.global_batch
 
+        on_device = self.augmenter is not None
+        aug_seed = epoch_seed(cfg.seed, epoch)
+
         def dataset_fn(ctx):
             per_replica = ctx.get_per_replica_batch_size(global_batch)
             local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
             ds = self.source.train_dataset(epoch=epoch, batch_size=per_replica, seed=cfg.seed,
-                                           input_context=ctx, augment=cfg.augment)
+                                           input_context=ctx,
+                                           augment=False if on_device else cfg.augment)
+            if on_device:  # tag each batch with [epoch seed, index]: counted before the skip
+                ds = ds.enumerate().map(
+                    lambda i, batch: (batch[0], batch[1],
+                                      tf.stack([tf.constant(aug_seed, tf.int64), i])))
             return ds.skip(skip * local).take((steps - skip) * local)
 
         iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
@@ -275,11 +304,18 @@ class Trainer:
         the loss summed over replicas (each replica's loss is already divided by the global
         batch, so the sum is the global mean)."""
         batch = next(iterator)
-        per_replica = self.strategy.run(self._replica_step, args=(batch[0], batch[1]))
+        per_replica = self.strategy.run(self._replica_step, args=tuple(batch))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    def _replica_step(self, x, y):
+    def augment(self, x, key):
+        """The device path's augmentation of one replica's batch ``x``; ``key`` is the batch's
+        ``[epoch seed, batch index]`` tag (see :meth:`begin_epoch`)."""
+        return self.augmenter(x, training=True, batch_index=key[1], seed=key[0])
+
+    def _replica_step(self, x, y, key=None):
         model, optimizer = self.model, self.optimizer
+        if key is not None:
+            x = self.augment(x, key)
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
             loss = tf.reduce_sum(self.loss_fn(y, probs)) / self.global_batch
