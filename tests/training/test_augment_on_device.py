@@ -122,3 +122,14 @@ def test_the_cpu_path_leaves_the_step_alone(cache, tmp_path):
 def test_augment_on_is_checked():
     with pytest.raises(ConfigError, match="--augment-on 'gpu' is not one of device, cpu"):
         TrainConfig(augment_on="gpu").validate()
+
+
+def test_jit_compile_on_trains_the_same_step(cache, tmp_path):
+    """XLA on (forced, on this CPU) gives a finite loss close to the plain step's."""
+    losses = []
+    for jit in ("off", "on"):
+        trainer = _trainer(cache, tmp_path / jit, jit_compile=jit)
+        assert trainer.jit == (jit == "on")
+        losses.append(float(trainer.train_step(trainer.begin_epoch(0))))
+    assert np.isfinite(losses).all()
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)

@@ -24,6 +24,9 @@ __all__ = [
     "SCHEDULES",
     "STRATEGIES",
     "AUGMENT_ON",
+    "SWITCHES",
+    "switch",
+    "resolve_switch",
     "RESUME_KEYS",
 ]
 
@@ -32,6 +35,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 AUGMENT_ON = ("device", "cpu")
+SWITCHES = ("auto", "on", "off")  # --jit-compile, --mixed-precision: auto = on for GPUs only
 
 # Fields that must agree between a checkpoint and the command resuming it (a run continued with a
 # different model, data or optimisation would silently be a different experiment).
@@ -79,7 +83,8 @@ class TrainConfig:
     focal_gamma: float = 2.0
     class_weights: str | list | None = None
     label_smoothing: float = 0.0
-    mixed_precision: bool = False
+    mixed_precision: bool | str = "auto"  # auto | on | off (true/false still read as on/off)
+    jit_compile: bool | str = "auto"      # auto | on | off: XLA for the train step
     seed: int = 0
     steps_per_epoch: int | None = None
     bn_calibration_batches: int = 8
@@ -168,6 +173,8 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("augment_on", self.augment_on, AUGMENT_ON)
+        self.mixed_precision = switch("mixed_precision", self.mixed_precision)
+        self.jit_compile = switch("jit_compile", self.jit_compile)
         self.class_weights = parse_class_weights(self.class_weights)
         from zoo.models.common import MIN_SIZE  # light module: keras only, no model is built
 
@@ -195,6 +202,25 @@ def _choice(name, value, choices):
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{_flag(name)} {value!r} is not one of {', '.join(choices)}{hint}.")
+
+
+def switch(name: str, value) -> str:
+    """An auto/on/off option, also from the booleans (and their YAML and flag spellings) that
+    ``--mixed-precision`` took before it had an auto setting."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        text = "on"
+    elif text in ("false", "0", "no", "none"):
+        text = "off"
+    _choice(name, text, SWITCHES)
+    return text
+
+
+def resolve_switch(value, gpu: bool) -> bool:
+    """auto -> on for GPUs and off for CPUs, where XLA and reduced precision slowed training
+    down (README, Speed); on/off as given."""
+    value = switch("switch", value)
+    return gpu if value == "auto" else value == "on"
 
 
 def load_yaml(path) -> dict:

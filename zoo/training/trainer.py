@@ -33,7 +33,7 @@ from tensorflow.core.framework import summary_pb2
 
 from pipelines.augment import Augmentation, build_augmentation, epoch_seed
 from zoo.training.checkpoint import TrainState
-from zoo.training.config import ConfigError, TrainConfig
+from zoo.training.config import ConfigError, TrainConfig, resolve_switch
 from zoo.training.losses import balanced_class_weights, make_loss
 from zoo.training.metrics import format_auroc_table, score, weights_digest
 from zoo.training.optim import WarmupSchedule, make_optimizer
@@ -163,6 +163,8 @@ class Trainer:
         self.steps = self._steps_per_epoch()
         self.labels, self.split = source.labels, cfg.eval_split
         self.class_weights = cfg.class_weights
+        self.mixed = resolve_switch(cfg.mixed_precision, _gpu())
+        self.jit = resolve_switch(cfg.jit_compile, _gpu())
         if self.class_weights == "balanced":
             self.class_weights = balanced_class_weights(source.split_labels("train"), source.activation)
         self.loss_fn = make_loss(cfg.loss, activation=source.activation, num_classes=len(self.labels),
@@ -174,6 +176,9 @@ class Trainer:
                                 strategy=strategy, max_to_keep=cfg.keep_checkpoints)
         self.calibrate = BatchNormCalibrator(self.model) if cfg.bn_calibration_batches else None
         self.augmenter = self._build_augmenter()
+        self._loss_and_grads = (tf.function(self._forward_backward, jit_compile=True,
+                                            reduce_retracing=True)
+                                if self.jit else self._forward_backward)
         self.write_dir = (self.run_dir if self.chief else
                           Path(tempfile.mkdtemp(prefix=f"medzoo-{worker_id(strategy)}-")))
         self.write_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +215,7 @@ class Trainer:
         scaling on GPUs, bfloat16 on CPUs); the global policy is restored afterwards."""
         cfg, source = self.cfg, self.source
         policy = keras.mixed_precision.global_policy()
-        if cfg.mixed_precision:
+        if self.mixed:
             keras.mixed_precision.set_global_policy("mixed_float16" if _gpu() else "mixed_bfloat16")
         try:
             with self.strategy.scope():
@@ -238,7 +243,7 @@ class Trainer:
             schedule = WarmupSchedule(cfg.lr, steps * cfg.epochs, round(cfg.warmup_epochs * steps),
                                       cfg.schedule)
             optimizer = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay,
-                                       mixed_float16=cfg.mixed_precision and _gpu())
+                                       mixed_float16=self.mixed and _gpu())
             optimizer.build(self.model.trainable_variables)
         return schedule, optimizer
 
@@ -263,6 +268,10 @@ class Trainer:
                  f"{self.source.input_shape} inputs, {len(labels)} labels ({self.source.activation}); "
                  f"strategy {strategy_name(self.strategy)} with {self.replicas} replica(s), global "
                  f"batch {self.global_batch}, {self.steps} steps/epoch.")
+        where = "off" if self.cfg.augment in (False, None, "none") else (
+            "on the device" if self.augmenter is not None else "in tf.data (CPU)")
+        self.log(f"Precision {self.model.dtype_policy.name}, XLA {'on' if self.jit else 'off'}, "
+                 f"augmentation {where}.")
         if self.class_weights is not None:
             self.log("Class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(labels, self.class_weights)))
         self._t_start = time.perf_counter()
@@ -313,18 +322,23 @@ class Trainer:
         return self.augmenter(x, training=True, batch_index=key[1], seed=key[0])
 
     def _replica_step(self, x, y, key=None):
-        model, optimizer = self.model, self.optimizer
         if key is not None:
             x = self.augment(x, key)
+        loss, grads = self._loss_and_grads(x, y)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        return loss
+
+    def _forward_backward(self, x, y):
+        """The replica's loss and gradients: XLA-compiled with ``--jit-compile`` on (the
+        augmentation before and the cross-replica gradient sum after stay outside XLA)."""
+        model, optimizer = self.model, self.optimizer
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
             loss = tf.reduce_sum(self.loss_fn(y, probs)) / self.global_batch
             if model.losses:
                 loss += tf.add_n(model.losses) / self.replicas
             scaled = optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        return loss, tape.gradient(scaled, model.trainable_variables)
 
     def on_step_end(self, epoch: int, step: int, loss) -> None:
         """Check the loss, count it into the checkpointed epoch state, show progress, log
@@ -459,6 +473,8 @@ class Trainer:
             "weights_sha256": digest,
             "class_weights": self.class_weights,
             "precision": self.model.dtype_policy.name,
+            "jit_compile": self.jit,
+            "augment_on": self.cfg.augment_on,
         }
         self.log(format_auroc_table(final, self.split))
         self.log(f"final weights sha256 {digest}")
