@@ -1,8 +1,10 @@
 """``prepare``: a dataset adapter's manifest -> a sharded TFRecord cache (see ``format``).
 
-The parent process reads and splits the manifest, plans the shards (pseudonymised ids, a
-seeded order), hands the decoding to :mod:`pipelines.cache.decode` (spawned worker processes,
-or in-process with ``workers=1``) and writes the records in plan order. Each shard is written
+The parent process starts the decode workers first (spawned processes importing the decoders
+while the parent reads the manifest, so their start-up overlaps it), reads and splits the
+manifest, plans the shards (pseudonymised ids, a seeded order), hands the decoding and the
+record encoding to :mod:`pipelines.cache.decode` (in-process with ``workers=1``) and appends the
+finished records to the shards in plan order. Each shard is written
 under a hidden temp name and renamed when complete, with a marker in ``.progress/``; a re-run
 with the same settings skips the finished shards. ``dataset.json`` is written last.
 """
@@ -38,7 +40,6 @@ from pipelines.cache.format import (
     derive_seed,
     parse_image_size,
     pseudonym,
-    serialize_example,
     shard_name,
     split_names,
 )
@@ -137,25 +138,51 @@ def _check_same(settings: dict, stored: dict, out: Path) -> None:
         )
 
 
-def _decoded_rows(todo, payloads, ref, data_dir, windows, size, channels, workers):
-    """Yield (position, bytes | None, error | None) in order, from workers or in-process."""
-    tasks = ((i, payloads[i]) for i in range(len(todo)))
-    if workers <= 1 or len(todo) <= 1:
-        decode.init_worker(ref, str(data_dir), windows, size, channels)
-        for task in tasks:
-            yield decode.work(task)
-        return
-    context = multiprocessing.get_context("spawn")
-    chunk = max(1, min(16, len(todo) // (workers * 8) or 1))
-    with context.Pool(
-        workers,
-        initializer=decode.init_worker,
-        initargs=(ref, str(data_dir), windows, size, channels),
-    ) as pool:
-        try:
-            yield from pool.imap(decode.work, tasks, chunksize=chunk)
-        finally:
-            pool.terminate()
+class DecodePool:
+    """The decode workers: started early, fed later.
+
+    ``DecodePool(workers, ref, data_dir, windows, size)`` spawns the processes at once (their
+    start-up, about a second of imports each, overlaps the parent's manifest reading);
+    ``results(tasks)`` yields ``decode.work`` results in task order. ``workers=1`` decodes in
+    this process. ``close()`` (or the with-block) stops the workers at once.
+
+    Why 2 workers used to be no faster than 1: each worker started only after the manifest was
+    read, so small and medium runs paid the start-up serially; and the parent built every
+    ``tf.train.Example`` itself, a single-threaded step competing with the workers for the
+    cores. Workers now return finished records (one bytes object each, pickled once), and the
+    parent only appends them to the shard files.
+    """
+
+    def __init__(self, workers, ref, data_dir, windows, size):
+        self.workers = workers
+        self.initargs = (ref, str(data_dir), windows, tuple(size))
+        self.pool = None
+        if workers > 1:
+            context = multiprocessing.get_context("spawn")
+            self.pool = context.Pool(workers, initializer=decode.init_worker,
+                                     initargs=self.initargs)
+
+    def results(self, tasks, count):
+        if self.pool is None:
+            decode.init_worker(*self.initargs)
+            for task in tasks:
+                yield decode.work(task)
+            return
+        # chunks: enough to keep every worker busy without a long tail at the end
+        chunk = max(1, min(16, count // (self.workers * 4)))
+        yield from self.pool.imap(decode.work, tasks, chunksize=chunk)
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def prepare(
@@ -193,9 +220,7 @@ def prepare(
         shard_size: examples per shard (default: about 64 MiB of pixels per shard).
         options: extra keyword arguments for the adapter's ``read_manifest``.
     """
-    from pipelines.manifest import quarantined, validate_manifest
-    from pipelines.splits import assert_patient_disjoint, split_manifest
-    from pipelines.transforms import format_windows, parse_windows
+    from pipelines.transforms import parse_windows
 
     start = time.perf_counter()
     out = Path(out)
@@ -227,6 +252,20 @@ def prepare(
                 file=sys.stderr,
             )
         return out
+
+    ref = decode.AdapterRef(dataset if isinstance(dataset, str) else adapter)
+    with DecodePool(workers, ref, data_dir, windows, size) as pool:
+        return _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
+                        val_fraction, test_fraction, seed, progress, shard_size, options,
+                        settings, start)
+
+
+def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict, val_fraction,
+             test_fraction, seed, progress, shard_size, options, settings, start):
+    """prepare() once the arguments are checked and the workers are starting."""
+    from pipelines.manifest import quarantined, validate_manifest
+    from pipelines.splits import assert_patient_disjoint, split_manifest
+    from pipelines.transforms import format_windows
 
     # Read, validate, split. This is redone on resume; the stored salt keeps the pseudonyms
     # and the seed keeps the split and the shard plan the same. Labels, task and channels
@@ -267,8 +306,10 @@ def prepare(
     rows = todo.to_dict("records")
     payloads = [original[row["id"]] for row in rows]
 
-    shape = (size[0], size[1], channels)
-    ref = decode.AdapterRef(dataset if isinstance(dataset, str) else adapter)
+    tasks = (
+        (i, payloads[i], (channels, [row[k] for k in labels], row["id"], row["patient_id"]))
+        for i, row in enumerate(rows)
+    )
     quarantined = 0
     bar = _progress_bar(len(todo), progress, skipped=len(done), shards=len(shards))
     writer = None
@@ -276,10 +317,10 @@ def prepare(
     tmp = None
     written: list[str] = []
     bad: list[list[str]] = []
-    results = _decoded_rows(todo, payloads, ref, data_dir, windows, size, channels, workers)
+    results = pool.results(tasks, len(rows))
     first_result = last_result = None
     try:
-        for (position, pixels, error), row in zip(results, rows):
+        for (position, record, error), row in zip(results, rows):
             last_result = time.perf_counter()
             first_result = first_result or last_result
             if row["shard"] != current:
@@ -300,8 +341,7 @@ def prepare(
                 if bar is not None:
                     bar.set_postfix(quarantined=quarantined)
             else:
-                label = [row[k] for k in labels]
-                writer.write(serialize_example(pixels, shape, label, row["id"], row["patient_id"]))
+                writer.write(record)
                 written.append(row["id"])
             if bar is not None:
                 bar.update(1)
@@ -309,7 +349,8 @@ def prepare(
             _finish_shard(writer, tmp, out, progress_dir, current, written, bad)
             writer = None
     finally:
-        results.close()  # stops the worker pool at once when strict mode raised
+        results.close()
+        pool.close()  # stops the workers at once when strict mode raised
         if writer is not None:
             writer.close()
             tmp.unlink(missing_ok=True)
