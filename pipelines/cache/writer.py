@@ -213,6 +213,8 @@ def prepare(
     progress: bool = True,
     shard_size: int | None = None,
     options: dict | None = None,
+    runner: str = "pool",
+    beam_options=None,
 ) -> Path:
     """Decode ``dataset`` once into a sharded TFRecord cache at ``out``; returns ``out``.
 
@@ -232,6 +234,11 @@ def prepare(
         progress: tqdm bar and a printed summary.
         shard_size: examples per shard (default: about 64 MiB of pixels per shard).
         options: extra keyword arguments for the adapter's ``read_manifest``.
+        runner: ``"pool"`` (worker processes on this machine) or ``"beam"`` (an Apache Beam
+            pipeline, :mod:`pipelines.cache.beam`: decode, quarantine and shard writing as
+            Beam transforms; the same records, the same cache).
+        beam_options: Beam pipeline options (a list of ``--flag=value`` strings); default the
+            DirectRunner with ``workers`` processes.
     """
     from pipelines.transforms import parse_windows
 
@@ -241,6 +248,8 @@ def prepare(
     size = parse_image_size(image_size)
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be a positive integer; pass e.g. 2.")
+    if runner not in ("pool", "beam"):
+        raise ValueError(f"runner={runner!r} is not 'pool' or 'beam'.")
     if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
         raise ValueError(f"shard_size={shard_size!r} must be a positive integer or None.")
     if not data_dir.is_dir():
@@ -267,14 +276,20 @@ def prepare(
         return out
 
     ref = decode.AdapterRef(dataset if isinstance(dataset, str) else adapter)
-    with DecodePool(workers, ref, data_dir, windows, size) as pool:
+    beam = None  # the Beam runner's options, when it runs
+    if runner == "beam":
+        from pipelines.cache import beam as beam_module
+
+        beam_module.check_installed()
+        beam = {"options": beam_options}
+    with DecodePool(workers if beam is None else 1, ref, data_dir, windows, size) as pool:
         return _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
                         val_fraction, test_fraction, seed, progress, shard_size, options,
-                        settings, start)
+                        settings, start, beam)
 
 
 def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict, val_fraction,
-             test_fraction, seed, progress, shard_size, options, settings, start):
+             test_fraction, seed, progress, shard_size, options, settings, start, beam=None):
     """prepare() once the arguments are checked and the workers are starting."""
     from pipelines.manifest import quarantined, validate_manifest
     from pipelines.splits import assert_patient_disjoint, split_manifest
@@ -323,8 +338,46 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
         (i, payloads[i], (channels, [row[k] for k in labels], row["id"], row["patient_id"]))
         for i, row in enumerate(rows)
     )
+    if beam is not None:
+        from pipelines.cache import beam as beam_module
+
+        first_result, last_result = beam_module.write_shards(
+            list(zip((row["shard"] for row in rows), tasks)), out=out, progress_dir=progress_dir,
+            strict=strict, initargs=pool.initargs, workers=workers, options=beam["options"],
+            progress=progress)
+    else:
+        bar = _progress_bar(len(todo), progress, skipped=len(done), shards=len(shards))
+        first_result, last_result = _write_shards(pool, tasks, rows, payloads, out, progress_dir,
+                                                  strict, bar)
+
+    facts = {
+        "dataset": name,
+        "labels": list(labels),
+        "task": task,
+        "image_size": [size[0], size[1]],
+        "channels": channels,
+        "windows": format_windows(windows) if is_ct else None,
+    }
+    run_stats = {
+        "workers": workers,
+        "runner": "beam" if beam is not None else "pool",
+        "seconds_last_run": round(time.perf_counter() - start, 3),
+        "images_last_run": len(todo),
+    }
+    if len(todo) > 1 and first_result is not None and last_result > first_result:
+        # decode + write rate once the workers are up (reading the manifest, splitting and
+        # starting the processes excluded): the throughput a large dataset sees
+        run_stats["images_per_s_steady"] = round((len(todo) - 1) / (last_result - first_result), 2)
+    info = _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out)
+    if progress:
+        _print_summary(out, info)
+    return out
+
+
+def _write_shards(pool, tasks, rows, payloads, out, progress_dir, strict, bar):
+    """The pool's records -> shard files, in plan order; returns the times of the first and
+    last result (the steady rate)."""
     quarantined = 0
-    bar = _progress_bar(len(todo), progress, skipped=len(done), shards=len(shards))
     writer = None
     current = None
     tmp = None
@@ -345,10 +398,7 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
             if error is not None:
                 path = str(payloads[position].get("path", ""))
                 if strict:
-                    raise PrepareError(
-                        f"Could not decode {path} ({error}); fix or remove the file, or run "
-                        "without --strict to quarantine it and go on."
-                    )
+                    raise PrepareError(strict_message(path, error))
                 bad.append([path, error])
                 quarantined += 1
                 if bar is not None:
@@ -369,28 +419,12 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
             tmp.unlink(missing_ok=True)
         if bar is not None:
             bar.close()
+    return first_result, last_result
 
-    facts = {
-        "dataset": name,
-        "labels": list(labels),
-        "task": task,
-        "image_size": [size[0], size[1]],
-        "channels": channels,
-        "windows": format_windows(windows) if is_ct else None,
-    }
-    run_stats = {
-        "workers": workers,
-        "seconds_last_run": round(time.perf_counter() - start, 3),
-        "images_last_run": len(todo),
-    }
-    if len(todo) > 1 and last_result > first_result:
-        # decode + write rate once the workers are up (reading the manifest, splitting and
-        # starting the processes excluded): the throughput a large dataset sees
-        run_stats["images_per_s_steady"] = round((len(todo) - 1) / (last_result - first_result), 2)
-    info = _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out)
-    if progress:
-        _print_summary(out, info)
-    return out
+
+def strict_message(path, error) -> str:
+    return (f"Could not decode {path} ({error}); fix or remove the file, or run without "
+            "--strict to quarantine it and go on.")
 
 
 def _progress_bar(total, progress, *, skipped, shards):
