@@ -3,6 +3,7 @@
     python -m benchmarks.models                      # every model, speed at its default input
     python -m benchmarks.models --models "res*" --quick
     python -m benchmarks.models --size 128           # speed at 128x128 (FLOPs stay at default)
+    python -m benchmarks.models --models "ichnet,myositisnet" --size 128 --train-batch 32 --xla
 
 Prints a Markdown table (stdout; progress goes to stderr): parameters, FLOPs of one image at the
 model's default input (TensorFlow profiler, 2 per multiply-add, ``benchmarks.flops``), CPU
@@ -10,6 +11,9 @@ training images/s (``train_on_batch`` with Adam, after one warm-up step) and inf
 batch 1 and 32 (a compiled forward pass, median of timed runs after a warm-up), each with its
 ratio against ``mobilenetv3_small``, which is always measured in the same run.
 The device is the CPU unless ``--device`` says otherwise (GPUs are hidden before TF starts).
+``--xla`` also times the training step XLA-compiled (``jit_compile=True``) and prints the
+XLA / plain ratio: the figure behind ``train.py --jit-compile auto`` (off on CPUs). The header
+line gives the core count and the load average.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def attention_flops(model) -> int:
 
 
 def measure(name: str, *, size: int | None, train_batch: int, train_steps: int, runs_b1: int,
-            runs_b32: int, seed: int = 0) -> dict:  # fmt: skip
+            runs_b32: int, seed: int = 0, xla: bool = False) -> dict:  # fmt: skip
     """Parameters, FLOPs and speeds of ``name`` (one row of the table)."""
     import keras
     import numpy as np
@@ -93,14 +97,19 @@ def measure(name: str, *, size: int | None, train_batch: int, train_steps: int, 
     loss = {"sigmoid": "binary_crossentropy", "softmax": "categorical_crossentropy"}.get(
         act, keras.losses.BinaryCrossentropy(from_logits=True)
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
     xt = rng.random((train_batch, *shape), dtype=np.float32)
     yt = np.eye(k, dtype=np.float32)[rng.integers(0, k, train_batch)]
-    model.train_on_batch(xt, yt)  # traces the train step
-    t = time.perf_counter()
-    for _ in range(train_steps):
-        model.train_on_batch(xt, yt)
-    train_ips = train_batch * train_steps / (time.perf_counter() - t)
+
+    def train_rate(jit):
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss, jit_compile=jit)
+        model.train_on_batch(xt, yt)  # traces (and with XLA compiles) the train step
+        t = time.perf_counter()
+        for _ in range(train_steps):
+            model.train_on_batch(xt, yt)
+        return train_batch * train_steps / (time.perf_counter() - t)
+
+    train_ips = train_rate(False)
+    xla_ips = train_rate(True) if xla else None
     row = {
         "name": name,
         "params": params,
@@ -108,6 +117,7 @@ def measure(name: str, *, size: int | None, train_batch: int, train_steps: int, 
         "flops_input": default,
         "speed_input": shape,
         "train_ips": train_ips,
+        "xla_train_ips": xla_ips,
         "lat1_ms": lat1 * 1e3,
         "lat32_ms": lat32 * 1e3,
     }
@@ -133,14 +143,15 @@ def render(rows: list[dict], ref: dict, *, device: str, train_batch: int) -> str
         if same
         else f"{side[0]}x{side[1]} with each model's default channels"
     )
+    xla = any(r.get("xla_train_ips") for r in rows)
     lines = [
         f"Speed on {device} at {where}; training batch {train_batch}; FLOPs at the default "
         f"input, batch 1 (2 per multiply-add; attention products added analytically). Ratios are against `{REFERENCE}` "
         "(for latency, higher = slower; for training, higher = faster).",
         "",
         "| Model | Default input | Params | x | GFLOPs | x | Train img/s | x | "
-        "Latency b1 (ms) | x | Latency b32 (ms) | x |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Latency b1 (ms) | x | Latency b32 (ms) | x |" + (" Train img/s XLA | XLA / plain |" if xla else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if xla else ""),
     ]
     for r in rows:
         default = "x".join(str(s) for s in r["flops_input"])
@@ -150,6 +161,8 @@ def render(rows: list[dict], ref: dict, *, device: str, train_batch: int) -> str
             f"{r['train_ips']:.1f} | {_ratio(r['train_ips'], ref['train_ips'])} | "
             f"{r['lat1_ms']:.1f} | {_ratio(r['lat1_ms'], ref['lat1_ms'])} | "
             f"{r['lat32_ms']:.0f} | {_ratio(r['lat32_ms'], ref['lat32_ms'])} |"
+            + (f" {r['xla_train_ips']:.1f} | {_ratio(r['xla_train_ips'], r['train_ips'])} |"
+               if xla else "")
         )
     return "\n".join(lines)
 
@@ -168,6 +181,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-batch", type=int, default=None, help="training batch (16)")
     parser.add_argument("--device", choices=("cpu", "auto"), default="cpu",
                         help="cpu (default: hide GPUs) or auto (whatever TF picks)")  # fmt: skip
+    parser.add_argument("--xla", action="store_true",
+                        help="also time the training step with XLA (jit_compile=True)")
     args = parser.parse_args(argv)
     if args.size is not None and args.size < 32:
         parser.error(f"--size {args.size} is too small; models need at least 32 pixels.")
@@ -192,6 +207,7 @@ def main(argv=None) -> int:
         "train_steps": 2 if args.quick else 5,
         "runs_b1": 3 if args.quick else 10,
         "runs_b32": 1 if args.quick else 3,
+        "xla": args.xla,
     }
     _log(f"measuring {len(names)} models: {', '.join(names)}")
     t = time.perf_counter()
@@ -201,6 +217,8 @@ def main(argv=None) -> int:
 
     gpus = tf.config.list_logical_devices("GPU")
     device = f"GPU ({gpus[0].name})" if gpus else f"CPU ({os.cpu_count()} cores visible)"
+    if hasattr(os, "getloadavg"):
+        device += f", load average {os.getloadavg()[0]:.1f}"
     print(render(rows, ref, device=device, train_batch=train_batch))
     _log(f"done in {time.perf_counter() - t:.0f}s")
     return 0

@@ -1,4 +1,5 @@
-"""Training augmentation for the tf.data pipeline, from Keras core preprocessing layers.
+"""Training augmentation, from Keras core preprocessing layers: in the training step on the
+device (the default), or in the tf.data pipeline on the CPU.
 
 ``build_augmentation(spec, seed=...)`` turns a spec into a callable on image batches
 (float32 [B, H, W, C] in [0, 1]) made of ``keras.layers.RandomFlip``, ``RandomRotation``,
@@ -8,6 +9,11 @@
 Spec forms: ``None`` / ``False`` / ``"none"`` (no augmentation); ``True`` / ``"default"``
 (:data:`DEFAULTS`); a string ``"flip,rotation=15,zoom=0.1"`` (a key without a value takes its
 default); a dict with the same keys; or any callable on image batches (used as given).
+
+Where it runs: ``aug(images, batch_index=i, seed=s)`` gives the same output for the same
+``(s, i)`` wherever it is called. ``make_dataset`` calls it in a parallel map (the CPU path,
+``--augment-on cpu``); the trainer calls it inside the replicated train step (the device path,
+``--augment-on device``) with the same seed and batch index, so both paths see the same batches.
 
 Keys: ``flip`` ("horizontal" | "vertical" | "horizontal_and_vertical"), ``rotation``
 (maximum degrees either way), ``zoom`` (maximum fraction in or out), ``contrast`` (maximum
@@ -83,7 +89,8 @@ _SEED_MOD = 2**31 - 2  # Keras' TensorFlow backend folds seeds into int32 with t
 
 
 class _BatchSeed(keras.random.SeedGenerator):
-    """Stateless seeds for one batch of one layer: ``[layer seed, batch index * 64 + draw]``.
+    """Stateless seeds for one batch of one layer: ``[layer seed, batch index * 64 + draw]``
+    (the layer seed and the batch index may be Python ints or int tensors).
 
     Keras' random layers draw their seeds from ``layer.generator.next()``; a normal
     SeedGenerator advances a variable, which only gives a reproducible stream when batches
@@ -93,7 +100,7 @@ class _BatchSeed(keras.random.SeedGenerator):
     """
 
     def __init__(self, layer_seed: int, batch_index):  # noqa: D107
-        self._first = tf.constant(layer_seed % _SEED_MOD, tf.int64)
+        self._first = tf.math.floormod(tf.cast(layer_seed, tf.int64), _SEED_MOD)
         self._base = tf.math.floormod(tf.cast(batch_index, tf.int64) * 64, _SEED_MOD)
         self._draws = 0
 
@@ -145,22 +152,36 @@ class Augmentation:
     ``aug(images)`` uses the layers' own seeded generators (one batch after another);
     ``aug(images, batch_index=i)`` ties the randomness to ``(seed, i)`` so that a parallel
     ``tf.data`` map gives the same output whatever order the batches are computed in.
+    ``aug(images, batch_index=i, seed=s)`` uses ``s`` (an int or an int tensor) in place of the
+    seed it was built with: the train step passes each epoch's seed as a tensor, so one traced
+    step serves every epoch.
     """
 
     def __init__(self, layers, seed: int = 0):
         self.layers = list(layers)
         self.seed = int(seed)
 
-    def __call__(self, images, training=True, batch_index=None):
+    def __call__(self, images, training=True, batch_index=None, seed=None):
+        if seed is None:
+            seed = self.seed
+        elif not isinstance(seed, int):
+            seed = tf.cast(seed, tf.int64)
         for k, layer in enumerate(self.layers):
             if batch_index is not None and training:
-                images = _stateless_call(layer, images, self.seed + 7919 * (k + 1), batch_index)
+                images = _stateless_call(layer, images, seed + 7919 * (k + 1), batch_index)
             else:
                 images = layer(images, training=training)
         return tf.clip_by_value(images, 0.0, 1.0)
 
     def __repr__(self):
         return f"Augmentation({', '.join(type(x).__name__ for x in self.layers)})"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The augmentation seed of epoch ``epoch`` of a run seeded ``seed`` (both paths use it)."""
+    from pipelines.cache.format import derive_seed
+
+    return derive_seed(seed, epoch, 3)
 
 
 def build_augmentation(spec, *, seed: int = 0):

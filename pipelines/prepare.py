@@ -7,6 +7,9 @@ Example::
 
     python -m pipelines.prepare --dataset synthetic --data-dir data/synthetic-head-ct \\
         --out cache/synthetic-256 --image-size 256 --workers 2
+    python -m pipelines.prepare ... --runner beam --workers 2          # Beam, DirectRunner
+    python -m pipelines.prepare ... --runner beam \\
+        --beam-options "--runner=FlinkRunner --flink_master=host:8081 --environment_type=LOOPBACK"
 """
 
 from __future__ import annotations
@@ -76,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=1, help="decode processes (default 1)")
     run.add_argument(
+        "--runner",
+        choices=("pool", "beam"),
+        default="pool",
+        help="pool: worker processes on this machine (default); beam: an Apache Beam pipeline "
+        "(pip install -e '.[beam]'), the DirectRunner with --workers processes unless "
+        "--beam-options says otherwise",
+    )
+    run.add_argument(
+        "--beam-options",
+        default=None,
+        metavar="'--runner=FlinkRunner ...'",
+        help="Beam pipeline options as one quoted string, e.g. '--runner=DataflowRunner "
+        "--project=P --region=R --temp_location=gs://B/tmp'",
+    )
+    run.add_argument(
         "--strict",
         action="store_true",
         help="stop at the first unreadable file instead of quarantining it",
@@ -103,6 +121,8 @@ def main(argv=None) -> int:
             progress=not args.quiet,
             shard_size=args.shard_size,
             options=dict(args.option) or None,
+            runner=args.runner,
+            beam_options=args.beam_options,
         )
     except (PrepareError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -5,6 +5,7 @@
     format.py   the on-disk format: file names, FORMAT_VERSION, the record, read_info, shard_files
     decode.py   the worker side of prepare: adapter.load -> resize -> uint8 (no TensorFlow)
     writer.py   prepare(): manifest -> split -> shard plan -> process pool -> shards -> dataset.json
+    beam.py     prepare(runner="beam"): the decode and shard writing as an Apache Beam pipeline
     reader.py   make_dataset(): shards -> tf.data (per-worker sharding, shuffle, balance, augment)
 
 The names below are imported on first use (PEP 562), so that importing

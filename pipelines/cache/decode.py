@@ -5,10 +5,15 @@ well under a second and spend their time in pydicom / numpy. Keep it that way:
 ``tests/pipelines/test_cache_layout.py`` checks it.
 
 Each image goes: ``adapter.load(row, data_dir, windows)`` (float32 (H, W, C) in [0, 1]) ->
-:func:`to_cache_pixels` (resize to ``image_size``, then uint8).
+:func:`to_cache_pixels` (resize to ``image_size``, then uint8) -> :func:`encode_example` (the
+finished ``tf.train.Example`` bytes, written without TensorFlow). The parent process only
+appends the records to the shard files, so one writer keeps up with many workers, and each
+result crosses the process boundary once, as one bytes object.
 """
 
 from __future__ import annotations
+
+import struct
 
 import numpy as np
 
@@ -70,6 +75,54 @@ def decode_row(adapter, row, data_dir, windows, size, channels) -> np.ndarray:
     return to_cache_pixels(image, size)
 
 
+# --------------------------------------------------------------------------------------------
+# The record, encoded without TensorFlow (protobuf wire format of tf.train.Example)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature(kind: int, payload: bytes) -> bytes:
+    # Feature{oneof: bytes_list = 1, float_list = 2, int64_list = 3}; each list's values are
+    # field 1 (repeated bytes; packed floats; packed varints)
+    return _field(kind, payload)
+
+
+def encode_example(image: bytes, shape, label, example_id: str, patient_id: str) -> bytes:
+    """The same ``tf.train.Example`` as ``pipelines.cache.format.serialize_example``, as bytes,
+    without importing TensorFlow (``tests/pipelines/test_prepare_scaling.py`` parses both)."""
+    height, width, channels = (int(v) for v in shape)
+
+    def ints(*values):
+        return _feature(3, _field(1, b"".join(_varint(v) for v in values)))
+
+    features = (
+        ("image", _feature(1, _field(1, bytes(image)))),
+        ("height", ints(height)),
+        ("width", ints(width)),
+        ("channels", ints(channels)),
+        ("label", _feature(2, _field(1, struct.pack(f"<{len(label)}f", *map(float, label))))),
+        ("id", _feature(1, _field(1, str(example_id).encode("utf-8")))),
+        ("patient_id", _feature(1, _field(1, str(patient_id).encode("utf-8")))),
+    )
+    entries = b"".join(_field(1, _field(1, k.encode()) + _field(2, v)) for k, v in features)
+    return _field(1, entries)  # Example{features = 1}: Features{map<string, Feature> = 1}
+
+
 def describe_error(error: BaseException) -> str:
     """A one-line reason for quarantine.csv (the exception's first line, with its type)."""
     problem = getattr(error, "problem", None)  # pipelines.manifest.DataError: path is separate
@@ -96,28 +149,25 @@ class Row(dict):
 _WORKER: dict = {}
 
 
-def init_worker(ref: AdapterRef, data_dir: str, windows, size, channels) -> None:
-    """Pool initializer: resolve the adapter once per process."""
+def init_worker(ref: AdapterRef, data_dir: str, windows, size) -> None:
+    """Pool initializer: import the decoders and resolve the adapter once per process. It needs
+    nothing from the manifest, so the pool can start while the parent still reads it."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _WORKER.update(
-        adapter=ref.resolve(), data_dir=data_dir, windows=windows, size=size, channels=channels
-    )
+    _WORKER.update(adapter=ref.resolve(), data_dir=data_dir, windows=windows, size=size)
 
 
 def work(task):
-    """Pool task: (position, row dict) -> (position, uint8 bytes or None, error or None)."""
-    position, row = task
+    """Pool task: ``(position, row dict, record)`` -> ``(position, record bytes or None, error
+    or None)``, where ``record = (channels, label values, id, patient_id)`` of the cache row."""
+    position, row, (channels, label, example_id, patient_id) = task
+    size = _WORKER["size"]
     try:
         image = decode_row(
-            _WORKER["adapter"],
-            Row(row),
-            _WORKER["data_dir"],
-            _WORKER["windows"],
-            _WORKER["size"],
-            _WORKER["channels"],
+            _WORKER["adapter"], Row(row), _WORKER["data_dir"], _WORKER["windows"], size, channels
         )
     except Exception as error:  # noqa: BLE001 - any failure of one file is that file's problem
         return position, None, describe_error(error)
-    return position, image.tobytes(), None
+    shape = (size[0], size[1], channels)
+    return position, encode_example(image.tobytes(), shape, label, example_id, patient_id), None

@@ -68,7 +68,9 @@ def make_dataset(
             otherwise, like the Keras layers at inference).
         image_size: N or (H, W) to resize to (bilinear, antialiased); None = cache size.
         augment: None/False, True/"default", a spec ("flip,rotation=10,zoom=0.1"), a dict, or
-            a callable on image batches; see ``pipelines.augment``.
+            a callable on image batches; see ``pipelines.augment``. This is the CPU path; the
+            trainer's default passes None here and augments inside its train step instead,
+            with the same seed and batch index (``--augment-on device``).
         mixup, cutmix: MixUp alpha / CutMix factor; both > 0 alternates them by batch.
         seed, epoch: the order and the augmentation depend only on these, so a resumed run
             that passes its epoch sees the same data as an uninterrupted one.
@@ -155,7 +157,7 @@ def make_dataset(
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     if training:
-        augmenter = _augment.build_augmentation(augment, seed=derive_seed(seed, epoch, 3))
+        augmenter = _augment.build_augmentation(augment, seed=_augment.epoch_seed(seed, epoch))
         mixer = _augment.build_mix(mixup=mixup, cutmix=cutmix, seed=derive_seed(seed, epoch, 4))
         if augmenter is not None or mixer is not None:
             ds = ds.enumerate()

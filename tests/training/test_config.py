@@ -106,3 +106,31 @@ def test_list_models_prints_the_registry(capsys):
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert names == zoo.list_models()
     assert "multi-label" in out
+
+
+@pytest.mark.parametrize("given, expected", [
+    (True, "on"), (False, "off"), ("true", "on"), ("false", "off"), ("auto", "auto"),
+    ("on", "on"), ("OFF", "off"),
+])
+def test_mixed_precision_and_jit_compile_take_auto_on_off_and_the_old_booleans(given, expected):
+    cfg = TrainConfig(mixed_precision=given, jit_compile=given).validate()
+    assert cfg.mixed_precision == expected and cfg.jit_compile == expected
+
+
+def test_auto_is_on_for_gpus_and_off_for_cpus():
+    from zoo.training.config import resolve_switch
+
+    assert resolve_switch("auto", True) and not resolve_switch("auto", False)
+    assert resolve_switch("on", False) and not resolve_switch("off", True)
+    with pytest.raises(ConfigError, match="--jit-compile 'fast' is not one of auto, on, off"):
+        TrainConfig(jit_compile="fast").validate()
+
+
+def test_the_flags_reach_the_config():
+    cli = _train_module()
+    cfg, _ = cli.config_from_args(["--jit-compile", "on", "--mixed-precision", "--augment-on", "cpu"])
+    assert (cfg.jit_compile, cfg.mixed_precision, cfg.augment_on) == ("on", "on", "cpu")
+    help_text = cli.build_parser().format_help()
+    assert "--jit-compile" in help_text and "--augment-on" in help_text
+    cfg, _ = cli.config_from_args([])
+    assert (cfg.jit_compile, cfg.mixed_precision, cfg.augment_on) == ("auto", "auto", "device")

@@ -153,9 +153,17 @@ def _registry_model_fn(cfg: TrainConfig):
 
 
 def _config_mismatch(old: dict, new: dict) -> list[str]:
-    from zoo.training.config import RESUME_KEYS
+    """RESUME_KEYS whose values differ; mixed_precision compares as resolved on this machine
+    (a run saved with ``false`` resumes under the ``auto`` default on a CPU)."""
+    from zoo.training.config import RESUME_KEYS, resolve_switch
+    from zoo.training.trainer import _gpu
 
-    return [k for k in RESUME_KEYS if k in old and old.get(k) != new.get(k)]
+    def same(key):
+        if key == "mixed_precision":
+            return resolve_switch(old[key], _gpu()) == resolve_switch(new.get(key), _gpu())
+        return old.get(key) == new.get(key)
+
+    return [k for k in RESUME_KEYS if k in old and not same(k)]
 
 
 def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None) -> dict:

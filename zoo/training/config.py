@@ -23,6 +23,10 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "STRATEGIES",
+    "AUGMENT_ON",
+    "SWITCHES",
+    "switch",
+    "resolve_switch",
     "RESUME_KEYS",
 ]
 
@@ -30,6 +34,8 @@ LOSSES = ("auto", "bce", "ce", "focal")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+AUGMENT_ON = ("device", "cpu")
+SWITCHES = ("auto", "on", "off")  # --jit-compile, --mixed-precision: auto = on for GPUs only
 
 # Fields that must agree between a checkpoint and the command resuming it (a run continued with a
 # different model, data or optimisation would silently be a different experiment).
@@ -61,6 +67,7 @@ class TrainConfig:
     test_fraction: float = 0.15
     eval_split: str = "val"
     augment: bool | str = True
+    augment_on: str = "device"  # "device": inside the train step; "cpu": in the tf.data map
     prepare_workers: int = 1
     pretrain: str | None = None        # a corpus (pipelines.corpus): pretrain a backbone on it
     sampling: str = "auto"             # shuffle | class | source; auto = source for --pretrain
@@ -83,7 +90,8 @@ class TrainConfig:
     focal_gamma: float = 2.0
     class_weights: str | list | None = None
     label_smoothing: float = 0.0
-    mixed_precision: bool = False
+    mixed_precision: bool | str = "auto"  # auto | on | off (true/false still read as on/off)
+    jit_compile: bool | str = "auto"      # auto | on | off: XLA for the train step
     seed: int = 0
     steps_per_epoch: int | None = None
     bn_calibration_batches: int = 8
@@ -174,6 +182,9 @@ class TrainConfig:
         _choice("sampling", self.sampling, ("auto",) + SAMPLINGS)
         need(float(self.backbone_lr_mult) >= 0,
              f"--backbone-lr-mult must be >= 0 (0 freezes the backbone), got {self.backbone_lr_mult!r}.")
+        _choice("augment_on", self.augment_on, AUGMENT_ON)
+        self.mixed_precision = switch("mixed_precision", self.mixed_precision)
+        self.jit_compile = switch("jit_compile", self.jit_compile)
         self.class_weights = parse_class_weights(self.class_weights)
         from zoo.models.common import MIN_SIZE  # light module: keras only, no model is built
 
@@ -201,6 +212,25 @@ def _choice(name, value, choices):
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{_flag(name)} {value!r} is not one of {', '.join(choices)}{hint}.")
+
+
+def switch(name: str, value) -> str:
+    """An auto/on/off option, also from the booleans (and their YAML and flag spellings) that
+    ``--mixed-precision`` took before it had an auto setting."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        text = "on"
+    elif text in ("false", "0", "no", "none"):
+        text = "off"
+    _choice(name, text, SWITCHES)
+    return text
+
+
+def resolve_switch(value, gpu: bool) -> bool:
+    """auto -> on for GPUs and off for CPUs, where XLA and reduced precision slowed training
+    down (README, Speed); on/off as given."""
+    value = switch("switch", value)
+    return gpu if value == "auto" else value == "on"
 
 
 def load_yaml(path) -> dict:

@@ -48,6 +48,10 @@ class _Source:
         raise NotImplementedError
 
     def train_dataset(self, *, epoch, batch_size, seed, input_context=None, augment=False):
+        """Batches of ``(images, labels)``, in an order that depends on ``(seed, epoch)`` only.
+
+        ``augment`` is the CPU path (augmentation in the tf.data map); the trainer's device
+        path passes False and augments the batches inside its train step."""
         raise NotImplementedError
 
     def eval_dataset(self, split: str, *, batch_size: int):

@@ -8,6 +8,12 @@ divided by the *global* batch, so every strategy computes the same update.
 Per epoch ``e`` the training stream is a function of ``(seed, e)`` only; a run resumed at step
 ``s`` of epoch ``e`` rebuilds that stream and skips its first ``s`` batches, which is what makes
 a killed-and-resumed run end where an uninterrupted run ends.
+
+Augmentation (``--augment-on device``, the default) runs inside the replicated step, on the
+device that trains: the input pipeline only reads, decodes and batches, and tags each batch with
+``[epoch seed, batch index]`` (its position in the pipeline's stream, counted before a resumed
+epoch skips batches). The step augments with exactly the seed and index the tf.data map uses on
+the CPU path (``--augment-on cpu``), so both paths, and a resumed run, see the same batches.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from pipelines.augment import Augmentation, build_augmentation, epoch_seed
 from zoo.training.checkpoint import TrainState
-from zoo.training.config import ConfigError, TrainConfig
+from zoo.training.config import ConfigError, TrainConfig, resolve_switch
 from zoo.training.losses import balanced_class_weights, make_loss
 from zoo.training.metrics import format_auroc_table, score, weights_digest
 from zoo.training.optim import WarmupSchedule, make_optimizer
@@ -163,6 +170,8 @@ class Trainer:
         self.steps = self._steps_per_epoch()
         self.labels, self.split = source.labels, cfg.eval_split
         self.class_weights = cfg.class_weights
+        self.mixed = resolve_switch(cfg.mixed_precision, _gpu())
+        self.jit = resolve_switch(cfg.jit_compile, _gpu())
         if self.class_weights == "balanced":
             self.class_weights = balanced_class_weights(source.split_labels("train"), source.activation)
         self.loss_fn = make_loss(cfg.loss, activation=source.activation, num_classes=len(self.labels),
@@ -176,6 +185,10 @@ class Trainer:
         self.state = TrainState(self.model, _Variables(optimizers), self.run_dir / "checkpoints",
                                 strategy=strategy, max_to_keep=cfg.keep_checkpoints)
         self.calibrate = BatchNormCalibrator(self.model) if cfg.bn_calibration_batches else None
+        self.augmenter = self._build_augmenter()
+        self._loss_and_grads = (tf.function(self._forward_backward, jit_compile=True,
+                                            reduce_retracing=True)
+                                if self.jit else self._forward_backward)
         self.write_dir = (self.run_dir if self.chief else
                           Path(tempfile.mkdtemp(prefix=f"medzoo-{worker_id(strategy)}-")))
         self.write_dir.mkdir(parents=True, exist_ok=True)
@@ -212,7 +225,7 @@ class Trainer:
         scaling on GPUs, bfloat16 on CPUs); the global policy is restored afterwards."""
         cfg, source = self.cfg, self.source
         policy = keras.mixed_precision.global_policy()
-        if cfg.mixed_precision:
+        if self.mixed:
             keras.mixed_precision.set_global_policy("mixed_float16" if _gpu() else "mixed_bfloat16")
         try:
             with self.strategy.scope():
@@ -240,12 +253,25 @@ class Trainer:
                 layer.trainable = False
             self.log(f"Backbone frozen ({len(layers)} layers up to 'features'); training the head only.")
             return list(model.trainable_variables), []
-        if cfg.mixed_precision and _gpu():
+        if self.mixed and _gpu():
             raise ConfigError("--backbone-lr-mult with --mixed-precision on a GPU is not supported; drop one of them.")
         ids = {id(v) for layer in layers for v in layer.trainable_variables}
         backbone = [v for v in model.trainable_variables if id(v) in ids]
         head = [v for v in model.trainable_variables if id(v) not in ids]
         return head, backbone
+
+    def _build_augmenter(self):
+        """The Keras augmentation layers for the device path, or None (CPU path, or none asked).
+
+        Built in float32 whatever the model's precision: images stay float32 until the model's
+        first layer casts them."""
+        if self.cfg.augment_on != "device":
+            return None
+        augmenter = build_augmentation(self.cfg.augment, seed=0)  # the seed comes per batch
+        if augmenter is not None and not isinstance(augmenter, Augmentation):
+            raise ConfigError("--augment-on device takes an augmentation spec, not a callable; "
+                              "pass --augment-on cpu to run a callable in the tf.data map.")
+        return augmenter
 
     def _build_optimizer(self):
         cfg, steps = self.cfg, self.steps
@@ -253,7 +279,7 @@ class Trainer:
             schedule = WarmupSchedule(cfg.lr, steps * cfg.epochs, round(cfg.warmup_epochs * steps),
                                       cfg.schedule)
             optimizer = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay,
-                                       mixed_float16=cfg.mixed_precision and _gpu())
+                                       mixed_float16=self.mixed and _gpu())
             optimizer.build(self.head_vars)
         return schedule, optimizer
 
@@ -290,6 +316,10 @@ class Trainer:
                  f"{self.source.input_shape} inputs, {len(labels)} labels ({self.source.activation}); "
                  f"strategy {strategy_name(self.strategy)} with {self.replicas} replica(s), global "
                  f"batch {self.global_batch}, {self.steps} steps/epoch.")
+        where = "off" if self.cfg.augment in (False, None, "none") else (
+            "on the device" if self.augmenter is not None else "in tf.data (CPU)")
+        self.log(f"Precision {self.model.dtype_policy.name}, XLA {'on' if self.jit else 'off'}, "
+                 f"augmentation {where}.")
         if self.class_weights is not None:
             self.log("Class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(labels, self.class_weights)))
         self._t_start = time.perf_counter()
@@ -300,11 +330,19 @@ class Trainer:
         stream is a function of seed and epoch only, so a resumed epoch continues exactly)."""
         cfg, steps, global_batch = self.cfg, self.steps, self.global_batch
 
+        on_device = self.augmenter is not None
+        aug_seed = epoch_seed(cfg.seed, epoch)
+
         def dataset_fn(ctx):
             per_replica = ctx.get_per_replica_batch_size(global_batch)
             local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
             ds = self.source.train_dataset(epoch=epoch, batch_size=per_replica, seed=cfg.seed,
-                                           input_context=ctx, augment=cfg.augment)
+                                           input_context=ctx,
+                                           augment=False if on_device else cfg.augment)
+            if on_device:  # tag each batch with [epoch seed, index]: counted before the skip
+                ds = ds.enumerate().map(
+                    lambda i, batch: (batch[0], batch[1],
+                                      tf.stack([tf.constant(aug_seed, tf.int64), i])))
             return ds.skip(skip * local).take((steps - skip) * local)
 
         iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
@@ -323,10 +361,27 @@ class Trainer:
         the loss summed over replicas (each replica's loss is already divided by the global
         batch, so the sum is the global mean)."""
         batch = next(iterator)
-        per_replica = self.strategy.run(self._replica_step, args=(batch[0], batch[1]))
+        per_replica = self.strategy.run(self._replica_step, args=tuple(batch))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    def _replica_step(self, x, y):
+    def augment(self, x, key):
+        """The device path's augmentation of one replica's batch ``x``; ``key`` is the batch's
+        ``[epoch seed, batch index]`` tag (see :meth:`begin_epoch`)."""
+        return self.augmenter(x, training=True, batch_index=key[1], seed=key[0])
+
+    def _replica_step(self, x, y, key=None):
+        if key is not None:
+            x = self.augment(x, key)
+        loss, grads = self._loss_and_grads(x, y)
+        n = len(self.head_vars)
+        self.optimizer.apply_gradients(zip(grads[:n], self.head_vars))
+        if self.backbone_optimizer is not None:  # --backbone-lr-mult: its own learning rate
+            self.backbone_optimizer.apply_gradients(zip(grads[n:], self.backbone_vars))
+        return loss
+
+    def _forward_backward(self, x, y):
+        """The replica's loss and gradients: XLA-compiled with ``--jit-compile`` on (the
+        augmentation before and the cross-replica gradient sum after stay outside XLA)."""
         model, optimizer = self.model, self.optimizer
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
@@ -334,15 +389,7 @@ class Trainer:
             if model.losses:
                 loss += tf.add_n(model.losses) / self.replicas
             scaled = optimizer.scale_loss(loss)
-        if self.backbone_optimizer is None:
-            grads = tape.gradient(scaled, self.head_vars)
-            optimizer.apply_gradients(zip(grads, self.head_vars))
-            return loss
-        grads = tape.gradient(scaled, self.head_vars + self.backbone_vars)
-        n = len(self.head_vars)
-        optimizer.apply_gradients(zip(grads[:n], self.head_vars))
-        self.backbone_optimizer.apply_gradients(zip(grads[n:], self.backbone_vars))
-        return loss
+        return loss, tape.gradient(scaled, self.head_vars + self.backbone_vars)
 
     def on_step_end(self, epoch: int, step: int, loss) -> None:
         """Check the loss, count it into the checkpointed epoch state, show progress, log
@@ -477,6 +524,8 @@ class Trainer:
             "weights_sha256": digest,
             "class_weights": self.class_weights,
             "precision": self.model.dtype_policy.name,
+            "jit_compile": self.jit,
+            "augment_on": self.cfg.augment_on,
         }
         self.log(format_auroc_table(final, self.split))
         self.log(f"final weights sha256 {digest}")
