@@ -385,6 +385,22 @@ CSV_KEYS = ("claim", "paper", "data", "model", "form", "is_paper", "seeds", "aur
             "pg_gradcam", "pg_gradcam_2px", "pg_layercam", "pg_layercam_2px")
 
 
+def merge(paths) -> tuple[dict, list[str]]:
+    """Rows and curves of several ``ablations.json`` files (runs of separate claims, e.g. in
+    parallel processes), and their commands."""
+    rows, curves, commands = [], {}, []
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        rows += record["rows"]
+        commands.append(record["command"])
+        for name, lines in record["curves"].items():
+            kind, key = name.split(":", 1)
+            curves[(kind, key)] = {label: {float(x) if kind == "noise" else int(x): v
+                                           for x, v in c.items()}
+                                   for label, c in lines.items()}
+    return {"rows": rows, "curves": curves}, commands
+
+
 def write_outputs(result, args, command, out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -498,6 +514,9 @@ def parser():
     g.add_argument("--quick", action="store_true",
                    help="smoke configuration: 32 px, tiny sets, 2 epochs, 2 seeds, eager")
     g.add_argument("--out-dir", type=Path, default=RESULTS)
+    g.add_argument("--merge", nargs="+", type=Path, metavar="ABLATIONS_JSON",
+                   help="train nothing: combine the result files of earlier runs (e.g. one "
+                   "process per claim) into one set of outputs in --out-dir")
     g.add_argument("--work-dir", help="caches for --dataset (default /tmp/medzoo-ablations)")
     return p
 
@@ -522,8 +541,15 @@ def main(argv=None) -> int:
     if args.seeds < 2:
         p.error("--seeds must be at least 2 (a spread and a paired CI need two).")
     t0 = time.perf_counter()
-    result = run(args)
-    command = " ".join(["python -m benchmarks.ablations", *map(shlex.quote, argv)])
+    if args.merge:
+        result, commands = merge(args.merge)
+        command = "; ".join(commands)
+        args.seeds = max(r["seeds"] for r in result["rows"])
+        configs = [json.loads(Path(m).read_text())["config"] for m in args.merge]
+        args.size, args.merged_configs = configs[0]["size"], configs
+    else:
+        result = run(args)
+        command = " ".join(["python -m benchmarks.ablations", *map(shlex.quote, argv)])
     print()
     print(markdown(result["rows"]))
     for path in write_outputs(result, args, command, args.out_dir):

@@ -32,6 +32,12 @@ def test_quick_ablation_writes_table_plots_and_result(tmp_path):
     assert twin["diff_lo"] <= twin["diff"] <= twin["diff_hi"]
     assert 0.0 <= twin["auroc_mean"] <= 1.0 and twin["params"] > 0
     assert "twin − paper" in (tmp_path / "ablations.md").read_text()
+    # runs of separate claims combine into one set of outputs
+    ablations.main(["--merge", str(tmp_path / "ablations.json"), "--out-dir",
+                    str(tmp_path / "merged")])
+    merged = json.loads((tmp_path / "merged" / "ablations.json").read_text())
+    assert merged["rows"] == rows and merged["command"] == record["command"]
+    assert (tmp_path / "merged" / "ablations-lesion-multi_receptive_field.png").is_file()
 
 
 def test_paired_ci_brackets_a_clear_difference():

@@ -14,7 +14,7 @@ Layout (default ``rensenet``, strides relative to the input; ``c`` = running cha
     head          GAP -> dropout -> Dense(num_classes) -> softmax = "predictions"
 
 Every downsampling step is an EdgeConservativePooling (no strided convolution, no plain
-pooling), so a one-pixel stone survives to the last feature map; four stages end at stride 16
+pooling; ``downsample=`` and ``block=`` build the ablation twins), so a one-pixel stone survives to the last feature map; four stages end at stride 16
 (a 64x64 input gives a 4x4 Grad-CAM grid, 32x32 gives 2x2). Sizes not divisible by two are
 edge-padded (``padding="same"``), so any H, W >= 32 works.
 """
