@@ -86,6 +86,10 @@ CARD = {
         "so the evidence is spread); LayerCAM fused over the stage outputs (python -m "
         "zoo.explain --method layercam) is the map to read for localisation; see the measured "
         "pointing game in the model card's results",
+        "ablation twin: receptive_field='single' keeps one undilated branch per block, same "
+        "widths (python -m benchmarks.ablations, small-lesion phantom and BreastMNIST); the "
+        "shipped reduced run did not reach this claim, so it is neither confirmed nor refuted "
+        "here yet",
     ],
 }
 
