@@ -464,3 +464,141 @@ def render_abdomen_slice(
     hu += noise * (rng.uniform(8, 14) / (noise.std() + 1e-9))
     hu[np.hypot(*np.meshgrid(idx, idx)) > 0.5 * fov] = OUTSIDE_FOV_HU
     return hu.astype(np.float32), mask
+
+
+# --------------------------------------------------------------------------------------------
+# small-lesion sweep (kidney stones with calcified-vessel distractors), for the
+# edge-conservative claim: every positive image has one stone of a chosen diameter
+
+
+def _vessel_calcifications(rng, hu, size, count):
+    """Draw ``count`` calcified vessel walls: thin curved arcs (1 px, 300-700 HU, 6-14 px long)
+    anywhere in the body. Returns their mask. A bright spot alone is not a stone."""
+    drawn = np.zeros((size, size), dtype=bool)
+    body = np.argwhere(hu > -200.0)
+    for _ in range(int(count)):
+        ci, cj = body[int(rng.integers(len(body)))]
+        radius = rng.uniform(3.0, 8.0)
+        start = rng.uniform(0, 2 * np.pi)
+        length = rng.uniform(6.0, 14.0)  # pixels along the arc
+        t = start + np.linspace(0.0, length / radius, int(length * 3))
+        ii = np.rint(ci + radius * (np.sin(t) - np.sin(start))).astype(int)
+        jj = np.rint(cj + radius * (np.cos(t) - np.cos(start))).astype(int)
+        ok = (ii >= 0) & (ii < size) & (jj >= 0) & (jj < size)
+        drawn[ii[ok], jj[ok]] = True
+    hu[drawn] = rng.uniform(300.0, 700.0)
+    return drawn
+
+
+def render_small_lesion_slice(rng, size: int, *, diameter: int = 0, vessels: int = 3):
+    """An abdominal slice (:func:`render_abdomen_slice`) with one stone of exactly ``diameter``
+    pixels (0: none) and 0..``vessels`` calcified vessel arcs as distractors on every slice.
+
+    Returns (HU float32 [size, size], stone mask bool, distractor mask bool).
+    """
+    d = int(diameter)
+    hu, mask = render_abdomen_slice(rng, size, stones=1 if d else 0, stone_size=(max(d, 1),) * 2)
+    distract = _vessel_calcifications(rng, hu, size, int(rng.integers(0, vessels + 1)))
+    distract &= ~mask
+    return hu, mask, distract
+
+
+def small_lesion_set(n: int, size: int = 48, *, diameters=tuple(range(1, 9)),
+                     positive_fraction: float = 0.5, vessels: int = 3, seed: int = 0) -> dict:
+    """``n`` abdominal slices, about ``positive_fraction`` with one kidney stone; the stone
+    diameters (pixels at ``size``) cycle through ``diameters`` so each size is equally common.
+
+    Returns numpy arrays: ``x`` float32 [n, size, size, 1] (abdomen window 40/400 scaled to
+    [0, 1]), ``y`` int [n] (1 = stone), ``mask`` bool [n, size, size] (the stone),
+    ``distractor`` bool [n, size, size] (the vessel calcifications) and ``diameter`` int [n]
+    (0 for a negative). Deterministic in ``seed``.
+    """
+    if not diameters or any(int(d) < 1 or int(d) > size // 4 for d in diameters):
+        raise ValueError(f"diameters must be pixel sizes in 1..size/4 ({size // 4}), got "
+                         f"{tuple(diameters)!r}.")
+    if not 0.0 < float(positive_fraction) < 1.0:
+        raise ValueError(f"positive_fraction must be in (0, 1), got {positive_fraction!r}.")
+    n_pos = int(round(n * float(positive_fraction)))
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    diameter = np.zeros(n, dtype=int)
+    diameter[order[:n_pos]] = np.resize(np.asarray(diameters, dtype=int), n_pos)
+    x = np.zeros((n, size, size, 1), np.float32)
+    masks = np.zeros((n, size, size), bool)
+    distract = np.zeros((n, size, size), bool)
+    for i, child in enumerate(np.random.SeedSequence([seed, 8]).spawn(n)):
+        hu, masks[i], distract[i] = render_small_lesion_slice(
+            np.random.default_rng(child), size, diameter=int(diameter[i]), vessels=vessels)
+        x[i, ..., 0] = np.clip((hu - (40.0 - 200.0)) / 400.0, 0.0, 1.0)
+    return {"x": x, "y": (diameter > 0).astype(int), "mask": masks, "distractor": distract,
+            "diameter": diameter}
+
+
+# --------------------------------------------------------------------------------------------
+# muscle ultrasound speckle, for the soft-thresholding claim
+
+
+def _blur(a, sigma):
+    return ndimage.gaussian_filter(a, sigma, mode="wrap")
+
+
+def render_speckle_slice(rng, size: int, *, myositis: bool, noise: float = 0.0,
+                         noise_rng=None) -> np.ndarray:
+    """A B-mode-like muscle ultrasound patch in [0, 1]-ish grey levels, float32 [size, size].
+
+    Tissue: a bright fascia line near the top, then muscle with oblique fibrous septa. Normal
+    muscle is dark (low echo intensity) with clear septa; myositic muscle is brighter (raised
+    echo intensity), with faded septa and patchy low-frequency heterogeneity. The two classes'
+    ranges overlap. Fully developed speckle multiplies the reflectivity (Rayleigh amplitude of a
+    complex Gaussian field blurred by an axially elongated PSF), followed by log compression.
+    ``noise``: standard deviation of additive Gaussian noise on the final image (electronic
+    noise), drawn from ``noise_rng`` (default: a generator seeded from ``rng``) so the same
+    patch can be rendered at several noise levels.
+    """
+    ii, jj = np.mgrid[0:size, 0:size].astype(float) / size
+    if myositis:
+        echo, septa, hetero = rng.uniform(0.32, 0.50), rng.uniform(0.0, 0.35), rng.uniform(0.08, 0.25)
+    else:
+        echo, septa, hetero = rng.uniform(0.22, 0.40), rng.uniform(0.25, 0.6), rng.uniform(0.0, 0.12)
+    angle = rng.uniform(-0.5, 0.5)
+    period = rng.uniform(0.12, 0.22)
+    phase = rng.uniform(0, 2 * np.pi)
+    u = ii * np.cos(angle) + jj * np.sin(angle)
+    stripes = np.clip(np.cos(2 * np.pi * u / period + phase), 0, None) ** 6  # thin bright septa
+    patches = _blur(rng.standard_normal((size, size)), size / 10.0)
+    patches /= patches.std() + 1e-9
+    refl = echo * (1.0 + hetero * patches) + septa * 0.5 * stripes
+    fascia = rng.uniform(0.08, 0.16)
+    refl = refl + 0.8 * np.exp(-(((ii - fascia) * size / 1.2) ** 2))
+    refl = np.clip(refl, 0.01, None)
+    field = _blur(rng.standard_normal((size, size)), (1.2, 0.6)) + 1j * _blur(
+        rng.standard_normal((size, size)), (1.2, 0.6))
+    amp = np.abs(field)
+    amp /= amp.mean() + 1e-9
+    img = np.log1p(6.0 * refl * amp) / np.log1p(6.0 * 2.0)  # log compression, ~[0, 1]
+    if noise:
+        noise_rng = noise_rng or np.random.default_rng(int(rng.integers(2**32)))
+        img = img + float(noise) * noise_rng.standard_normal((size, size))
+    return img.astype(np.float32)
+
+
+def speckle_set(n: int, size: int = 48, *, noise: float = 0.0, myositis_fraction: float = 0.5,
+                seed: int = 0) -> dict:
+    """``n`` muscle-ultrasound patches (:func:`render_speckle_slice`), about
+    ``myositis_fraction`` myositic. The same ``seed`` gives the same patches at every ``noise``
+    level (only the added noise changes), so a noise sweep compares like with like.
+
+    Returns ``x`` float32 [n, size, size, 1], ``y`` int [n] (1 = myositis), ``noise`` float.
+    """
+    if not (isinstance(noise, (int, float)) and noise >= 0):
+        raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}.")
+    n_pos = int(round(n * float(myositis_fraction)))
+    y = np.zeros(n, dtype=int)
+    y[np.random.default_rng([seed, 9]).permutation(n)[:n_pos]] = 1
+    x = np.zeros((n, size, size, 1), np.float32)
+    tissue = np.random.SeedSequence([seed, 10]).spawn(n)
+    noises = np.random.SeedSequence([seed, 11]).spawn(n)
+    for i in range(n):
+        x[i, ..., 0] = render_speckle_slice(
+            np.random.default_rng(tissue[i]), size, myositis=bool(y[i]), noise=noise,
+            noise_rng=np.random.default_rng(noises[i]))
+    return {"x": x, "y": y, "noise": float(noise)}

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
 START, END = "<!-- explain:start -->", "<!-- explain:end -->"
+ABL_START, ABL_END = "<!-- ablations:start -->", "<!-- ablations:end -->"
 MODELS = ("ichnet", "rensenet")
 # (column title, which row of a result file, bold)
 COLUMNS = (
@@ -92,6 +93,17 @@ def replace_section(text: str, table: str, start: str = START, end: str = END) -
     return f"{head}{start}\n{table}\n{end}{tail}"
 
 
+def render_ablation_table(folder=None) -> str:
+    """The "Do the paper blocks help?" table, from ``benchmarks/results/ablations.json``."""
+    import json
+
+    from benchmarks.ablations import markdown
+
+    folder = Path(folder) if folder else ROOT / "benchmarks" / "results"
+    record = json.loads((folder / "ablations.json").read_text())
+    return f"Command: `{record['command']}`\n\n" + markdown(record["rows"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if README's tables are stale")
@@ -99,6 +111,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     text = args.readme.read_text()
     new = replace_section(text, render_explain_table())
+    if ABL_START in new:
+        new = replace_section(new, render_ablation_table(), ABL_START, ABL_END)
     if args.check:
         if new != text:
             print(f"{args.readme} results table is stale; run `python scripts/results_tables.py`.")

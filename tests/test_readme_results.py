@@ -34,6 +34,16 @@ def test_readme_explanation_table_is_current():
     )
 
 
+def test_readme_ablation_table_is_current():
+    rt = _script()
+    text = (ROOT / "README.md").read_text()
+    expected = rt.replace_section(text, rt.render_ablation_table(), rt.ABL_START, rt.ABL_END)
+    assert expected == text, (
+        "README.md's ablation table differs from benchmarks/results/ablations.json; "
+        "run `python scripts/results_tables.py`."
+    )
+
+
 def test_table_follows_the_files_and_marks_a_missing_seed():
     rt = _script()
     records = rt.explain_records()

@@ -98,3 +98,27 @@ def test_unknown_spatial_size():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RenseBlock(**kwargs)
+
+
+@pytest.mark.parametrize("connection", ["dense", "residual"])
+def test_ablation_connections_keep_the_output_width(connection, tmp_path):
+    check_layer(RenseBlock, {"units": 2, "growth_rate": 3, "connection": connection},
+                (6, 6, 2), tmp_path, (6, 6, 8))
+
+
+def test_ablation_connection_parameter_counts():
+    """dense: the Rense unit without its projection; residual: unit k widens to c + k*g."""
+    c, g, n, k = 5, 4, 3, 3
+    dense, residual = RenseBlock(n, g, connection="dense"), RenseBlock(n, g, connection="residual")
+    dense.build((None, 8, 8, c))
+    residual.build((None, 8, 8, c))
+    want_dense = want_residual = 0
+    for unit in range(n):
+        c_in, c_out = c + unit * g, c + (unit + 1) * g
+        want_dense += k * k * c_in * g + k * k * g * g + 2 * 4 * g
+        want_residual += (k * k * c_in * g + k * k * g * c_out + c_in * c_out
+                          + 4 * g + 2 * 4 * c_out)
+    assert dense.count_params() == want_dense
+    assert residual.count_params() == want_residual
+    with pytest.raises(ValueError, match="rense, dense, residual"):
+        RenseBlock(1, 2, connection="both")

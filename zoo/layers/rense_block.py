@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+CONNECTIONS = ("rense", "dense", "residual")
+
 
 @keras.saving.register_keras_serializable(package="zoo")
 class RenseBlock(keras.layers.Layer):
@@ -26,6 +28,15 @@ class RenseBlock(keras.layers.Layer):
 
         output = x_units [B, H, W, C + units * g]
 
+    ``connection`` switches the skip connections for ablations (``zoo.models.rensenet``'s
+    ``block=``), keeping every unit's input and output widths:
+
+    * ``"rense"`` (default, the paper): residual unit, output concatenated (above);
+    * ``"dense"``: no projection shortcut, ``f_k = ReLU(BN(conv2(...)))`` concatenated (DenseNet);
+    * ``"residual"``: no concatenation; unit k maps ``C + (k-1)*g`` to ``C + k*g`` channels
+      (3x3 conv(g) -> BN -> ReLU -> 3x3 conv(C + k*g) -> BN, plus a 1x1 conv-BN projection,
+      added, ReLU), so the block's output width is the same as the Rense block's.
+
     Args:
         units: number of residual units (int >= 1).
         growth_rate: channels ``g`` each unit adds (int >= 1).
@@ -33,6 +44,7 @@ class RenseBlock(keras.layers.Layer):
         momentum: BatchNorm momentum (default 0.99).
         epsilon: BatchNorm epsilon (default 1e-3).
         kernel_initializer: for every convolution (default ``"he_normal"``).
+        connection: ``"rense"`` (default), ``"dense"`` or ``"residual"`` (see above).
 
     Input shape: ``[batch, H, W, C]``. Output shape: ``[batch, H, W, C + units * growth_rate]``.
 
@@ -50,9 +62,15 @@ class RenseBlock(keras.layers.Layer):
         momentum=0.99,
         epsilon=1e-3,
         kernel_initializer="he_normal",
+        connection="rense",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if connection not in CONNECTIONS:
+            raise ValueError(
+                f"RenseBlock connection must be one of {', '.join(CONNECTIONS)}, got "
+                f"{connection!r}."
+            )
         for arg, value in (("units", units), ("growth_rate", growth_rate)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"RenseBlock {arg} must be a positive integer, got {value!r}.")
@@ -71,10 +89,11 @@ class RenseBlock(keras.layers.Layer):
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.kernel_initializer = kernel_initializer
+        self.connection = connection
 
-    def _conv(self, kernel, name):
+    def _conv(self, kernel, name, filters=None):
         return layers.Conv2D(
-            self.growth_rate,
+            filters or self.growth_rate,
             kernel,
             padding="same",
             use_bias=False,
@@ -99,15 +118,20 @@ class RenseBlock(keras.layers.Layer):
         self.conv1, self.bn1, self.conv2, self.bn2, self.proj, self.proj_bn = [], [], [], [], [], []
         for k in range(self.units):
             c_in = channels + k * g
+            # the unit's output width: g (concatenated) or the whole running width (residual)
+            c_out = c_in + g if self.connection == "residual" else g
             tag = f"unit{k + 1}"
-            pairs = (
+            pairs = [
                 (self.conv1, self._conv(self.kernel_size, f"{tag}_conv1"), c_in),
                 (self.bn1, self._bn(f"{tag}_bn1"), g),
-                (self.conv2, self._conv(self.kernel_size, f"{tag}_conv2"), g),
-                (self.bn2, self._bn(f"{tag}_bn2"), g),
-                (self.proj, self._conv(1, f"{tag}_proj"), c_in),
-                (self.proj_bn, self._bn(f"{tag}_proj_bn"), g),
-            )
+                (self.conv2, self._conv(self.kernel_size, f"{tag}_conv2", c_out), g),
+                (self.bn2, self._bn(f"{tag}_bn2"), c_out),
+            ]
+            if self.connection != "dense":
+                pairs += [
+                    (self.proj, self._conv(1, f"{tag}_proj", c_out), c_in),
+                    (self.proj_bn, self._bn(f"{tag}_proj_bn"), c_out),
+                ]
             for bucket, layer, c in pairs:
                 layer.build((None, h, w, c))
                 bucket.append(layer)
@@ -121,9 +145,10 @@ class RenseBlock(keras.layers.Layer):
             f = self.conv1[k](x)
             f = ops.relu(self.bn1[k](f, training=training))
             f = self.bn2[k](self.conv2[k](f), training=training)
-            shortcut = self.proj_bn[k](self.proj[k](x), training=training)
-            f = ops.relu(f + shortcut)
-            x = ops.concatenate([x, f], axis=-1)
+            if self.connection != "dense":
+                f = f + self.proj_bn[k](self.proj[k](x), training=training)
+            f = ops.relu(f)
+            x = f if self.connection == "residual" else ops.concatenate([x, f], axis=-1)
         return x
 
     def get_config(self):
@@ -135,5 +160,6 @@ class RenseBlock(keras.layers.Layer):
             momentum=self.momentum,
             epsilon=self.epsilon,
             kernel_initializer=self.kernel_initializer,
+            connection=self.connection,
         )
         return config

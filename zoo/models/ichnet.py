@@ -23,6 +23,7 @@ from __future__ import annotations
 from zoo.labels import RSNA_ICH
 from zoo.layers.multi_receptive_field_block import MultiReceptiveFieldBlock
 from zoo.models.common import (
+    check_choice,
     check_common,
     classifier_model,
     conv_bn_act,
@@ -32,7 +33,10 @@ from zoo.models.common import (
 )
 from zoo.registry import register_model
 
-__all__ = ["build_ichnet", "ICHNET_SPECS", "ichnet", "ichnet_small"]
+__all__ = ["build_ichnet", "ICHNET_SPECS", "RECEPTIVE_FIELDS", "ichnet", "ichnet_small"]
+
+# ablation switch (python -m benchmarks.ablations); the first value is the paper's form
+RECEPTIVE_FIELDS = ("multi", "single")
 
 # name -> stem filters, per-stage (filters, blocks), head filters. Stage 1 runs at /2, each
 # later stage first halves the resolution, so five stages end at /32.
@@ -82,6 +86,10 @@ CARD = {
         "so the evidence is spread); LayerCAM fused over the stage outputs (python -m "
         "zoo.explain --method layercam) is the map to read for localisation; see the measured "
         "pointing game in the model card's results",
+        "ablation twin: receptive_field='single' keeps one undilated branch per block, same "
+        "widths (python -m benchmarks.ablations, small-lesion phantom and BreastMNIST); the "
+        "shipped reduced run did not reach this claim, so it is neither confirmed nor refuted "
+        "here yet",
     ],
 }
 
@@ -120,6 +128,7 @@ def build_ichnet(
     dilate_past_stride=True,
     pooling="avg",
     lse_r=5.0,
+    receptive_field="multi",
     name="ichnet",
 ):
     """Build an ICHNet as a flat functional model.
@@ -145,6 +154,11 @@ def build_ichnet(
             default) or "lse" / "max" over a class evidence map. Measured on the head-CT
             phantom (``python -m benchmarks.explain --pooling lse``), LSE pooling makes the
             last-layer Grad-CAM less diffuse but trains the subtypes more slowly; see the card.
+        receptive_field: ablation switch: ``"multi"`` (default, the paper: the
+            multi-receptive-field blocks, ``stage{s}_mrf{b}``) or ``"single"``: one undilated
+            3x3 depthwise branch per block (dilated only past ``output_stride``, as the multi
+            blocks are), same widths and fusion, named ``stage{s}_single{b}``. ``dilations``,
+            ``kernel_sizes`` and ``merge`` shape the branches, so "single" refuses them.
         name: the model name.
 
     Returns:
@@ -164,6 +178,19 @@ def build_ichnet(
         )
     if output_stride not in (8, 16, 32):
         raise ValueError(f"build_ichnet: output_stride must be 8, 16 or 32, got {output_stride!r}.")
+    check_choice(receptive_field, "build_ichnet: receptive_field", RECEPTIVE_FIELDS)
+    if receptive_field == "single":
+        given = {"dilations": (dilations, (1, 2, 3)), "kernel_sizes": (kernel_sizes, (3,)),
+                 "merge": (merge, ("concat",))}  # fmt: skip
+        for arg, (value, default) in given.items():
+            if (tuple(value) if isinstance(value, (tuple, list)) else (value,)) != default:
+                raise ValueError(
+                    f"build_ichnet: {arg}={value!r} shapes the branches of the multi-receptive-"
+                    f"field block, so it makes no sense with receptive_field='single' (one 3x3 "
+                    f"branch); drop {arg} or use receptive_field='multi'."
+                )
+        dilations, kernel_sizes, merge = 1, 3, "concat"
+    block_name = "mrf" if receptive_field == "multi" else "single"
     inputs = image_input(shape)
     x = conv_bn_act(inputs, stem, 3, 2, prefix="stem")
     stride, rate = 2, 1
@@ -181,7 +208,7 @@ def build_ichnet(
                 else dilations * rate,
                 kernel_sizes=kernel_sizes,
                 merge=merge,
-                name=f"stage{s}_mrf{b}",
+                name=f"stage{s}_{block_name}{b}",
             )(x)
     x = conv_bn_act(x, head, 1, prefix="head")
     return classifier_model(

@@ -29,6 +29,7 @@ from keras import layers
 from zoo.labels import MYOSITIS
 from zoo.layers.soft_threshold_attention import SoftThresholdAttention
 from zoo.models.common import (
+    check_choice,
     check_common,
     classifier_model,
     conv,
@@ -39,9 +40,13 @@ from zoo.models.common import (
 )
 from zoo.registry import register_model
 
-__all__ = ["build_myositisnet", "MYOSITISNET_SPECS", "myositisnet"]
+__all__ = ["build_myositisnet", "MYOSITISNET_SPECS", "ATTENTIONS", "CONVS", "myositisnet"]
 
 KINDS = ("conv", "separable")
+# ablation switches (python -m benchmarks.ablations); the first value is the paper's form.
+# "none" is the spelling of None that survives the registry (which drops None kwargs).
+ATTENTIONS = ("soft_threshold", "se", None, "none")
+CONVS = ("alternating", "dsc", "conventional")
 
 # name -> stem filters, per-stage (kind, filters, units), head filters. The first unit of
 # every stage has stride 2.
@@ -74,6 +79,10 @@ CARD = {
         "widths 16-16-24-48-64, a 1x1 head convolution to 128 channels and a reduction ratio 4 "
         "in the threshold network were chosen by us to stay near 35 MFLOPs at 224x224x1",
         "two softmax outputs (normal, myositis) rather than one sigmoid",
+        "ablation twins: attention='se' or None replaces the soft thresholding, convs='dsc' or "
+        "'conventional' replaces the alternation (python -m benchmarks.ablations, speckle "
+        "phantom with a noise sweep and BreastMNIST); the shipped reduced run did not reach "
+        "these claims, so neither claim is confirmed or refuted here yet",
     ],
 }
 
@@ -88,7 +97,29 @@ def _separable(x, filters, strides, prefix):
     return conv(x, filters, 1, name=f"{prefix}_pw")
 
 
-def _shrinkage_unit(x, kind, filters, strides, reduction, channel_shared, prefix):
+def _squeeze_excite(y, reduction, prefix):
+    """Squeeze-and-excitation (Hu et al.) with the threshold network's widths: the twin of
+    SoftThresholdAttention that rescales channels instead of shrinking activations."""
+    c = y.shape[-1]
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}_se_gap")(y)
+    s = layers.Dense(max(1, c // reduction), activation="relu", name=f"{prefix}_se_fc1")(s)
+    s = layers.Dense(c, activation="sigmoid", name=f"{prefix}_se_fc2")(s)
+    return layers.Multiply(name=f"{prefix}_se")([y, s])
+
+
+def _attention(y, attention, reduction, channel_shared, prefix):
+    if attention == "soft_threshold":
+        return SoftThresholdAttention(
+            reduction=reduction, channel_shared=channel_shared, name=f"{prefix}_shrink"
+        )(y)
+    if attention == "se":
+        return _squeeze_excite(y, reduction, prefix)
+    return y
+
+
+def _shrinkage_unit(
+    x, kind, filters, strides, reduction, channel_shared, prefix, attention="soft_threshold"
+):
     """Residual shrinkage unit; ``kind`` picks ordinary or depthwise-separable convolutions."""
     shortcut = x
     if kind == "conv":
@@ -101,9 +132,7 @@ def _shrinkage_unit(x, kind, filters, strides, reduction, channel_shared, prefix
     else:
         y = _separable(y, filters, 1, f"{prefix}_sep2")
     y = _bn(y, f"{prefix}_bn2")
-    y = SoftThresholdAttention(
-        reduction=reduction, channel_shared=channel_shared, name=f"{prefix}_shrink"
-    )(y)
+    y = _attention(y, attention, reduction, channel_shared, prefix)
     if strides != 1 or x.shape[-1] != filters:
         shortcut = conv(x, filters, 1, strides, name=f"{prefix}_proj")
         shortcut = _bn(shortcut, f"{prefix}_proj_bn")
@@ -142,6 +171,8 @@ def build_myositisnet(
     head=128,
     reduction=4,
     channel_shared=False,
+    attention="soft_threshold",
+    convs="alternating",
     name="myositisnet",
 ):
     """Build a MyositisNet as a flat functional model.
@@ -158,6 +189,14 @@ def build_myositisnet(
         head: filters of the 1x1 convolution that gives the ``features`` layer.
         reduction: reduction ratio of every SoftThresholdAttention.
         channel_shared: one threshold per sample (DRSN-CS) instead of per channel (DRSN-CW).
+        attention: ablation switch for the attention before each residual addition:
+            ``"soft_threshold"`` (default, the paper: ``SoftThresholdAttention``, layers
+            ``stage*_shrink``), ``"se"`` (squeeze-and-excitation with the same reduction,
+            layers ``stage*_se*``) or ``None`` / ``"none"`` (no attention; ``"none"`` survives
+            the registry, which drops None). ``channel_shared`` needs soft thresholding.
+        convs: ablation switch for the stages' convolutions, widths and strides kept:
+            ``"alternating"`` (default, the paper: the kinds in ``stages``), ``"dsc"`` (every
+            stage depthwise-separable) or ``"conventional"`` (every stage ordinary 3x3).
         name: the model name.
 
     Returns:
@@ -174,6 +213,17 @@ def build_myositisnet(
         raise ValueError(
             f"build_myositisnet: channel_shared must be True or False, got {channel_shared!r}."
         )
+    check_choice(attention, "build_myositisnet: attention", ATTENTIONS)
+    check_choice(convs, "build_myositisnet: convs", CONVS)
+    attention = "none" if attention is None else attention
+    if channel_shared and attention != "soft_threshold":
+        raise ValueError(
+            f"build_myositisnet: channel_shared=True sets the soft thresholds, so it needs "
+            f"attention='soft_threshold', got attention={attention!r}."
+        )
+    if convs != "alternating":
+        kind = "separable" if convs == "dsc" else "conv"
+        stages = tuple((kind, f, u) for _, f, u in stages)
     inputs = image_input(shape)
     x = conv_bn_act(inputs, stem, 3, 2, prefix="stem")
     for s, (kind, filters, units) in enumerate(stages, start=1):
@@ -186,6 +236,7 @@ def build_myositisnet(
                 reduction,
                 channel_shared,
                 f"stage{s}_{'sep' if kind == 'separable' else 'conv'}{u}",
+                attention,
             )
     x = conv_bn_act(x, head, 1, prefix="head")
     return classifier_model(

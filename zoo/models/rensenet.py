@@ -14,19 +14,23 @@ Layout (default ``rensenet``, strides relative to the input; ``c`` = running cha
     head          GAP -> dropout -> Dense(num_classes) -> softmax = "predictions"
 
 Every downsampling step is an EdgeConservativePooling (no strided convolution, no plain
-pooling), so a one-pixel stone survives to the last feature map; four stages end at stride 16
+pooling; ``downsample=`` and ``block=`` build the ablation twins), so a one-pixel stone survives to the last feature map; four stages end at stride 16
 (a 64x64 input gives a 4x4 Grad-CAM grid, 32x32 gives 2x2). Sizes not divisible by two are
 edge-padded (``padding="same"``), so any H, W >= 32 works.
 """
 
 from __future__ import annotations
 
+from keras import layers
+
 from zoo.labels import BINARY
 from zoo.layers.edge_conservative_pooling import EdgeConservativePooling
 from zoo.layers.rense_block import RenseBlock
 from zoo.models.common import (
+    check_choice,
     check_common,
     classifier_model,
+    conv,
     conv_bn_act,
     image_input,
     is_number,
@@ -34,8 +38,12 @@ from zoo.models.common import (
 )
 from zoo.registry import register_model
 
-__all__ = ["build_rensenet", "RENSENET_SPECS", "rensenet", "rensenet_small"]
+__all__ = ["build_rensenet", "RENSENET_SPECS", "DOWNSAMPLES", "BLOCKS", "rensenet",
+           "rensenet_small"]
 
+# ablation switches (python -m benchmarks.ablations); the first value is the paper's form
+DOWNSAMPLES = ("edge", "avg", "max", "strided")
+BLOCKS = ("rense", "dense", "residual")
 MAX_STAGES = 5  # stride 2 ** MAX_STAGES = 32: the coarsest last feature map we allow
 
 # name -> stem filters, growth rate per stage, Rense units per stage, transition compression.
@@ -91,6 +99,11 @@ CARD = {
         "earlier layer (stage2 or stage3) changes with the seed; LayerCAM fused over the stage "
         "outputs (python -m zoo.explain --method layercam) is the map to read for localisation; "
         "see the measured pointing game in the model card's results",
+        "ablation (python -m benchmarks.ablations, reduced run at 32 px, 3 seeds, "
+        "rensenet_small): the paper form lost: on the small-lesion phantom a plain 1x1 conv + "
+        "average-pooling transition (downsample='avg') scored a higher test AUROC at every "
+        "lesion diameter, and on BreastMNIST no difference was shown; see "
+        "benchmarks/results/ablations.json and the README",
     ],
 }
 
@@ -130,6 +143,19 @@ def _check_spec(stem, growth_rate, units, compression):
     return units, growth
 
 
+def _downsample(x, filters, kind, momentum, name):
+    """One downsampling step by 2 to ``filters`` channels; its output layer is named ``name``."""
+    if kind == "edge":
+        return EdgeConservativePooling(filters=filters, momentum=momentum, name=name)(x)
+    if kind == "strided":
+        x = conv(x, filters, 3, 2, name=f"{name}_conv")
+        x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+        return layers.ReLU(name=name)(x)
+    x = conv_bn_act(x, filters, 1, prefix=name, momentum=momentum)
+    pool = layers.AveragePooling2D if kind == "avg" else layers.MaxPooling2D
+    return pool(2, padding="same", name=name)(x)
+
+
 def build_rensenet(
     *,
     input_shape=(256, 256, 1),
@@ -144,6 +170,8 @@ def build_rensenet(
     bn_momentum=0.9,
     pooling="avg",
     lse_r=5.0,
+    downsample="edge",
+    block="rense",
     name="rensenet",
 ):
     """Build a RenseNet as a flat functional model.
@@ -163,6 +191,18 @@ def build_rensenet(
             statistics settle within a few hundred steps, which small datasets need).
         pooling, lse_r: the head (:func:`zoo.models.common.classifier_head`): "avg" (GAP,
             default) or "lse" / "max" over a class evidence map.
+        downsample: ablation switch for every downsampling step (the stem's and each
+            transition), each giving the same width at the same grid; the layer that gives the
+            step's output keeps the name ``stem_pool`` / ``stage{s}_pool``:
+
+            * ``"edge"`` (default, the paper): ``EdgeConservativePooling``;
+            * ``"avg"`` / ``"max"``: 1x1 conv -> BN -> ReLU, then 2x2 average / max pooling
+              (a DenseNet transition);
+            * ``"strided"``: 3x3 conv stride 2 -> BN -> ReLU.
+        block: ablation switch for the blocks' skip connections (``RenseBlock(connection=)``),
+            same widths: ``"rense"`` (default, the paper: residual + dense), ``"dense"``
+            (concatenation only) or ``"residual"`` (addition only). Blocks are named
+            ``stage{s}_{block}``.
         name: the model name.
 
     Returns:
@@ -176,18 +216,18 @@ def build_rensenet(
     units, growth = _check_spec(stem, growth_rate, units, compression)
     if not (is_number(bn_momentum) and 0.0 <= bn_momentum < 1.0):
         raise ValueError(f"build_rensenet: bn_momentum must be in [0, 1), got {bn_momentum!r}.")
+    check_choice(downsample, "build_rensenet: downsample", DOWNSAMPLES)
+    check_choice(block, "build_rensenet: block", BLOCKS)
     inputs = image_input(shape)
     x = conv_bn_act(inputs, stem, 3, prefix="stem", momentum=bn_momentum)
-    x = EdgeConservativePooling(filters=stem, momentum=bn_momentum, name="stem_pool")(x)
+    x = _downsample(x, stem, downsample, bn_momentum, "stem_pool")
     channels = stem
     for s, (n, g) in enumerate(zip(units, growth), start=1):
-        x = RenseBlock(n, g, momentum=bn_momentum, name=f"stage{s}_rense")(x)
+        x = RenseBlock(n, g, momentum=bn_momentum, connection=block, name=f"stage{s}_{block}")(x)
         channels += n * g
         if s < len(units):
             channels = max(1, round(channels * compression))
-            x = EdgeConservativePooling(
-                filters=channels, momentum=bn_momentum, name=f"stage{s}_pool"
-            )(x)
+            x = _downsample(x, channels, downsample, bn_momentum, f"stage{s}_pool")
     return classifier_model(
         inputs,
         x,
