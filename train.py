@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli import debug, quiet_tensorflow  # noqa: E402
+from pipelines.cli import debug, quiet_tf_startup  # noqa: E402
 
-quiet_tensorflow()  # zoo imports Keras, which loads TensorFlow: silence its C++ start-up first
+quiet_tf_startup()  # zoo imports Keras, which loads TensorFlow: silence its C++ start-up first
 
 from zoo.training.config import (  # noqa: E402
     LOSSES,

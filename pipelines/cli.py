@@ -1,6 +1,6 @@
 """What every medzoo command line shares: a quiet TensorFlow start-up and early output checks.
 
-* :func:`quiet_tensorflow` hides TensorFlow's C++ start-up lines (``oneDNN custom operations
+* :func:`quiet_tf_startup` hides TensorFlow's C++ start-up lines (``oneDNN custom operations
   are on``, ``Could not find cuda drivers``, ``E0000 ... failed call to cuInit``), which read
   as failures on a machine without a GPU. It must run before TensorFlow is imported: the C++
   side reads ``TF_CPP_MIN_LOG_LEVEL`` once, and some lines are printed while the library
@@ -18,7 +18,7 @@ import sys
 import uuid
 from pathlib import Path
 
-__all__ = ["OutputError", "check_writable", "debug", "quiet_tensorflow"]
+__all__ = ["OutputError", "check_writable", "debug", "quiet_tf_startup"]
 
 
 class OutputError(ValueError):
@@ -30,7 +30,7 @@ def debug() -> bool:
     return os.environ.get("MEDZOO_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def quiet_tensorflow() -> None:
+def quiet_tf_startup() -> None:
     """Silence TensorFlow's C++ and absl start-up logging (unless ``MEDZOO_DEBUG`` is set)."""
     if debug() or "tensorflow" in sys.modules:
         return

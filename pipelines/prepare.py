@@ -92,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.cli import OutputError, check_writable, quiet_tensorflow
+    from pipelines.cli import OutputError, check_writable, quiet_tf_startup
 
-    quiet_tensorflow()  # the writer uses TensorFlow: no C++ start-up lines (MEDZOO_DEBUG=1 shows them)
+    quiet_tf_startup()  # before the writer loads TF: no C++ start-up lines (MEDZOO_DEBUG=1 shows them)
     from pipelines.cache import PrepareError, prepare
 
     try:

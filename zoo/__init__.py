@@ -9,9 +9,9 @@
 import sys as _sys
 
 if _sys.argv[:1] == ["-m"]:  # `python -m zoo.<cli>`: quiet TensorFlow before Keras loads it
-    from pipelines.cli import quiet_tensorflow
+    from pipelines.cli import quiet_tf_startup
 
-    quiet_tensorflow()
+    quiet_tf_startup()
 
 from zoo import layers, models  # noqa: F401  (importing models registers every variant)
 from zoo.registry import (
