@@ -149,13 +149,13 @@ def _free_ports(n):
     return ports
 
 
-def _start_cluster(args, cwd):
+def _start_cluster(args, cwd, **env):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        procs.append(subprocess.Popen(TRAIN + args, cwd=cwd, env=_env(TF_CONFIG=tf_config),
+        procs.append(subprocess.Popen(TRAIN + args, cwd=cwd, env=_env(TF_CONFIG=tf_config, **env),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     return procs
 
@@ -210,7 +210,10 @@ def _final_weights(run_dir):
 def _kill_a_worker(args, run_dir, cwd, after="ckpt-2"):
     """Start a two-worker cluster, SIGKILL worker 1 once the chief has written ``after``;
     returns (the survivor's output, seconds from the kill to its exit)."""
-    chief, worker = _start_cluster(args, cwd=cwd)
+    # a SIGKILLed worker cannot delete its temporary folder: keep it inside the test's folder
+    private = cwd / "tmp"
+    private.mkdir(exist_ok=True)
+    chief, worker = _start_cluster(args, cwd=cwd, TMPDIR=str(private))
     try:
         _wait_for(run_dir / "checkpoints" / "checkpoint", chief, contains=f'"{after}"')
         worker.send_signal(signal.SIGKILL)
