@@ -18,12 +18,13 @@ config.yaml in the run directory; running the same command again resumes from it
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pipelines.cli import debug, quiet_tf_startup  # noqa: E402
 
-from zoo.training.config import (  # noqa: E402  (light: no TensorFlow)
+quiet_tf_startup()  # zoo imports Keras, which loads TensorFlow: silence its C++ start-up first
+
+from zoo.training.config import (  # noqa: E402
     AUGMENT_ON,
     LOSSES,
     OPTIMIZERS,
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
 
         run(cfg)
     except (ConfigError, FileNotFoundError, NotADirectoryError, ValueError, KeyError) as err:
-        if os.environ.get("MEDZOO_DEBUG"):
+        if debug():
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"train.py: error: {message}", file=sys.stderr)

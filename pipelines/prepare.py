@@ -99,14 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop at the first unreadable file instead of quarantining it",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    run.add_argument(
+        "--keep-path-ids",
+        action="store_true",
+        help="csv/folder datasets: keep the file paths as ids in the cache and quarantine.csv "
+        "(off by default: paths often hold MRNs or UIDs, so row keys are stored instead)",
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from pipelines.cli import OutputError, check_writable, quiet_tf_startup
+
+    quiet_tf_startup()  # before the writer loads TF: no C++ start-up lines (MEDZOO_DEBUG=1 shows them)
     from pipelines.cache import PrepareError, prepare
 
     try:
+        check_writable(args.out, "--out")
         prepare(
             args.dataset,
             args.data_dir,
@@ -123,8 +133,9 @@ def main(argv=None) -> int:
             options=dict(args.option) or None,
             runner=args.runner,
             beam_options=args.beam_options,
+            keep_path_ids=args.keep_path_ids,
         )
-    except (PrepareError, ValueError, FileNotFoundError) as error:
+    except (PrepareError, OutputError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -6,6 +6,13 @@
     zoo.list_families(); zoo.list_models(family="cpmid"); zoo.model_family("resnet18")
 """
 
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"]:  # `python -m zoo.<cli>`: quiet TensorFlow before Keras loads it
+    from pipelines.cli import quiet_tf_startup
+
+    quiet_tf_startup()
+
 from zoo import layers, models  # noqa: F401  (importing models registers every variant)
 from zoo.registry import (
     get_model,

@@ -294,13 +294,17 @@ SERVING_BYTES_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def gather_serving_predictions(source: ModelSource, dataset: str, data_dir, ids, *,
-                               batch_size: int = 32) -> tuple[np.ndarray, dict]:
+                               batch_size: int = 32, options: dict | None = None,
+                               row_keyed: bool = False) -> tuple[np.ndarray, dict]:
     """Probabilities for ``ids`` through the export's signatures, from the original files.
 
     What a TF Serving client sends: a PNG/JPEG/BMP/GIF file's own bytes to ``serving_bytes``;
     anything else (DICOM, NIfTI, arrays in .npz) decoded by the dataset's adapter at its own
     size (CT through the training windows) and sent as floats to ``serving_default``, which
     resizes and rounds in the graph. Returns (probabilities [N, K], rows per signature).
+    ``options`` are the adapter options the cache was prepared with; ``row_keyed``: the cache
+    stores row keys for path-derived ids (``pipelines.cache.format.row_keys``), recomputed here
+    from the adapter's manifest.
     """
     from pipelines.cache.decode import Row
     from pipelines.datasets import get_adapter
@@ -314,8 +318,13 @@ def gather_serving_predictions(source: ModelSource, dataset: str, data_dir, ids,
         )
     served, spec = source.served, source.spec
     adapter = get_adapter(dataset)
-    manifest = adapter.read_manifest(data_dir)
+    from pipelines.cache.format import row_keys
+
+    manifest = adapter.read_manifest(data_dir, **(options or {}))
     rows = {str(r["id"]): r for r in manifest.to_dict("records")}
+    if row_keyed:
+        keys = row_keys(rows)
+        rows = {keys[k]: row for k, row in rows.items()}
     missing = [i for i in ids if str(i) not in rows]
     if missing:
         raise EvaluationError(
@@ -551,8 +560,10 @@ def evaluate(model, *, dataset=None, data_dir=None, cache=None, split="test", ou
                 "--through serving sends the original files: pass --dataset NAME and --data-dir "
                 "DIR (the folder the cache was prepared from)."
             )
-        served_probs, counts = gather_serving_predictions(source, dataset, data_dir, test["id"],
-                                                          batch_size=batch_size)
+        served_probs, counts = gather_serving_predictions(
+            source, dataset, data_dir, test["id"], batch_size=batch_size,
+            options=info.get("settings", {}).get("options") or None,
+            row_keyed=info.get("ids") == "row keys")
         gap = np.abs(served_probs - test["y_prob"])
         serving = {"requests": counts, "images": int(len(gap)),
                    "max_abs_diff_vs_cache": float(gap.max()) if gap.size else 0.0,
@@ -828,6 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from pipelines.cache import PrepareError
+    from pipelines.cli import check_writable
 
     if args.cache is None and args.dataset is None:
         print("error: pass --dataset NAME (with --data-dir DIR) or --cache DIR.", file=sys.stderr)
@@ -836,6 +848,7 @@ def main(argv=None) -> int:
         print(f"error: --top-k must be at least 1, got {args.top_k}.", file=sys.stderr)
         return 2
     try:
+        check_writable(args.out, "--out")
         report = evaluate(
             args.model, dataset=args.dataset, data_dir=args.data_dir, cache=args.cache,
             split=args.split, out=args.out, aggregate=args.aggregate, top_k=args.top_k,

@@ -293,6 +293,7 @@ def explain_image(source, image_path, *, classes=None, method: str = "gradcam", 
     ``classes``: label names, ``["all"]``, or None for the top-scoring class; ``layers``: a
     layer name, a list of names or ``"scales"`` (default :func:`default_layers` of ``method``).
     """
+    import hashlib
     import json
     from pathlib import Path
 
@@ -344,7 +345,9 @@ def explain_image(source, image_path, *, classes=None, method: str = "gradcam", 
         plots.overlay_png(image, heat, out / f"{stem}.png", title=title, rgb=rgb)
         written[name] = {"png": f"{stem}.png", "heatmap": f"{stem}.npy",
                          "probability": float(probs[k])}
-    summary = {"model": str(source.path), "image": str(image_path), "method": method,
+    # the file's digest, not its path: paths often hold patient or study identifiers
+    digest = hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
+    summary = {"model": str(source.path), "image_sha256": digest, "method": method,
                "layers": names, "probabilities": dict(zip(labels, map(float, probs))), "maps": written}
     (out / "explain.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -384,7 +387,10 @@ def main(argv=None) -> int:
     layers = args.layers
     if layers is not None and layers not in (FEATURES, SCALES):
         layers = [name.strip() for name in layers.split(",") if name.strip()]
+    from pipelines.cli import check_writable
+
     try:
+        check_writable(args.out, "--out")
         summary = explain_image(args.model, args.image, classes=classes or None,
                                 method=args.method, layers=layers, out=args.out)
     except (ValueError, FileNotFoundError) as err:

@@ -59,8 +59,8 @@ def parse_options(options, workers: int) -> list[str]:
 class _Decode:
     """The DoFn body (wrapped in a ``beam.DoFn`` by :func:`write_shards`)."""
 
-    def __init__(self, initargs, strict):
-        self.initargs, self.strict = initargs, strict
+    def __init__(self, initargs, strict, hide_paths=False):
+        self.initargs, self.strict, self.hide_paths = initargs, strict, hide_paths
 
     def setup(self):
         decode.init_worker(*self.initargs)
@@ -68,7 +68,7 @@ class _Decode:
     def process(self, item):
         shard, task = item
         position, record, error = decode.work(task)
-        path = str(task[1].get("path", ""))
+        path = task[2][2] if self.hide_paths else str(task[1].get("path", ""))  # row key
         if error is not None and self.strict:
             from pipelines.cache.writer import strict_message
 
@@ -97,7 +97,8 @@ def _write_shard(item, out, progress_dir):
     return shard
 
 
-def write_shards(items, *, out, progress_dir, strict, initargs, workers, options, progress):
+def write_shards(items, *, out, progress_dir, strict, initargs, workers, options, progress,
+                 hide_paths=False):
     """Run the Beam pipeline over ``items`` = ``[(shard, decode task), ...]``; returns the
     (start, end) times of the pipeline, for the steady rate."""
     import apache_beam as beam
@@ -106,7 +107,7 @@ def write_shards(items, *, out, progress_dir, strict, initargs, workers, options
     from pipelines.cache.writer import PrepareError
 
     flags = parse_options(options, workers)
-    decoder = _Decode(initargs, strict)
+    decoder = _Decode(initargs, strict, hide_paths)
 
     class Decode(beam.DoFn):
         def setup(self):

@@ -18,8 +18,11 @@ Privacy: patient, study and series identifiers are replaced by :func:`pseudonym`
 ``sha256(salt + value)`` (first 16 hex digits) with a random per-cache salt. The salt is kept
 only in ``.progress/`` while a run can still be resumed and is deleted when the cache is
 complete, so a finished cache cannot be linked back to header values by hashing candidate IDs.
-Nothing else from the headers is written to the records, the manifest or the logs; image paths
-appear only in ``quarantine.csv`` (the reader needs them to find the broken files).
+Nothing else from the headers is written to the records, the manifest or the logs. Where an
+adapter derives ids from file paths (``Adapter.path_ids``: csv, folder), the ``id`` is a row key
+(:func:`row_keys`) and ``quarantine.csv`` names the row key, not the path, unless the cache was
+prepared with ``keep_path_ids=True`` (``--keep-path-ids``). Otherwise image paths appear only
+in ``quarantine.csv`` (the reader needs them to find the broken files).
 """
 
 from __future__ import annotations
@@ -76,6 +79,19 @@ def pseudonym(salt: str, value) -> str:
         return ""
     digest = hashlib.sha256((salt + str(value)).encode("utf-8")).hexdigest()
     return digest[:PSEUDONYM_HEX]
+
+
+ROW_KEY = "row{:07d}"
+
+
+def row_keys(ids) -> dict[str, str]:
+    """Raw ids -> non-identifying row keys: the position in the sorted ids (``row0000012``).
+
+    The cache of a dataset whose ids come from file paths (which may hold MRNs, names or
+    UIDs) stores these keys instead; whoever has the same data folder can recompute them
+    (``zoo.evaluate --through serving`` does), nobody else learns anything from them.
+    """
+    return {raw: ROW_KEY.format(k) for k, raw in enumerate(sorted({str(i) for i in ids}))}
 
 
 def derive_seed(*parts: int) -> int:

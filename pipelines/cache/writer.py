@@ -40,11 +40,17 @@ from pipelines.cache.format import (
     derive_seed,
     parse_image_size,
     pseudonym,
+    row_keys,
+    serialize_example,
     shard_name,
     split_names,
 )
 
 __all__ = ["PrepareError", "prepare"]
+
+
+# quarantine.csv's path for a file the adapter left out, when paths are withheld
+WITHHELD = "(withheld: prepare with --keep-path-ids to list paths)"
 
 
 class PrepareError(RuntimeError):
@@ -215,6 +221,7 @@ def prepare(
     options: dict | None = None,
     runner: str = "pool",
     beam_options=None,
+    keep_path_ids: bool = False,
 ) -> Path:
     """Decode ``dataset`` once into a sharded TFRecord cache at ``out``; returns ``out``.
 
@@ -239,6 +246,10 @@ def prepare(
             Beam transforms; the same records, the same cache).
         beam_options: Beam pipeline options (a list of ``--flag=value`` strings); default the
             DirectRunner with ``workers`` processes.
+        keep_path_ids: where the adapter derives ids from file paths (``Adapter.path_ids``:
+            csv, folder), keep them in the manifest, the records and quarantine.csv. Off by
+            default: paths often hold MRNs, names or UIDs, so the cache stores row keys
+            (:func:`pipelines.cache.format.row_keys`) and quarantine.csv names the row key.
     """
     from pipelines.transforms import parse_windows
 
@@ -263,6 +274,8 @@ def prepare(
     settings = _settings(
         name, data_dir, size, windows, val_fraction, test_fraction, seed, shard_size, options
     )
+    hide_paths = bool(getattr(adapter, "path_ids", False)) and not keep_path_ids
+    settings["keep_path_ids"] = bool(keep_path_ids)
 
     info_path = out / INFO_FILE
     if info_path.is_file():
@@ -285,11 +298,12 @@ def prepare(
     with DecodePool(workers if beam is None else 1, ref, data_dir, windows, size) as pool:
         return _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
                         val_fraction, test_fraction, seed, progress, shard_size, options,
-                        settings, start, beam)
+                        settings, start, beam, hide_paths)
 
 
 def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict, val_fraction,
-             test_fraction, seed, progress, shard_size, options, settings, start, beam=None):
+             test_fraction, seed, progress, shard_size, options, settings, start, beam=None,
+             hide_paths=False):
     """prepare() once the arguments are checked and the workers are starting."""
     from pipelines.manifest import quarantined, validate_manifest
     from pipelines.preprocessing import Preprocessing
@@ -304,11 +318,20 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
     task = adapter.manifest_task(manifest)
     channels = int(adapter.manifest_channels(manifest, windows))
     is_ct = adapter.manifest_ct(manifest)
-    left_out = [[str(q.get("path", "")), str(q.get("reason", ""))] for q in quarantined(manifest)]
+    left_out = [[WITHHELD if hide_paths else str(q.get("path", "")), str(q.get("reason", ""))]
+                for q in quarantined(manifest)]
     if strict and left_out:
         raise PrepareError(
             f"Could not read {left_out[0][0]} ({left_out[0][1]}); fix or remove the file, or run "
             "without --strict to quarantine it and go on."
+        )
+    if left_out and len(manifest) == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / QUARANTINE_FILE, "w", newline="") as handle:
+            csv.writer(handle).writerows([["path", "reason"], *left_out])
+        raise PrepareError(
+            f"All {len(left_out)} files were quarantined, see {out / QUARANTINE_FILE}; fix the "
+            "files (or --data-dir) and run again."
         )
     manifest = validate_manifest(manifest, labels)
     manifest = split_manifest(
@@ -327,6 +350,10 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
         atomic_write_text(state_path, json.dumps(state, indent=2))
 
     original = {str(r["id"]): r for r in manifest.to_dict("records")}
+    if hide_paths:  # path-derived ids -> row keys before anything is written
+        keys = row_keys(original)
+        manifest = manifest.assign(id=manifest["id"].astype(str).map(keys))
+        original = {keys[k]: row for k, row in original.items()}
     plan = _plan(manifest, labels, state["salt"], seed, size[0] * size[1] * channels, shard_size)
 
     shards = list(dict.fromkeys(plan["shard"]))
@@ -339,17 +366,21 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
         (i, payloads[i], (channels, [row[k] for k in labels], row["id"], row["patient_id"]))
         for i, row in enumerate(rows)
     )
-    if beam is not None:
-        from pipelines.cache import beam as beam_module
+    try:
+        if beam is not None:
+            from pipelines.cache import beam as beam_module
 
-        first_result, last_result = beam_module.write_shards(
-            list(zip((row["shard"] for row in rows), tasks)), out=out, progress_dir=progress_dir,
-            strict=strict, initargs=pool.initargs, workers=workers, options=beam["options"],
-            progress=progress)
-    else:
-        bar = _progress_bar(len(todo), progress, skipped=len(done), shards=len(shards))
-        first_result, last_result = _write_shards(pool, tasks, rows, payloads, out, progress_dir,
-                                                  strict, bar)
+            first_result, last_result = beam_module.write_shards(
+                list(zip((row["shard"] for row in rows), tasks)), out=out,
+                progress_dir=progress_dir, strict=strict, initargs=pool.initargs, workers=workers,
+                options=beam["options"], progress=progress, hide_paths=hide_paths)
+        else:
+            bar = _progress_bar(len(todo), progress, skipped=len(done), shards=len(shards))
+            first_result, last_result = _write_shards(pool, tasks, rows, payloads, out,
+                                                      progress_dir, strict, bar, hide_paths)
+    except PrepareError:  # a --strict stop: the salt must not outlive the run
+        _discard(out, progress_dir, shards)
+        raise
 
     facts = {
         "dataset": name,
@@ -358,6 +389,7 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
         "image_size": [size[0], size[1]],
         "channels": channels,
         "windows": format_windows(windows) if is_ct else None,
+        "ids": "row keys" if hide_paths else "adapter ids",
     }
     spec = Preprocessing(kind="ct" if is_ct else "image", size=size, channels=channels,
                          windows=facts["windows"])
@@ -379,7 +411,7 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
     return out
 
 
-def _write_shards(pool, tasks, rows, payloads, out, progress_dir, strict, bar):
+def _write_shards(pool, tasks, rows, payloads, out, progress_dir, strict, bar, hide_paths=False):
     """The pool's records -> shard files, in plan order; returns the times of the first and
     last result (the steady rate)."""
     quarantined = 0
@@ -401,7 +433,7 @@ def _write_shards(pool, tasks, rows, payloads, out, progress_dir, strict, bar):
                 tmp = out / f".{current}.tmp"
                 writer = tf.io.TFRecordWriter(str(tmp))
             if error is not None:
-                path = str(payloads[position].get("path", ""))
+                path = row["id"] if hide_paths else str(payloads[position].get("path", ""))
                 if strict:
                     raise PrepareError(strict_message(path, error))
                 bad.append([path, error])
@@ -441,6 +473,14 @@ def _progress_bar(total, progress, *, skipped, shards):
     return tqdm(total=total, unit="img", desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
+def _discard(out: Path, progress_dir: Path, shards) -> None:
+    """Remove a stopped run's state (the salt) and the shards it finished: pseudonyms made
+    with a salt that is gone could not be matched by a resumed run anyway."""
+    for shard in shards:
+        (out / shard).unlink(missing_ok=True)
+    shutil.rmtree(progress_dir, ignore_errors=True)
+
+
 def _finish_shard(writer, tmp, out, progress_dir, shard, written, bad) -> None:
     """Close, then mark done: the sidecar (ids, quarantine) first, the shard rename last."""
     writer.close()
@@ -462,11 +502,17 @@ def _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, l
     if "mask_path" in plan.columns:
         columns.insert(5, "mask_path")
     final = plan[plan["id"].isin(written_ids)][columns]
-    final.to_csv(out / MANIFEST_FILE, index=False)
     with open(out / QUARANTINE_FILE, "w", newline="") as handle:
         csv_writer = csv.writer(handle)
         csv_writer.writerow(["path", "reason"])
         csv_writer.writerows(quarantine)
+    if final.empty:  # no cache to train on: say why, not "0 examples" later
+        _discard(out, progress_dir, shards)
+        raise PrepareError(
+            f"All {len(quarantine)} files were quarantined, see {out / QUARANTINE_FILE}; fix "
+            "the files (or --data-dir) and run again."
+        )
+    final.to_csv(out / MANIFEST_FILE, index=False)
     splits = {s: int((final["split"] == s).sum()) for s in split_names(plan["split"].unique())}
     by_split = {s: [x for x in shards if x.startswith(f"{s}-")] for s in splits}
     seconds = run_stats["seconds_last_run"]

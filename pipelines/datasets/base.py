@@ -60,6 +60,7 @@ class Adapter:
     scan_labelled: str | None = None
     label_map: dict[str, str] | None = None
     default_data_dir: str | None = None
+    path_ids: bool = False  # ids come from file paths: the cache stores row keys instead
 
     def read_manifest(self, data_dir, **options):
         """The dataset's manifest (:mod:`pipelines.manifest` schema); options are adapter keywords."""

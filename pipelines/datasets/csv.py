@@ -9,7 +9,8 @@
 
 Options (Python keywords, or ``--option KEY=VALUE`` from ``pipelines.prepare``):
 
-* ``csv``: the file, relative to ``data_dir`` (default: the only ``*.csv`` in it);
+* ``csv``: the file, inside ``data_dir`` (relative to it, or absolute; default: the only
+  ``*.csv`` in it); a CSV outside ``data_dir`` is refused;
 * ``path_column`` (default ``path``);
 * ``label_columns=a,b,c``: 0/1 columns, one per label (multi-label), **or**
   ``label_column=diagnosis``: one column of class names, one-hot over ``labels=`` (given
@@ -55,6 +56,18 @@ def _column(table, name, csv_path, role):
     return table[name]
 
 
+def _csv_inside(root, csv):
+    """The ``csv=`` option as a file inside ``data_dir`` (absolute is fine if it is inside)."""
+    from pathlib import Path
+
+    given = Path(str(csv))
+    full = given.resolve() if given.is_absolute() else (root / given).resolve()
+    if full != root.resolve() and root.resolve() not in full.parents:
+        raise DataError(csv, f"option csv= must name a file inside the data directory {root}; "
+                             "copy the CSV there or pass it relative to --data-dir")
+    return full
+
+
 @register_adapter
 class Csv(Adapter):
     """Any CSV listing image paths with labels; labels, task and ct from ``df.attrs``."""
@@ -62,6 +75,7 @@ class Csv(Adapter):
     name = "csv"
     labels: tuple[str, ...] = ()  # named by the options; see df.attrs["labels"]
     task = "multi-label"
+    path_ids = True  # "images/<MRN>/<UID>.dcm" -> id: pseudonymised in the cache
 
     def read_manifest(self, data_dir, *, csv=None, path_column="path", label_columns=None, label_column=None,
                       labels=None, patient_column=None, split_column=None, slice_column=None,
@@ -74,7 +88,7 @@ class Csv(Adapter):
                 raise DataError(root, f"needs csv=<file> to say which CSV lists the images (found {listing})")
             csv_path = found[0]
         else:
-            csv_path = safe_join(root, csv) if not str(csv).startswith("/") else csv
+            csv_path = _csv_inside(root, csv)
         table = read_table(csv_path, what="label CSV", dtype={path_column: str})
         paths = _column(table, path_column, csv_path, "path").astype(str).str.strip()
         if paths.eq("").any() or table[path_column].isna().any():

@@ -53,6 +53,7 @@ class Folder(Adapter):
     name = "folder"
     labels: tuple[str, ...] = ()  # from the folder names; see df.attrs["labels"]
     task = "multi-class"
+    path_ids = True  # "<class>/<file name>" -> id: pseudonymised in the cache
 
     def read_manifest(self, data_dir, *, labels=None, classes=None, patient_pattern=None):
         root = require_dir(data_dir, "image folder")

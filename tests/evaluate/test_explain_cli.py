@@ -60,6 +60,18 @@ def test_explain_bad_input_is_one_sentence(tiny, tmp_path, capsys):
     assert X.main(["--model", str(tiny.version), "--image", str(tmp_path / "nope.png"),
                    "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # malformed DICOMs: pixels cut short, a corrupted tag, garbage after the preamble
+    good = _a_dicom(tiny).read_bytes()
+    corrupt = bytearray(good)
+    corrupt[140:148] = b"\xff" * 8
+    for name, blob in (("cut.dcm", good[: len(good) // 2]), ("tag.dcm", bytes(corrupt)),
+                       ("junk.dcm", good[:132] + b"\x07" * 300)):
+        (tmp_path / name).write_bytes(blob)
+        assert X.main(["--model", str(tiny.version), "--image", str(tmp_path / name),
+                       "--out", str(tmp_path / "x")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --image {tmp_path / name} cannot be read") and \
+            err.count("\n") == 1, err
     # an export without the Keras model cannot be explained: say so and what to do
     bare = tmp_path / "saved" / "m" / "1"
     shutil.copytree(tiny.version, bare)

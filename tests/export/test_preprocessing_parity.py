@@ -117,7 +117,8 @@ def test_pictures_cache_path_equals_serving_bytes(picture_files, tmp_path):
 
     folder, names = picture_files
     cache = prepare("csv", folder, tmp_path / "cache", image_size=64, progress=False,
-                    options={"label_column": "label", "split_column": "split"})
+                    options={"label_column": "label", "split_column": "split"},
+                    keep_path_ids=True)  # cache rows keyed by file name, as the jobs are
     spec = Preprocessing.load(cache)
     assert spec == Preprocessing(kind="image", size=(64, 64), channels=1)
     assert read_info(cache)["preprocessing"] == spec.to_dict()
@@ -176,7 +177,8 @@ def test_dicom_cache_path_equals_serving_default_on_the_windowed_file(tmp_path):
     _write_csv(folder, [(n, "a" if i % 2 else "b") for i, n in enumerate(names)])
     cache = prepare("csv", folder, tmp_path / "cache", image_size=64, progress=False,
                     windows="brain,subdural,bone",
-                    options={"label_column": "label", "split_column": "split"})
+                    options={"label_column": "label", "split_column": "split"},
+                    keep_path_ids=True)  # cache rows keyed by file name, as the jobs are
     spec = Preprocessing.load(cache)
     assert spec.kind == "ct" and spec.windows == "brain,subdural,bone"
     keras.utils.set_random_seed(0)

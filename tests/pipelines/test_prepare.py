@@ -214,3 +214,5 @@ def test_strict_stops_at_the_truncated_dicom(head_ct, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert broken.name in err and "without --strict" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c" / ".progress").exists()  # the salt does not outlive the run
+    assert not list((tmp_path / "c").glob("*.tfrecord"))

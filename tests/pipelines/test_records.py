@@ -23,9 +23,10 @@ class FakeAdapter(Adapter):
     labels = ("any", "other")
     task = "multi-label"
 
-    def __init__(self, n=16, patients=8, official_split=False, fail_at=None):
+    def __init__(self, n=16, patients=8, official_split=False, fail_at=None, crash=OSError):
         self.n, self.patients, self.official_split = n, patients, official_split
-        self.fail_at = fail_at  # raise OSError on this load call (0-based), to stop a run
+        self.fail_at = fail_at  # raise `crash` on this load call (0-based), to stop a run
+        self.crash = crash
         self.loaded: list[str] = []
 
     def read_manifest(self, data_dir, **options):
@@ -49,7 +50,7 @@ class FakeAdapter(Adapter):
 
     def load(self, row, data_dir, windows):
         if self.fail_at is not None and len(self.loaded) == self.fail_at:
-            raise OSError("simulated crash")
+            raise self.crash("simulated crash")
         self.loaded.append(row["id"])
         return np.load(Path(data_dir) / row["path"])
 
@@ -144,11 +145,18 @@ def test_official_split_is_kept(data_dir, tmp_path):
     assert dict(zip(manifest["id"], manifest["split"])) == expected
 
 
+def test_strict_stop_leaves_no_salt_and_no_shards(data_dir, tmp_path):
+    out = tmp_path / "cache"
+    with pytest.raises(PrepareError, match="simulated crash"):
+        run(FakeAdapter(fail_at=5), data_dir, out, strict=True)
+    assert not (out / ".progress").exists() and not list(out.glob("*.tfrecord"))
+
+
 def test_resume_skips_finished_shards(data_dir, tmp_path):
     out = tmp_path / "cache"
-    crashing = FakeAdapter(fail_at=5)
-    with pytest.raises(PrepareError, match="simulated crash"):
-        run(crashing, data_dir, out, strict=True)
+    crashing = FakeAdapter(fail_at=5, crash=KeyboardInterrupt)  # Ctrl-C or a crash mid-run
+    with pytest.raises(KeyboardInterrupt, match="simulated crash"):
+        run(crashing, data_dir, out)
     assert not (out / "dataset.json").exists()
     with pytest.raises(FileNotFoundError, match="run `python -m pipelines.prepare`"):
         read_info(out)

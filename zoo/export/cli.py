@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import zoo
+    from pipelines.cli import check_writable
     from zoo.models.common import load_weights
     from zoo.training.rundir import read_run
 
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     if args.weights is not None and not args.weights.is_file():
         parser.error(f"--weights {args.weights} does not exist; pass a local .weights.h5 or .keras file.")
     try:
+        check_writable(args.export_dir, "--export-dir")
         if args.run_dir is not None:
             if not args.run_dir.is_dir():
                 parser.error(f"--run-dir {args.run_dir} is not a directory; pass a training run directory.")

@@ -89,10 +89,15 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
                 made = adapter.ensure_data(cfg.data_dir)
                 cfg.data_dir = cfg.data_dir or os.fspath(made)
             print(f"Preparing {cfg.dataset} from {cfg.data_dir} into {cache} ...", flush=True)
-            prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
-                    windows=cfg.windows, workers=cfg.prepare_workers,
-                    val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                    seed=cfg.seed, progress=bool(cfg.verbose))
+            from pipelines.cache import PrepareError
+
+            try:
+                prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
+                        windows=cfg.windows, workers=cfg.prepare_workers,
+                        val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                        seed=cfg.seed, progress=bool(cfg.verbose))
+            except PrepareError as err:  # all files quarantined, changed settings, ...
+                raise ConfigError(str(err)) from None
         else:  # other workers wait for the chief's cache (shared filesystem)
             deadline = time.time() + 3600
             while not (cache / "dataset.json").is_file():
@@ -139,6 +144,17 @@ def _check_backbone(cfg: TrainConfig, *, data: bool):
     return meta
 
 
+def _check_outputs(cfg: TrainConfig, source) -> None:
+    """Every folder the run will write, proved writable before any heavy work (one sentence)."""
+    from pipelines.cli import check_writable
+
+    check_writable(cfg.output_dir, "--output-dir")
+    if cfg.export:
+        check_writable(cfg.export_dir, "--export-dir")
+    if source is None and not (Path(cfg.cache_dir) / "dataset.json").is_file():
+        check_writable(cfg.cache_dir, "--cache-dir")
+
+
 def _registry_model_fn(cfg: TrainConfig):
     import zoo
 
@@ -183,6 +199,7 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
             cfg.data_dir = adapter.default_data_dir  # generated when absent
         cfg.cache_dir = cfg.cache_dir or default_cache_dir(cfg)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
+    _check_outputs(cfg, source)
 
     from zoo.training.strategy import configure_cpu_replicas, is_chief, make_strategy
 

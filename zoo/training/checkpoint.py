@@ -27,7 +27,15 @@ import tensorflow as tf
 
 from zoo.training.strategy import is_chief, worker_id
 
-__all__ = ["TrainState"]
+__all__ = ["CheckpointError", "TrainState"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be written (disk full, folder gone); the previous one is intact.
+
+    A ValueError so that train.py reports it as one sentence (exit 2), like other errors a
+    user can fix.
+    """
 
 
 class TrainState:
@@ -62,7 +70,19 @@ class TrainState:
 
     def save(self) -> None:
         if self.chief:
-            self.manager.save(checkpoint_number=None)
+            try:
+                self.manager.save(checkpoint_number=None)
+            except (OSError, tf.errors.OpError) as err:
+                # the manager names a checkpoint in its state file only once it is complete,
+                # so the last one listed there is still whole
+                reason = getattr(err, "strerror", None) or str(err).rsplit(";", 1)[-1].split("[")[0]
+                previous = self.latest()
+                kept = (f"the previous checkpoint {previous} is intact; free space and run the same "
+                        "command to resume from it") if previous else "no earlier checkpoint exists"
+                raise CheckpointError(
+                    f"Could not write a checkpoint into {self.directory} ({reason.strip() or type(err).__name__}); "
+                    f"{kept}."
+                ) from None
             return
         tmp = tempfile.mkdtemp(prefix=f"medzoo-ckpt-{worker_id(self.strategy)}-")
         try:

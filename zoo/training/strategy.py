@@ -17,6 +17,9 @@ import tensorflow as tf
 from zoo.training.config import ConfigError
 
 __all__ = [
+    "ClusterError",
+    "PEER_ERRORS",
+    "cluster_error",
     "configure_cpu_replicas",
     "make_strategy",
     "strategy_name",
@@ -124,6 +127,37 @@ def is_chief(strategy) -> bool:
 def worker_id(strategy) -> str:
     task_type, task_id = _task(strategy)
     return "chief" if task_type is None else f"{task_type}{task_id}"
+
+
+# What a collective raises when a peer is gone: the connection reset (a killed worker), TF's
+# peer health check or the coordination service aborting the collectives (an unreachable one).
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+class ClusterError(ValueError):
+    """Another worker of a multi-worker run died or became unreachable mid-run.
+
+    A ValueError so that train.py reports it as one sentence (exit 2) instead of a collective
+    op's traceback.
+    """
+
+
+def cluster_error(strategy, err, checkpoint) -> ClusterError | None:
+    """The one-sentence error for ``err`` raised by a collective, or None when ``strategy``
+    is not multi-worker (then ``err`` is not about a peer and is re-raised as it is)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+    text = str(getattr(err, "message", err))
+    reason = next((line.strip() for line in text.splitlines()
+                   if "aborted by" in line or "Connection" in line), type(err).__name__)
+    reason = reason.rstrip(":;. ")
+    resume = (f"the last checkpoint is {checkpoint}" if checkpoint
+              else "no checkpoint was written yet")
+    return ClusterError(
+        f"{worker_id(strategy)} lost contact with another worker of the cluster ({reason}); "
+        f"{resume}: run the same command on every worker to resume."
+    )
 
 
 def writable_dir(path, strategy) -> str:

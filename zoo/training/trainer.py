@@ -37,7 +37,13 @@ from zoo.training.config import ConfigError, TrainConfig, resolve_switch
 from zoo.training.losses import balanced_class_weights, make_loss
 from zoo.training.metrics import format_auroc_table, score, weights_digest
 from zoo.training.optim import WarmupSchedule, make_optimizer
-from zoo.training.strategy import is_chief, strategy_name, worker_id
+from zoo.training.strategy import (
+    PEER_ERRORS,
+    cluster_error,
+    is_chief,
+    strategy_name,
+    worker_id,
+)
 
 __all__ = ["Trainer", "fit", "batchnorm_layers"]
 
@@ -561,5 +567,10 @@ def fit(cfg: TrainConfig, source, *, strategy, run_dir, model_fn):
                 trainer.on_step_end(epoch, step, trainer.train_step(iterator))
             trainer.on_epoch_end(epoch, trainer.evaluate())
         return trainer.model, trainer.finish()
+    except PEER_ERRORS as err:  # a worker died: one sentence, not a collective op's traceback
+        lost = cluster_error(strategy, err, trainer.state.latest())
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         trainer.close()
