@@ -58,17 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local keras.applications weights file for MODEL (none is downloaded)")
     p.add_argument("--work-dir", default="runs/transfer", help="corpora, backbones and runs")
     p.add_argument("--out", default="benchmarks/results/transfer", help="CSV, Markdown and PNGs")
+    p.add_argument("--shared-corpus", action="store_true",
+                   help="one corpus (and one pretraining per model) with every downstream set left out, "
+                        "as in the CPMID paper, instead of one leave-one-out corpus per downstream set")
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     return p
 
 
 # -------------------------------------------------------------------------------- the data
-def downstream_arrays(source: dict, size: int, fraction: float, seed: int):
-    """(splits {train, val, test: (x float32 [N,S,S,C], y one-hot)}, labels) of a spec source."""
+_DECODED: dict = {}
+
+
+def _decoded(source: dict, size: int):
+    """(splits {train, val, test: (x float32 [N,S,S,C] in [0, 1], y one-hot)}, labels), decoded
+    and resized once per (source, size) and kept for the next seed and fraction."""
     from pipelines.cache.decode import Row, to_cache_pixels
     from pipelines.datasets import get_adapter
 
+    key = (source["name"], str(source["_data_dir"]), size)
+    if key in _DECODED:
+        return _DECODED[key]
     adapter = get_adapter(source["dataset"])
     df = adapter.read_manifest(source["_data_dir"], **(source.get("options") or {}))
     if "split" not in df.columns:
@@ -78,18 +88,28 @@ def downstream_arrays(source: dict, size: int, fraction: float, seed: int):
     for split in ("train", "val", "test"):
         part = df[df["split"] == split].reset_index(drop=True)
         y = part[labels].to_numpy(dtype=np.float32)
-        if split == "train" and fraction < 1.0:
-            rng = np.random.default_rng([seed, 10])
-            keep = []
-            for k in range(len(labels)):
-                idx = np.flatnonzero(y[:, k] > 0.5)
-                rng.shuffle(idx)
-                keep.extend(idx[: max(2, int(round(fraction * len(idx))))])
-            keep = np.sort(np.asarray(keep))
-            part, y = part.iloc[keep].reset_index(drop=True), y[keep]
         x = np.stack([to_cache_pixels(np.asarray(adapter.load(Row(r), source["_data_dir"]), np.float32), (size, size))
                       for r in part.to_dict("records")])
         splits[split] = (x.astype(np.float32) / 255.0, y)  # [0, 1], as training and the model expect
+    _DECODED[key] = (splits, labels)
+    return splits, labels
+
+
+def downstream_arrays(source: dict, size: int, fraction: float, seed: int):
+    """(splits {train, val, test: (x float32 [N,S,S,C], y one-hot)}, labels) of a spec source;
+    below ``fraction`` 1 the training split is a seeded, stratified share (at least 2 per class)."""
+    splits, labels = _decoded(source, size)
+    splits = dict(splits)
+    if fraction < 1.0:
+        x, y = splits["train"]
+        rng = np.random.default_rng([seed, 10])
+        keep = []
+        for k in range(len(labels)):
+            idx = np.flatnonzero(y[:, k] > 0.5)
+            rng.shuffle(idx)
+            keep.extend(idx[: max(2, int(round(fraction * len(idx))))])
+        keep = np.sort(np.asarray(keep))
+        splits["train"] = (x[keep], y[keep])
     return splits, labels
 
 
@@ -136,7 +156,8 @@ def predict(model, x, batch=256):
 def pretrain(args, corpus: Path, model_name: str, work: Path) -> Path:
     from zoo.training import run
 
-    out = work / "backbones" / f"{model_name}-{corpus.name}"
+    # the pretraining settings are part of the name: a shorter run's backbone is never reused
+    out = work / "backbones" / f"{model_name}-{corpus.name}-e{args.pretrain_epochs}x{args.pretrain_steps}"
     path = out / "backbone.weights.h5"
     if path.is_file():
         return path
@@ -170,8 +191,9 @@ def study(args) -> list[dict]:
     results = []
     cams = {}
     for d in downstream:
-        corpus = work / "corpora" / f"{stem}-{args.image_size}-no-{d}"
-        build_corpus(args.spec, corpus, image_size=args.image_size, exclude=[d], progress=not args.quick)
+        left_out = downstream if args.shared_corpus else [d]
+        corpus = work / "corpora" / f"{stem}-{args.image_size}-no-{'-'.join(left_out)}"
+        build_corpus(args.spec, corpus, image_size=args.image_size, exclude=left_out, progress=not args.quick)
         for m in models:
             backbone = pretrain(args, corpus, m, work)
             meta = read_metadata(backbone)

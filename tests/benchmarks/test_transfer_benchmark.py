@@ -43,7 +43,7 @@ def test_transfer_cli_quick_smoke(tmp_path):
     md = (out / "transfer.md").read_text()
     assert "corpus fine-tune" in md and "±" in md and "not available here" in md
     assert (out / "transfer.png").stat().st_size > 0 and (out / "transfer-cam.png").stat().st_size > 0
-    backbone = tmp_path / "work" / "backbones" / "ichnet_small-spec-32-no-alpha"
+    backbone = tmp_path / "work" / "backbones" / "ichnet_small-spec-32-no-alpha-e1x2"
     assert (backbone / "backbone.weights.h5").is_file() and (backbone / "backbone.json").is_file()
     corpus = tmp_path / "work" / "corpora" / "spec-32-no-alpha"
     assert set(np.unique(np.loadtxt(corpus / "manifest.csv", dtype=str, delimiter=",", skiprows=1, usecols=-3))) == {"beta"}
