@@ -24,6 +24,7 @@ CPU cores); ``--image-size 64 --epochs 30 --pretrain-epochs 10`` scale it up on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -58,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local keras.applications weights file for MODEL (none is downloaded)")
     p.add_argument("--work-dir", default="runs/transfer", help="corpora, backbones and runs")
     p.add_argument("--out", default="benchmarks/results/transfer", help="CSV, Markdown and PNGs")
-    p.add_argument("--shared-corpus", action="store_true",
-                   help="one corpus (and one pretraining per model) with every downstream set left out, "
-                        "as in the CPMID paper, instead of one leave-one-out corpus per downstream set")
+    p.add_argument("--corpus-exclude", default="", metavar="NAMES",
+                   help="one corpus (and one pretraining per model) with these sources left out, shared by "
+                        "every downstream set (each must be among them), as in the CPMID paper; default: one "
+                        "corpus per downstream set, leaving that set out")
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     return p
@@ -169,6 +171,26 @@ def pretrain(args, corpus: Path, model_name: str, work: Path) -> Path:
     return path
 
 
+RESULT_FILE = "transfer-result.json"
+
+
+def finished_run(run_dir, key: dict):
+    """The stored result of a finished run with exactly these settings (and its best weights, so
+    the model can be rebuilt for the CAM panel), or None: a rerun or a second process sharing the
+    work dir picks up where another stopped instead of training again."""
+    path = Path(run_dir) / RESULT_FILE
+    if not path.is_file() or not (Path(run_dir) / "best.weights.h5").is_file():
+        return None
+    stored = json.loads(path.read_text())
+    return stored if stored.get("key") == json.loads(json.dumps(key)) else None
+
+
+def record_run(run_dir, key: dict, s: dict, seconds: float) -> None:
+    tmp = Path(run_dir) / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"key": key, "scores": s, "seconds": seconds}, indent=2))
+    os.replace(tmp, Path(run_dir) / RESULT_FILE)
+
+
 # ---------------------------------------------------------------------------------- study
 def study(args) -> list[dict]:
     import zoo
@@ -183,6 +205,11 @@ def study(args) -> list[dict]:
     for d in downstream:
         if d not in by_name:
             raise SystemExit(f"benchmarks.transfer: error: downstream {d!r} is not a source of {args.spec}; sources are {', '.join(by_name)}.")
+    corpus_exclude = [c for c in args.corpus_exclude.split(",") if c]
+    for d in downstream:
+        if corpus_exclude and d not in corpus_exclude:
+            raise SystemExit(f"benchmarks.transfer: error: downstream {d!r} is not in --corpus-exclude, so it "
+                             f"would be inside the corpus; add it to --corpus-exclude.")
     models = [m for m in args.models.split(",") if m]
     fractions = [float(f) for f in args.fractions.split(",")]
     imagenet = dict(item.split("=", 1) for item in args.imagenet)
@@ -191,7 +218,7 @@ def study(args) -> list[dict]:
     results = []
     cams = {}
     for d in downstream:
-        left_out = downstream if args.shared_corpus else [d]
+        left_out = corpus_exclude or [d]
         corpus = work / "corpora" / f"{stem}-{args.image_size}-no-{'-'.join(left_out)}"
         build_corpus(args.spec, corpus, image_size=args.image_size, exclude=left_out, progress=not args.quick)
         for m in models:
@@ -219,7 +246,7 @@ def study(args) -> list[dict]:
                         def model_fn(shape, k, act, weights=weights, m=m):
                             return zoo.get_model(m, input_shape=tuple(shape), num_classes=k, activation=act, weights=weights)
 
-                        model = train_one({
+                        cfg_values = {
                             "model": m, "epochs": args.epochs, "batch_size": batch, "steps_per_epoch": steps,
                             "lr": args.lr if row != "corpus probe" else args.lr * 5, "seed": seed,
                             "freeze_backbone": row == "corpus probe",
@@ -227,14 +254,25 @@ def study(args) -> list[dict]:
                             "output_dir": str(work / "runs" / f"{d}-{m}-{fraction}-{seed}-{row.replace(' ', '_')}"),
                             "export": False, "verbose": 0, "fresh": True, "augment": True,
                             "warmup_epochs": 0.2, "bn_calibration_batches": 4,
-                        }, source, model_fn)
+                        }
+                        want_cam = seed == 0 and fraction == fractions[0] and row in ("scratch", "corpus fine-tune")
+                        key = {"config": cfg_values, "weights": weights, "train_images": n_train, "n_boot": args.n_boot}
+                        done = finished_run(cfg_values["output_dir"], key)
                         x_test, y_test = splits["test"]
-                        p = predict(model, x_test)
-                        s = scores(y_test, p, args.n_boot, seed)
-                        results.append({**record, "status": "ok", **s, "seconds": round(time.perf_counter() - t0, 1)})
+                        if done is not None:  # a finished run with the same settings: its scores
+                            s, seconds, model = done["scores"], done["seconds"], None
+                            if want_cam:
+                                model = model_fn(source.input_shape, len(labels), source.activation)
+                                model.load_weights(Path(cfg_values["output_dir"]) / "best.weights.h5")
+                        else:
+                            model = train_one(cfg_values, source, model_fn)
+                            s = scores(y_test, predict(model, x_test), args.n_boot, seed)
+                            seconds = round(time.perf_counter() - t0, 1)
+                            record_run(cfg_values["output_dir"], key, s, seconds)
+                        results.append({**record, "status": "ok", **s, "seconds": seconds})
                         print(f"{d:<15} {m:<13} {fraction:>4} seed {seed} {row:<17} acc {s['accuracy']:.3f} "
                               f"bacc {s['balanced_accuracy']:.3f} auroc {s['auroc']:.3f}", flush=True)
-                        if seed == 0 and fraction == fractions[0] and row in ("scratch", "corpus fine-tune"):
+                        if want_cam:
                             cams[(d, m, row)] = (model, x_test[:4])
     return results, cams
 
@@ -334,6 +372,24 @@ def cam_panel(cams, path):
     plt.close(fig)
 
 
+@contextlib.contextmanager
+def _eager(on: bool):
+    """--quick runs the training loop's tf.functions eagerly: its few steps on tiny images cost
+    less than tracing the train, calibration and predict steps of every run (most of the
+    smoke run's time otherwise); the same Python code runs, so the results do not change."""
+    if not on:
+        yield
+        return
+    import tensorflow as tf
+
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
@@ -342,7 +398,8 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.transfer " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
     try:
-        results, cams = study(args)
+        with _eager(args.quick):
+            results, cams = study(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"benchmarks.transfer: error: {err}", file=sys.stderr)
         return 2
