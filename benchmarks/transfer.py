@@ -11,6 +11,12 @@ with that set left out (``pipelines.corpus --exclude``), each backbone is pretra
     imagenet           a local keras.applications file (--imagenet NAME=PATH), where one exists;
                        otherwise the row says "not available here"
 
+``--corpus-exclude A,B,C`` builds one corpus with all the downstream sets left out instead (one
+pretraining per model, shared by every downstream set: the CPMID paper's design, and a third of
+the cost). A finished run stores its scores beside its weights (``transfer-result.json``, keyed
+by every setting of the run), so a rerun, or processes that split the downstream sets between
+them over one ``--work-dir``, reuse it; the last full command then only writes the reports.
+
 Test accuracy, balanced accuracy and macro AUROC (one-vs-rest) with bootstrap 95% CIs per run;
 the table gives mean ± sd over seeds (the CI columns average the per-seed bounds). A CAM panel
 shows scratch vs corpus fine-tune Grad-CAM on the same test images. Outputs (``--out``):
@@ -18,7 +24,9 @@ shows scratch vs corpus fine-tune Grad-CAM on the same test images. Outputs (``-
 
 Default: 32 px, resnet18 + vit_tiny + ichnet_small, 3 seeds, a few epochs (about an hour on 2
 CPU cores); ``--image-size 64 --epochs 30 --pretrain-epochs 10`` scale it up on a GPU.
-``--quick`` is a seconds-long smoke configuration (tiny models, one epoch, few steps).
+``--quick`` is a smoke configuration: a pocket ichnet_small, one epoch of two steps, two seeds,
+20 bootstrap resamples, and the loop's tf.functions run eagerly (tracing would cost more than
+the steps).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -45,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downstream", default="breastmnist,retinamnist,pneumoniamnist",
                    help="spec sources used downstream, each left out of its corpus")
     p.add_argument("--models", default="resnet18,vit_tiny,ichnet_small")
+    p.add_argument("--model-kwargs", type=json.loads, default={}, metavar="JSON",
+                   help="builder keywords for every model, pretraining and downstream alike")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--fractions", default="1.0,0.1", help="shares of the downstream training split")
     p.add_argument("--seeds", type=int, default=3)
@@ -63,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one corpus (and one pretraining per model) with these sources left out, shared by "
                         "every downstream set (each must be among them), as in the CPMID paper; default: one "
                         "corpus per downstream set, leaving that set out")
+    p.add_argument("--bn-calibration-batches", type=int, default=4,
+                   help="training batches that set the batch-norm statistics before each evaluation")
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     return p
@@ -159,15 +172,19 @@ def pretrain(args, corpus: Path, model_name: str, work: Path) -> Path:
     from zoo.training import run
 
     # the pretraining settings are part of the name: a shorter run's backbone is never reused
-    out = work / "backbones" / f"{model_name}-{corpus.name}-e{args.pretrain_epochs}x{args.pretrain_steps}"
+    # (and builder keywords, when given, by a short hash)
+    name = f"{model_name}-{corpus.name}-e{args.pretrain_epochs}x{args.pretrain_steps}"
+    if args.model_kwargs:
+        name += "-" + hashlib.sha256(json.dumps(args.model_kwargs, sort_keys=True).encode()).hexdigest()[:8]
+    out = work / "backbones" / name
     path = out / "backbone.weights.h5"
     if path.is_file():
         return path
-    run({"pretrain": str(corpus), "model": model_name, "image_size": args.image_size,
+    run({"pretrain": str(corpus), "model": model_name, "model_kwargs": dict(args.model_kwargs),
+         "image_size": args.image_size, "bn_calibration_batches": args.bn_calibration_batches,
          "epochs": args.pretrain_epochs, "steps_per_epoch": args.pretrain_steps,
          "batch_size": args.batch_size, "lr": args.lr, "output_dir": str(out), "export": False,
-         "verbose": 0, "augment": False, "warmup_epochs": 0.2, "bn_calibration_batches": 4,
-         "fresh": True})
+         "verbose": 0, "augment": False, "warmup_epochs": 0.2, "fresh": True})
     return path
 
 
@@ -244,16 +261,18 @@ def study(args) -> list[dict]:
                         t0 = time.perf_counter()
 
                         def model_fn(shape, k, act, weights=weights, m=m):
-                            return zoo.get_model(m, input_shape=tuple(shape), num_classes=k, activation=act, weights=weights)
+                            return zoo.get_model(m, input_shape=tuple(shape), num_classes=k, activation=act,
+                                                 weights=weights, **args.model_kwargs)
 
                         cfg_values = {
-                            "model": m, "epochs": args.epochs, "batch_size": batch, "steps_per_epoch": steps,
+                            "model": m, **({"model_kwargs": dict(args.model_kwargs)} if args.model_kwargs else {}),
+                            "epochs": args.epochs, "batch_size": batch, "steps_per_epoch": steps,
                             "lr": args.lr if row != "corpus probe" else args.lr * 5, "seed": seed,
                             "freeze_backbone": row == "corpus probe",
                             "backbone_lr_mult": args.backbone_lr_mult if row == "corpus fine-tune" else 1.0,
                             "output_dir": str(work / "runs" / f"{d}-{m}-{fraction}-{seed}-{row.replace(' ', '_')}"),
                             "export": False, "verbose": 0, "fresh": True, "augment": True,
-                            "warmup_epochs": 0.2, "bn_calibration_batches": 4,
+                            "warmup_epochs": 0.2, "bn_calibration_batches": args.bn_calibration_batches,
                         }
                         want_cam = seed == 0 and fraction == fractions[0] and row in ("scratch", "corpus fine-tune")
                         key = {"config": cfg_values, "weights": weights, "train_images": n_train, "n_boot": args.n_boot}
@@ -394,7 +413,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.models, args.seeds, args.pretrain_epochs, args.pretrain_steps = "ichnet_small", 2, 1, 2
-        args.epochs, args.max_steps, args.batch_size, args.n_boot = 1, 2, 16, 20
+        args.epochs, args.max_steps, args.batch_size, args.n_boot, args.bn_calibration_batches = 1, 2, 16, 20, 1
+        args.model_kwargs = {"stem": 8, "stages": [[8, 1], [8, 1]], "head": 16}  # a pocket ichnet_small
     command = "python -m benchmarks.transfer " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
     try:

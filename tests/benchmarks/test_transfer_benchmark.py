@@ -86,7 +86,7 @@ def test_transfer_cli_quick_smoke(tmp_path):
     assert "beta" in (corpus / "corpus_card.md").read_text()
 
     # the backbone, and the leak refusal: fine-tuning it on beta (a corpus source) is refused
-    backbone = tmp_path / "work" / "backbones" / "ichnet_small-spec-32-no-alpha-e1x2"
+    (backbone,) = (tmp_path / "work" / "backbones").glob("ichnet_small-spec-32-no-alpha-e1x2-*")
     assert (backbone / "backbone.weights.h5").is_file() and (backbone / "backbone.json").is_file()
     from zoo.models.backbone import read_metadata
     from zoo.training.transfer import LeakError, check_leak
