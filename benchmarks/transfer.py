@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bn-calibration-batches", type=int, default=4,
                    help="training batches that set the batch-norm statistics before each evaluation")
     p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the finished runs in --work-dir (the others read 'not run'); "
+                        "corpora and backbones must exist")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     return p
 
@@ -168,7 +171,7 @@ def predict(model, x, batch=256):
     return np.concatenate([np.asarray(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)])
 
 
-def pretrain(args, corpus: Path, model_name: str, work: Path) -> Path:
+def pretrain(args, corpus: Path, model_name: str, work: Path, train: bool = True) -> Path:
     from zoo.training import run
 
     # the pretraining settings are part of the name: a shorter run's backbone is never reused
@@ -180,6 +183,8 @@ def pretrain(args, corpus: Path, model_name: str, work: Path) -> Path:
     path = out / "backbone.weights.h5"
     if path.is_file():
         return path
+    if not train:
+        raise FileNotFoundError(f"No pretrained backbone at {path}; run the study without --report-only first.")
     run({"pretrain": str(corpus), "model": model_name, "model_kwargs": dict(args.model_kwargs),
          "image_size": args.image_size, "bn_calibration_batches": args.bn_calibration_batches,
          "epochs": args.pretrain_epochs, "steps_per_epoch": args.pretrain_steps,
@@ -239,7 +244,7 @@ def study(args) -> list[dict]:
         corpus = work / "corpora" / f"{stem}-{args.image_size}-no-{'-'.join(left_out)}"
         build_corpus(args.spec, corpus, image_size=args.image_size, exclude=left_out, progress=not args.quick)
         for m in models:
-            backbone = pretrain(args, corpus, m, work)
+            backbone = pretrain(args, corpus, m, work, train=not args.report_only)
             meta = read_metadata(backbone)
             check_leak(meta, by_name[d]["dataset"], by_name[d]["_data_dir"], what=str(backbone))
             for fraction in fractions:
@@ -283,6 +288,9 @@ def study(args) -> list[dict]:
                             if want_cam:
                                 model = model_fn(source.input_shape, len(labels), source.activation)
                                 model.load_weights(Path(cfg_values["output_dir"]) / "best.weights.h5")
+                        elif args.report_only:
+                            results.append({**record, "status": "not run"})
+                            continue
                         else:
                             model = train_one(cfg_values, source, model_fn)
                             s = scores(y_test, predict(model, x_test), args.n_boot, seed)
@@ -321,15 +329,16 @@ def summarise(results: list[dict]) -> list[dict]:
 
 
 def markdown(table: list[dict], command: str) -> str:
-    lines = ["| downstream | model | train share | start | accuracy | balanced accuracy | macro AUROC |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| downstream | model | train share | start | accuracy | balanced accuracy | macro AUROC | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table:
         if r["status"] != "ok":
-            lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | {r['status']} | | |")
+            lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | {r['status']} | | | 0 |")
             continue
         cells = [f"{r[k]:.3f} ± {r[k + '_sd']:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"
                  for k in ("accuracy", "balanced_accuracy", "auroc")]
-        lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | " + " | ".join(cells)
+                     + f" | {r['seeds']} |")
     lines += ["", f"mean ± sd over seeds [mean of per-seed bootstrap 95% CIs]; command: `{command}`"]
     return "\n".join(lines) + "\n"
 
