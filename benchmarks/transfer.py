@@ -22,8 +22,11 @@ the table gives mean ± sd over seeds (the CI columns average the per-seed bound
 shows scratch vs corpus fine-tune Grad-CAM on the same test images. Outputs (``--out``):
 ``transfer.csv`` (one row per run), ``transfer.md``, ``transfer.png``, ``transfer-cam.png``.
 
-Default: 32 px, resnet18 + vit_tiny + ichnet_small, 3 seeds, a few epochs (about an hour on 2
-CPU cores); ``--image-size 64 --epochs 30 --pretrain-epochs 10`` scale it up on a GPU.
+Default: 32 px, resnet18 + vit_tiny + ichnet_small, 3 seeds, a few epochs. That is not an hour
+on 2 CPU cores: a resnet18 step of 64 images took about 4 s on a shared 2-core machine, and one
+downstream run of ichnet_small about a minute (mostly tracing); the README shows the reduced run
+that fitted (ichnet_small, two sets, --corpus-exclude). ``--image-size 64 --epochs 30
+--pretrain-epochs 10`` scale it up on a GPU.
 ``--quick`` is a smoke configuration: a pocket ichnet_small, one epoch of two steps, two seeds,
 20 bootstrap resamples, and the loop's tf.functions run eagerly (tracing would cost more than
 the steps).
