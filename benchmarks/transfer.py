@@ -11,20 +11,33 @@ with that set left out (``pipelines.corpus --exclude``), each backbone is pretra
     imagenet           a local keras.applications file (--imagenet NAME=PATH), where one exists;
                        otherwise the row says "not available here"
 
+``--corpus-exclude A,B,C`` builds one corpus with all the downstream sets left out instead (one
+pretraining per model, shared by every downstream set: the CPMID paper's design, and a third of
+the cost). A finished run stores its scores beside its weights (``transfer-result.json``, keyed
+by every setting of the run), so a rerun, or processes that split the downstream sets between
+them over one ``--work-dir``, reuse it; the last full command then only writes the reports.
+
 Test accuracy, balanced accuracy and macro AUROC (one-vs-rest) with bootstrap 95% CIs per run;
 the table gives mean ± sd over seeds (the CI columns average the per-seed bounds). A CAM panel
 shows scratch vs corpus fine-tune Grad-CAM on the same test images. Outputs (``--out``):
 ``transfer.csv`` (one row per run), ``transfer.md``, ``transfer.png``, ``transfer-cam.png``.
 
-Default: 32 px, resnet18 + vit_tiny + ichnet_small, 3 seeds, a few epochs (about an hour on 2
-CPU cores); ``--image-size 64 --epochs 30 --pretrain-epochs 10`` scale it up on a GPU.
-``--quick`` is a seconds-long smoke configuration (tiny models, one epoch, few steps).
+Default: 32 px, resnet18 + vit_tiny + ichnet_small, 3 seeds, a few epochs. That is not an hour
+on 2 CPU cores: a resnet18 step of 64 images took about 4 s on a shared 2-core machine, and one
+downstream run of ichnet_small about a minute (mostly tracing); the README shows the reduced run
+that fitted (ichnet_small, two sets, --corpus-exclude). ``--image-size 64 --epochs 30
+--pretrain-epochs 10`` scale it up on a GPU.
+``--quick`` is a smoke configuration: a pocket ichnet_small, one epoch of two steps, two seeds,
+20 bootstrap resamples, and the loop's tf.functions run eagerly (tracing would cost more than
+the steps).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -44,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downstream", default="breastmnist,retinamnist,pneumoniamnist",
                    help="spec sources used downstream, each left out of its corpus")
     p.add_argument("--models", default="resnet18,vit_tiny,ichnet_small")
+    p.add_argument("--model-kwargs", type=json.loads, default={}, metavar="JSON",
+                   help="builder keywords for every model, pretraining and downstream alike")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--fractions", default="1.0,0.1", help="shares of the downstream training split")
     p.add_argument("--seeds", type=int, default=3)
@@ -58,17 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local keras.applications weights file for MODEL (none is downloaded)")
     p.add_argument("--work-dir", default="runs/transfer", help="corpora, backbones and runs")
     p.add_argument("--out", default="benchmarks/results/transfer", help="CSV, Markdown and PNGs")
+    p.add_argument("--corpus-exclude", default="", metavar="NAMES",
+                   help="one corpus (and one pretraining per model) with these sources left out, shared by "
+                        "every downstream set (each must be among them), as in the CPMID paper; default: one "
+                        "corpus per downstream set, leaving that set out")
+    p.add_argument("--bn-calibration-batches", type=int, default=4,
+                   help="training batches that set the batch-norm statistics before each evaluation")
     p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the finished runs in --work-dir (the others read 'not run'); "
+                        "corpora and backbones must exist")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     return p
 
 
 # -------------------------------------------------------------------------------- the data
-def downstream_arrays(source: dict, size: int, fraction: float, seed: int):
-    """(splits {train, val, test: (x float32 [N,S,S,C], y one-hot)}, labels) of a spec source."""
+_DECODED: dict = {}
+
+
+def _decoded(source: dict, size: int):
+    """(splits {train, val, test: (x float32 [N,S,S,C] in [0, 1], y one-hot)}, labels), decoded
+    and resized once per (source, size) and kept for the next seed and fraction."""
     from pipelines.cache.decode import Row, to_cache_pixels
     from pipelines.datasets import get_adapter
 
+    key = (source["name"], str(source["_data_dir"]), size)
+    if key in _DECODED:
+        return _DECODED[key]
     adapter = get_adapter(source["dataset"])
     df = adapter.read_manifest(source["_data_dir"], **(source.get("options") or {}))
     if "split" not in df.columns:
@@ -78,18 +109,28 @@ def downstream_arrays(source: dict, size: int, fraction: float, seed: int):
     for split in ("train", "val", "test"):
         part = df[df["split"] == split].reset_index(drop=True)
         y = part[labels].to_numpy(dtype=np.float32)
-        if split == "train" and fraction < 1.0:
-            rng = np.random.default_rng([seed, 10])
-            keep = []
-            for k in range(len(labels)):
-                idx = np.flatnonzero(y[:, k] > 0.5)
-                rng.shuffle(idx)
-                keep.extend(idx[: max(2, int(round(fraction * len(idx))))])
-            keep = np.sort(np.asarray(keep))
-            part, y = part.iloc[keep].reset_index(drop=True), y[keep]
         x = np.stack([to_cache_pixels(np.asarray(adapter.load(Row(r), source["_data_dir"]), np.float32), (size, size))
                       for r in part.to_dict("records")])
         splits[split] = (x.astype(np.float32) / 255.0, y)  # [0, 1], as training and the model expect
+    _DECODED[key] = (splits, labels)
+    return splits, labels
+
+
+def downstream_arrays(source: dict, size: int, fraction: float, seed: int):
+    """(splits {train, val, test: (x float32 [N,S,S,C], y one-hot)}, labels) of a spec source;
+    below ``fraction`` 1 the training split is a seeded, stratified share (at least 2 per class)."""
+    splits, labels = _decoded(source, size)
+    splits = dict(splits)
+    if fraction < 1.0:
+        x, y = splits["train"]
+        rng = np.random.default_rng([seed, 10])
+        keep = []
+        for k in range(len(labels)):
+            idx = np.flatnonzero(y[:, k] > 0.5)
+            rng.shuffle(idx)
+            keep.extend(idx[: max(2, int(round(fraction * len(idx))))])
+        keep = np.sort(np.asarray(keep))
+        splits["train"] = (x[keep], y[keep])
     return splits, labels
 
 
@@ -133,19 +174,46 @@ def predict(model, x, batch=256):
     return np.concatenate([np.asarray(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)])
 
 
-def pretrain(args, corpus: Path, model_name: str, work: Path) -> Path:
+def pretrain(args, corpus: Path, model_name: str, work: Path, train: bool = True) -> Path:
     from zoo.training import run
 
-    out = work / "backbones" / f"{model_name}-{corpus.name}"
+    # the pretraining settings are part of the name: a shorter run's backbone is never reused
+    # (and builder keywords, when given, by a short hash)
+    name = f"{model_name}-{corpus.name}-e{args.pretrain_epochs}x{args.pretrain_steps}"
+    if args.model_kwargs:
+        name += "-" + hashlib.sha256(json.dumps(args.model_kwargs, sort_keys=True).encode()).hexdigest()[:8]
+    out = work / "backbones" / name
     path = out / "backbone.weights.h5"
     if path.is_file():
         return path
-    run({"pretrain": str(corpus), "model": model_name, "image_size": args.image_size,
+    if not train:
+        raise FileNotFoundError(f"No pretrained backbone at {path}; run the study without --report-only first.")
+    run({"pretrain": str(corpus), "model": model_name, "model_kwargs": dict(args.model_kwargs),
+         "image_size": args.image_size, "bn_calibration_batches": args.bn_calibration_batches,
          "epochs": args.pretrain_epochs, "steps_per_epoch": args.pretrain_steps,
          "batch_size": args.batch_size, "lr": args.lr, "output_dir": str(out), "export": False,
-         "verbose": 0, "augment": False, "warmup_epochs": 0.2, "bn_calibration_batches": 4,
-         "fresh": True})
+         "verbose": 0, "augment": False, "warmup_epochs": 0.2, "fresh": True})
     return path
+
+
+RESULT_FILE = "transfer-result.json"
+
+
+def finished_run(run_dir, key: dict):
+    """The stored result of a finished run with exactly these settings (and its best weights, so
+    the model can be rebuilt for the CAM panel), or None: a rerun or a second process sharing the
+    work dir picks up where another stopped instead of training again."""
+    path = Path(run_dir) / RESULT_FILE
+    if not path.is_file() or not (Path(run_dir) / "best.weights.h5").is_file():
+        return None
+    stored = json.loads(path.read_text())
+    return stored if stored.get("key") == json.loads(json.dumps(key)) else None
+
+
+def record_run(run_dir, key: dict, s: dict, seconds: float) -> None:
+    tmp = Path(run_dir) / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"key": key, "scores": s, "seconds": seconds}, indent=2))
+    os.replace(tmp, Path(run_dir) / RESULT_FILE)
 
 
 # ---------------------------------------------------------------------------------- study
@@ -162,6 +230,11 @@ def study(args) -> list[dict]:
     for d in downstream:
         if d not in by_name:
             raise SystemExit(f"benchmarks.transfer: error: downstream {d!r} is not a source of {args.spec}; sources are {', '.join(by_name)}.")
+    corpus_exclude = [c for c in args.corpus_exclude.split(",") if c]
+    for d in downstream:
+        if corpus_exclude and d not in corpus_exclude:
+            raise SystemExit(f"benchmarks.transfer: error: downstream {d!r} is not in --corpus-exclude, so it "
+                             f"would be inside the corpus; add it to --corpus-exclude.")
     models = [m for m in args.models.split(",") if m]
     fractions = [float(f) for f in args.fractions.split(",")]
     imagenet = dict(item.split("=", 1) for item in args.imagenet)
@@ -170,10 +243,11 @@ def study(args) -> list[dict]:
     results = []
     cams = {}
     for d in downstream:
-        corpus = work / "corpora" / f"{stem}-{args.image_size}-no-{d}"
-        build_corpus(args.spec, corpus, image_size=args.image_size, exclude=[d], progress=not args.quick)
+        left_out = corpus_exclude or [d]
+        corpus = work / "corpora" / f"{stem}-{args.image_size}-no-{'-'.join(left_out)}"
+        build_corpus(args.spec, corpus, image_size=args.image_size, exclude=left_out, progress=not args.quick)
         for m in models:
-            backbone = pretrain(args, corpus, m, work)
+            backbone = pretrain(args, corpus, m, work, train=not args.report_only)
             meta = read_metadata(backbone)
             check_leak(meta, by_name[d]["dataset"], by_name[d]["_data_dir"], what=str(backbone))
             for fraction in fractions:
@@ -195,24 +269,40 @@ def study(args) -> list[dict]:
                         t0 = time.perf_counter()
 
                         def model_fn(shape, k, act, weights=weights, m=m):
-                            return zoo.get_model(m, input_shape=tuple(shape), num_classes=k, activation=act, weights=weights)
+                            return zoo.get_model(m, input_shape=tuple(shape), num_classes=k, activation=act,
+                                                 weights=weights, **args.model_kwargs)
 
-                        model = train_one({
-                            "model": m, "epochs": args.epochs, "batch_size": batch, "steps_per_epoch": steps,
+                        cfg_values = {
+                            "model": m, **({"model_kwargs": dict(args.model_kwargs)} if args.model_kwargs else {}),
+                            "epochs": args.epochs, "batch_size": batch, "steps_per_epoch": steps,
                             "lr": args.lr if row != "corpus probe" else args.lr * 5, "seed": seed,
                             "freeze_backbone": row == "corpus probe",
                             "backbone_lr_mult": args.backbone_lr_mult if row == "corpus fine-tune" else 1.0,
                             "output_dir": str(work / "runs" / f"{d}-{m}-{fraction}-{seed}-{row.replace(' ', '_')}"),
                             "export": False, "verbose": 0, "fresh": True, "augment": True,
-                            "warmup_epochs": 0.2, "bn_calibration_batches": 4,
-                        }, source, model_fn)
+                            "warmup_epochs": 0.2, "bn_calibration_batches": args.bn_calibration_batches,
+                        }
+                        want_cam = seed == 0 and fraction == fractions[0] and row in ("scratch", "corpus fine-tune")
+                        key = {"config": cfg_values, "weights": weights, "train_images": n_train, "n_boot": args.n_boot}
+                        done = finished_run(cfg_values["output_dir"], key)
                         x_test, y_test = splits["test"]
-                        p = predict(model, x_test)
-                        s = scores(y_test, p, args.n_boot, seed)
-                        results.append({**record, "status": "ok", **s, "seconds": round(time.perf_counter() - t0, 1)})
+                        if done is not None:  # a finished run with the same settings: its scores
+                            s, seconds, model = done["scores"], done["seconds"], None
+                            if want_cam:
+                                model = model_fn(source.input_shape, len(labels), source.activation)
+                                model.load_weights(Path(cfg_values["output_dir"]) / "best.weights.h5")
+                        elif args.report_only:
+                            results.append({**record, "status": "not run"})
+                            continue
+                        else:
+                            model = train_one(cfg_values, source, model_fn)
+                            s = scores(y_test, predict(model, x_test), args.n_boot, seed)
+                            seconds = round(time.perf_counter() - t0, 1)
+                            record_run(cfg_values["output_dir"], key, s, seconds)
+                        results.append({**record, "status": "ok", **s, "seconds": seconds})
                         print(f"{d:<15} {m:<13} {fraction:>4} seed {seed} {row:<17} acc {s['accuracy']:.3f} "
                               f"bacc {s['balanced_accuracy']:.3f} auroc {s['auroc']:.3f}", flush=True)
-                        if seed == 0 and fraction == fractions[0] and row in ("scratch", "corpus fine-tune"):
+                        if want_cam:
                             cams[(d, m, row)] = (model, x_test[:4])
     return results, cams
 
@@ -242,15 +332,16 @@ def summarise(results: list[dict]) -> list[dict]:
 
 
 def markdown(table: list[dict], command: str) -> str:
-    lines = ["| downstream | model | train share | start | accuracy | balanced accuracy | macro AUROC |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| downstream | model | train share | start | accuracy | balanced accuracy | macro AUROC | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table:
         if r["status"] != "ok":
-            lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | {r['status']} | | |")
+            lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | {r['status']} | | | 0 |")
             continue
         cells = [f"{r[k]:.3f} ± {r[k + '_sd']:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"
                  for k in ("accuracy", "balanced_accuracy", "auroc")]
-        lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | " + " | ".join(cells)
+                     + f" | {r['seeds']} |")
     lines += ["", f"mean ± sd over seeds [mean of per-seed bootstrap 95% CIs]; command: `{command}`"]
     return "\n".join(lines) + "\n"
 
@@ -312,15 +403,35 @@ def cam_panel(cams, path):
     plt.close(fig)
 
 
+@contextlib.contextmanager
+def _eager(on: bool):
+    """--quick runs the training loop's tf.functions eagerly: its few steps on tiny images cost
+    less than tracing the train, calibration and predict steps of every run (most of the
+    smoke run's time otherwise); the same Python code runs, so the results do not change."""
+    if not on:
+        yield
+        return
+    import tensorflow as tf
+
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.models, args.seeds, args.pretrain_epochs, args.pretrain_steps = "ichnet_small", 2, 1, 2
-        args.epochs, args.max_steps, args.batch_size, args.n_boot = 1, 2, 16, 20
+        args.epochs, args.max_steps, args.batch_size, args.n_boot, args.bn_calibration_batches = 1, 2, 16, 20, 1
+        args.model_kwargs = {"stem": 8, "stages": [[8, 1], [8, 1]], "head": 16}  # a pocket ichnet_small
     command = "python -m benchmarks.transfer " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
     try:
-        results, cams = study(args)
+        with _eager(args.quick):
+            results, cams = study(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"benchmarks.transfer: error: {err}", file=sys.stderr)
         return 2

@@ -283,3 +283,40 @@ def test_no_flag_main_job_path_with_small_overrides(tmp_path):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["cache_dir"] == os.fspath(caches[0].relative_to(tmp_path))
     assert saved["data_dir"] == os.path.join("data", "synthetic-head-ct")
+
+
+def test_pretrain_under_mirrored_two_cpu_devices_writes_a_loadable_backbone(tmp_path):
+    """`train.py --pretrain` on a tiny corpus the test writes, MirroredStrategy over 2 CPU devices."""
+    import numpy as np
+
+    from pipelines.corpus import build_corpus
+
+    rng = np.random.default_rng(0)
+    sources = []
+    for name, classes in (("alpha", 2), ("beta", 3)):
+        arrays = {}
+        for split, n in (("train", 24), ("val", 8), ("test", 8)):
+            y = np.arange(n) % classes
+            x = rng.integers(0, 80, (n, 28, 28)).astype(np.uint8)
+            x[y == 1, 8:20, 8:20] += 150
+            arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y.reshape(-1, 1).astype(np.uint8)
+        np.savez(tmp_path / f"{name}mnist.npz", **arrays)
+        sources.append({"name": name, "dataset": "medmnist", "data_dir": str(tmp_path / f"{name}mnist.npz")})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"channels": 1, "sources": sources}))
+    corpus = tmp_path / "corpus"
+    build_corpus(tmp_path / "spec.yaml", corpus, image_size=32, progress=False)
+
+    run = tmp_path / "run"
+    _ok(_run(["--pretrain", str(corpus), "--model", "ichnet_small", "--model-kwargs", TINY,
+              "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2",
+              "--bn-calibration-batches", "1", "--strategy", "mirrored", "--cpu-replicas", "2",
+              "--output-dir", str(run), "--no-export", "--quiet"], cwd=tmp_path))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["strategy"] == "MirroredStrategy" and metrics["replicas"] == 2
+    meta = json.loads((run / "backbone.json").read_text())
+    assert meta["model"] == "ichnet_small" and {s["name"] for s in meta["corpus"]["datasets"]} == {"alpha", "beta"}
+    import zoo
+
+    model = zoo.get_model("ichnet_small", weights=str(run / "backbone.weights.h5"), num_classes=2,
+                          input_shape=(32, 32, 1), **json.loads(TINY))
+    assert model.output_shape == (None, 2)

@@ -1,10 +1,15 @@
-"""benchmarks.transfer --quick on tiny sources the test writes: corpus, pretrain, transfer, report."""
+"""benchmarks.transfer --quick on tiny sources the test writes: corpus, pretrain, transfer, report.
+
+Nothing from ../shared/data is read, so the test runs (and cannot skip) anywhere.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
+import pytest
 import yaml
 
 from benchmarks import transfer
@@ -22,28 +27,82 @@ def _npz(path, seed, classes, rgb=False, n=(40, 12, 16)):
     np.savez(path, **arrays)
 
 
+def _png_shape(path):
+    """(height, width) of a PNG file, read back (a real image, not just bytes)."""
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return matplotlib.image.imread(path).shape[:2]
+
+
 def test_transfer_cli_quick_smoke(tmp_path):
     _npz(tmp_path / "alphamnist.npz", 0, 2)
     _npz(tmp_path / "betamnist.npz", 1, 3, rgb=True)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"channels": 1, "sources": [
         {"name": "alpha", "dataset": "medmnist", "data_dir": str(tmp_path / "alphamnist.npz")},
-        {"name": "beta", "dataset": "medmnist", "data_dir": str(tmp_path / "betamnist.npz")},
+        {"name": "beta", "dataset": "medmnist", "data_dir": str(tmp_path / "betamnist.npz"),
+         "licence": "CC0", "citation": "the test"},
     ]}))
     out = tmp_path / "out"
     rc = transfer.main(["--quick", "--spec", str(spec), "--downstream", "alpha", "--fractions", "1.0",
                         "--work-dir", str(tmp_path / "work"), "--out", str(out)])
     assert rc == 0
+
+    # one CSV row per (seed, start); the ImageNet row says why it is missing
     rows = list(csv.DictReader(open(out / "transfer.csv")))
     ok = [r for r in rows if r["status"] == "ok"]
     assert {r["start"] for r in ok} == {"scratch", "corpus fine-tune", "corpus probe"}
     assert {r["status"] for r in rows if r["start"] == "imagenet"} == {"not available here"}
-    assert len(ok) == 2 * 3  # seeds x rows
-    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in ok)
+    assert sorted((r["seed"], r["start"]) for r in ok) == sorted(
+        (str(s), start) for s in range(2) for start in ("scratch", "corpus fine-tune", "corpus probe"))
+    for r in ok:
+        for k in ("accuracy", "balanced_accuracy", "auroc"):
+            assert float(r[f"{k}_lo"]) <= float(r[k]) <= float(r[f"{k}_hi"]), (k, r)
+        assert 0.0 <= float(r["accuracy"]) <= 1.0 and r["train_images"] == "40"
+
+    # the table: every start, mean ± sd with CIs, the command
     md = (out / "transfer.md").read_text()
-    assert "corpus fine-tune" in md and "±" in md and "not available here" in md
-    assert (out / "transfer.png").stat().st_size > 0 and (out / "transfer-cam.png").stat().st_size > 0
-    backbone = tmp_path / "work" / "backbones" / "ichnet_small-spec-32-no-alpha"
-    assert (backbone / "backbone.weights.h5").is_file() and (backbone / "backbone.json").is_file()
+    assert md.count("| alpha | ichnet_small | 100% |") == 4
+    assert "corpus fine-tune" in md and "corpus probe" in md and "±" in md and "not available here" in md
+    assert "python -m benchmarks.transfer --quick" in md
+    summary = json.loads((out / "transfer.json").read_text())["summary"]
+    assert {r["start"]: r["seeds"] for r in summary} == {"scratch": 2, "corpus fine-tune": 2, "corpus probe": 2,
+                                                         "imagenet": 0}
+
+    # the plot and the CAM panel are real images (2 rows x 4 test images in the panel)
+    h, w = _png_shape(out / "transfer.png")
+    assert h > 100 and w > 100
+    h, w = _png_shape(out / "transfer-cam.png")
+    assert h > 200 and w > 200
+
+    # the corpus: alpha (downstream) left out, beta in it, its card written
     corpus = tmp_path / "work" / "corpora" / "spec-32-no-alpha"
-    assert set(np.unique(np.loadtxt(corpus / "manifest.csv", dtype=str, delimiter=",", skiprows=1, usecols=-3))) == {"beta"}
+    manifest = np.loadtxt(corpus / "manifest.csv", dtype=str, delimiter=",", skiprows=1, usecols=-3)
+    assert set(np.unique(manifest)) == {"beta"}
+    card = json.loads((corpus / "corpus_card.json").read_text())
+    assert card["excluded"] == ["alpha"] and not card["sources"]["alpha"]["in_corpus"]
+    assert card["sources"]["beta"]["images"] == len(manifest) and card["sources"]["beta"]["licence"] == "CC0"
+    assert "beta" in (corpus / "corpus_card.md").read_text()
+
+    # the backbone, and the leak refusal: fine-tuning it on beta (a corpus source) is refused
+    (backbone,) = (tmp_path / "work" / "backbones").glob("ichnet_small-spec-32-no-alpha-e1x2-*")
+    assert (backbone / "backbone.weights.h5").is_file() and (backbone / "backbone.json").is_file()
+    from zoo.models.backbone import read_metadata
+    from zoo.training.transfer import LeakError, check_leak
+
+    meta = read_metadata(backbone / "backbone.weights.h5")
+    check_leak(meta, "medmnist", str(tmp_path / "alphamnist.npz"))  # left out: allowed
+    with pytest.raises(LeakError, match="beta"):
+        check_leak(meta, "medmnist", str(tmp_path / "betamnist.npz"))
+
+
+def test_transfer_refuses_unknown_downstream(tmp_path):
+    _npz(tmp_path / "alphamnist.npz", 0, 2)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"sources": [
+        {"name": "alpha", "dataset": "medmnist", "data_dir": str(tmp_path / "alphamnist.npz")}]}))
+    with pytest.raises(SystemExit, match="'gamma' is not a source"):
+        transfer.main(["--quick", "--spec", str(spec), "--downstream", "gamma", "--work-dir", str(tmp_path / "w"),
+                       "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()
