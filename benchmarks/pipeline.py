@@ -4,7 +4,11 @@ On a synthetic head-CT set in the RSNA on-disk format (``write_head_ct``: int16 
 slices), in one run:
 
 1. DICOM decode + HU + windowing (brain/subdural/bone), slices/s in one process, against a
-   bare ``pydicom.dcmread(...).pixel_array`` of the same files;
+   bare ``pydicom.dcmread(...).pixel_array`` of the same files; and NIfTI slices
+   (``pipelines.nifti.read_slice`` + the same windows) against a bare nibabel
+   ``nib.load(path).dataobj[..., i]`` of the same slices (synthetic int16 volumes as
+   PhysioNet CT-ICH stores them). Each is the median of ``--decode-repeats`` paired passes
+   whose order alternates, after a warm-up pass of both over every item;
 2. ``pipelines.cache.prepare`` throughput (decode, resize to 256, uint8, TFRecord shards)
    with 1 and with 2 worker processes;
    (best of ``--repeats`` runs each), the scaling efficiency, and the machine's load beside
@@ -17,6 +21,7 @@ slices), in one run:
    how many times faster than the model the input pipeline is (target: at least 5x).
 
 ``--json FILE`` writes every figure, with the keys ``decode_vs_pydicom``,
+``decode_nifti_vs_nibabel``,
 ``prepare_scaling_2_workers`` (2-worker over 1-worker throughput once the workers are up) and
 ``input_images_per_sec_256``. The defaults take about 10 to 20 minutes on 2 busy cores;
 ``--quick`` takes 1 to 2 minutes, for iterating.
@@ -42,29 +47,88 @@ def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("nan")
 
 
-def bench_decode(files, windows, repeats: int = 1) -> tuple[float, float]:
-    """(decode+window slices/s, bare pydicom slices/s), interleaved passes over the same files."""
+def _paired(bare, ours, items, repeats: int) -> tuple[float, float, float]:
+    """(ours items/s, bare items/s, ours / bare): medians over ``repeats`` paired passes.
+
+    Both sides are warmed on every item first (imports, the page cache). Each repeat times one
+    pass of each over the same items, bare first on even repeats and ours first on odd ones,
+    so drift in the machine's load falls on both; the ratio is the median of the per-repeat
+    ratios, which a shared machine's bursts move least.
+    """
+    import statistics
+
+    for item in items:
+        bare(item)
+        ours(item)
+    rates = {"bare": [], "ours": []}
+    ratios = []
+    for r in range(repeats):
+        order = (("bare", bare), ("ours", ours)) if r % 2 == 0 else (("ours", ours), ("bare", bare))
+        seconds = {}
+        for name, fn in order:
+            t0 = time.perf_counter()
+            for item in items:
+                fn(item)
+            seconds[name] = time.perf_counter() - t0
+            rates[name].append(_rate(len(items), seconds[name]))
+        ratios.append(seconds["bare"] / seconds["ours"])
+    return statistics.median(rates["ours"]), statistics.median(rates["bare"]), statistics.median(ratios)
+
+
+def bench_decode(files, windows, repeats: int = 5) -> tuple[float, float, float]:
+    """DICOM: (decode + HU + windows slices/s, bare pydicom slices/s, ratio), as :func:`_paired`.
+
+    Ours is what ``load_dicom`` / ``decode_file`` do: ``read_hu`` then ``apply_windows``;
+    bare is ``pydicom.dcmread(path).pixel_array`` (the decoded stored values, no HU).
+    """
     import pydicom
 
     from pipelines import dicom, transforms
 
     parsed = transforms.parse_windows(windows)
-    for path in files[:2]:  # warm imports and the file cache for both
-        transforms.apply_windows(dicom.read_hu(path), parsed)
-        pydicom.dcmread(path).pixel_array  # noqa: B018
-    full = bare = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for path in files:
-            pydicom.dcmread(path).pixel_array  # noqa: B018
-        t1 = time.perf_counter()
-        for path in files:
-            transforms.apply_windows(dicom.read_hu(path), parsed)
-        t2 = time.perf_counter()
-        bare += t1 - t0
-        full += t2 - t1
-    n = len(files) * repeats
-    return _rate(n, full), _rate(n, bare)
+    return _paired(lambda path: pydicom.dcmread(path).pixel_array,
+                   lambda path: transforms.apply_windows(dicom.read_hu(path), parsed),
+                   files, repeats)
+
+
+def write_nifti_volumes(out_dir, *, volumes: int, slices: int, size: int, seed: int = 0) -> list[str]:
+    """Synthetic head-CT volumes as PhysioNet CT-ICH stores them: int16 ``.nii``, (X, Y, slices),
+    ``scl_slope`` 1 / ``scl_inter`` -1024, an L-A-S affine (so ``read_slice`` reorients)."""
+    import nibabel as nib
+    import numpy as np
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    head = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.45 * size) ** 2
+    paths = []
+    for v in range(volumes):
+        hu = np.where(head[..., None], 40.0, -1000.0) + rng.normal(0, 20, (size, size, slices))
+        img = nib.Nifti1Image((hu + 1024).astype(np.int16), np.diag([-0.5, 0.5, 5.0, 1.0]))
+        img.header.set_slope_inter(1.0, -1024.0)
+        path = out / f"{v:03d}.nii"
+        nib.save(img, str(path))
+        paths.append(str(path))
+    return paths
+
+
+def bench_decode_nifti(paths, slices: int, windows, repeats: int = 5) -> tuple[float, float, float]:
+    """NIfTI: (``read_slice`` + windows slices/s, bare nibabel slices/s, ratio), as :func:`_paired`.
+
+    Bare is ``nib.load(path).dataobj[..., i]`` (one scaled slice, stored orientation); ours
+    is ``pipelines.nifti.read_slice`` (checks, reorientation to the DICOM convention) then
+    ``apply_windows``, as the CT-ICH adapter does.
+    """
+    import nibabel as nib
+
+    from pipelines import nifti, transforms
+
+    parsed = transforms.parse_windows(windows)
+    items = [(p, i) for p in paths for i in range(slices)]
+    return _paired(lambda item: nib.load(item[0]).dataobj[..., item[1]],
+                   lambda item: transforms.apply_windows(nifti.read_slice(*item), parsed),
+                   items, repeats)
 
 
 def bench_prepare(data_dir, out, *, workers, image_size) -> tuple[float, int]:
@@ -172,6 +236,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per tf.data run")
     parser.add_argument("--repeats", type=int, default=2,
                         help="prepare runs per worker count, alternating 1 and 2 (best kept)")
+    parser.add_argument("--decode-repeats", type=int, default=5,
+                        help="paired passes of the decode comparisons (median kept; default 5)")
     parser.add_argument("--work-dir", default=None, help="keep data and caches here")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--quick", action="store_true",
@@ -199,7 +265,12 @@ def main(argv=None) -> dict:
 
     windows = "brain,subdural,bone"
     rows = []
-    decode, bare = bench_decode(files, windows)
+    decode, bare, decode_ratio = bench_decode(files, windows, repeats=args.decode_repeats)
+    load_decode = _load()
+    volumes = write_nifti_volumes(work / "nifti", volumes=min(args.patients, 4), slices=args.slices,
+                                  size=args.size)
+    nifti_rate, nibabel_rate, nifti_ratio = bench_decode_nifti(
+        volumes, args.slices, windows, repeats=args.decode_repeats)
     rows.append(
         (
             "DICOM decode + HU + 3 windows, 1 process",
@@ -211,8 +282,19 @@ def main(argv=None) -> dict:
     rows.append(
         ("bare pydicom dcmread + pixel_array, same files", bare, "slices/s", "reference, same run")
     )
-    figures = {"decode_vs_pydicom": decode / bare, "load_decode": _load()}
-    rows.append(("decode / bare pydicom", decode / bare, "x", "target >= 0.8"))
+    rows.append(("decode / bare pydicom", decode_ratio, "x",
+                 f"target >= 0.8; median of {args.decode_repeats} paired passes; load {load_decode}"))
+    rows.append(("NIfTI read_slice + HU + 3 windows, 1 process", nifti_rate, "slices/s",
+                 f"{len(volumes)} volumes {args.size}x{args.size}x{args.slices} int16"))
+    rows.append(("bare nibabel load + dataobj[..., i], same slices", nibabel_rate, "slices/s",
+                 "reference, same run"))
+    rows.append(("NIfTI decode / bare nibabel", nifti_ratio, "x",
+                 f"target >= 0.8; median of {args.decode_repeats} paired passes; load {_load()}"))
+    figures = {"decode_vs_pydicom": decode_ratio, "load_decode": load_decode,
+               "decode_slices_per_sec": decode, "pydicom_slices_per_sec": bare,
+               "decode_nifti_vs_nibabel": nifti_ratio, "load_decode_nifti": _load(),
+               "decode_nifti_slices_per_sec": nifti_rate, "nibabel_slices_per_sec": nibabel_rate,
+               "decode_repeats": args.decode_repeats}
     best = {1: (0.0, 0.0, 0), 2: (0.0, 0.0, 0)}
     loads = {1: [], 2: []}
     for _ in range(args.repeats):

@@ -38,9 +38,9 @@ an image.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -102,27 +102,62 @@ class _DropRecords(logging.Filter):
         return False
 
 
-@contextlib.contextmanager
-def _quiet():
+class _Quiet:
     """Silence pydicom's warnings and log records (they quote raw header values) while reading.
 
     The filter drops records logged on the ``pydicom`` logger itself; records of its children
     (the pixel decoders) stop there because it stops propagating for the duration.
+
+    Re-entrant and per thread: only the outermost ``with _quiet()`` reconfigures the logger and
+    the warning filters (a read nests dozens of element accesses, each of which asks for
+    quiet; the inner ones cost a counter). The outermost one also holds the read's memo of
+    header values (:func:`_element`), dropped when it exits.
     """
-    logger = logging.getLogger("pydicom")
-    drop, sink = _DropRecords(), logging.NullHandler()
-    propagate = logger.propagate
-    logger.addFilter(drop)
-    logger.addHandler(sink)
-    logger.propagate = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
+
+    _state = threading.local()
+
+    def __enter__(self):
+        state = self._state
+        depth = getattr(state, "depth", 0)
+        state.depth = depth + 1
+        if depth:
+            return self
+        logger = logging.getLogger("pydicom")
+        drop, sink = _DropRecords(), logging.NullHandler()
+        caught = warnings.catch_warnings()
+        state.saved = (logger, drop, sink, logger.propagate, caught)
+        state.memo = {}
+        logger.addFilter(drop)
+        logger.addHandler(sink)
+        logger.propagate = False
+        caught.__enter__()
+        warnings.simplefilter("ignore")
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        state = self._state
+        state.depth -= 1
+        if state.depth:
+            return False
+        logger, drop, sink, propagate, caught = state.saved
+        state.saved = state.memo = None
+        caught.__exit__(*exc)
         logger.propagate = propagate
         logger.removeHandler(sink)
         logger.removeFilter(drop)
+        return False
+
+    @classmethod
+    def memo(cls) -> dict | None:
+        return getattr(cls._state, "memo", None)
+
+
+_QUIET = _Quiet()
+
+
+def _quiet() -> _Quiet:
+    """The context in which this module reads files (see :class:`_Quiet`)."""
+    return _QUIET
 
 
 def _reason(exc: BaseException) -> str:
@@ -161,19 +196,37 @@ def _dcmread(path, **kwargs) -> pydicom.Dataset:
         raise DataError(path, f"cannot be read as DICOM ({type(exc).__name__})") from None
 
 
+_TAGS: dict[str, Tag] = {}
+
+
+def _tag(keyword: str) -> Tag:
+    """``Tag(keyword)``, remembered: pydicom's keyword lookup costs ten times the element read."""
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _TAGS[keyword] = Tag(keyword)
+    return tag
+
+
 def _element(ds, keyword: str, path, default=None):
     """The value of header element ``keyword`` (``default`` if absent or empty).
 
     pydicom converts raw values lazily, so junk surfaces here: DataError naming the tag,
-    never the value.
+    never the value. Within one read (an outermost ``with _quiet()``) each element of a
+    dataset is looked up once.
     """
-    try:
-        with _quiet():
-            if keyword not in ds:
-                return default
-            value = ds[keyword].value
-    except Exception as exc:
-        raise DataError(path, f"DICOM header element {keyword} cannot be read ({_reason(exc)})") from None
+    memo = _Quiet.memo()
+    key = (id(ds), keyword)
+    if memo is not None and key in memo:
+        value = memo[key][1]
+    else:
+        tag = _tag(keyword)
+        try:
+            with _quiet():
+                value = ds[tag].value if tag in ds else None
+        except Exception as exc:
+            raise DataError(path, f"DICOM header element {keyword} cannot be read ({_reason(exc)})") from None
+        if memo is not None:
+            memo[key] = (ds, value)  # ds kept alive, so its id cannot be reused within the read
     if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
         return default
     return value
@@ -238,7 +291,8 @@ def _transfer_syntax(ds):
     meta = getattr(ds, "file_meta", None)
     try:
         with _quiet():
-            ts = meta.get("TransferSyntaxUID") if meta is not None else None
+            tag = _tag("TransferSyntaxUID")
+            ts = meta[tag].value if meta is not None and tag in meta else None
             return pydicom.uid.UID(str(ts)) if ts else None
     except Exception:
         return None
@@ -309,6 +363,56 @@ def _check_codestream(ds, path, frame: int | None) -> None:
                               "(a corrupt codestream); it was refused before decoding")
 
 
+# Uncompressed little-endian syntaxes that _native_frame reads itself (pydicom's generic decoder
+# costs about as much again as parsing the file, for what is here one np.frombuffer).
+_NATIVE_SYNTAXES = frozenset((pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian))
+_NATIVE_DTYPES = {(8, 0): np.dtype("<u1"), (8, 1): np.dtype("<i1"),
+                  (16, 0): np.dtype("<u2"), (16, 1): np.dtype("<i2")}
+
+
+def _native_frame(ds, path, frame: int | None) -> np.ndarray | None:
+    """The one frame of a plain uncompressed greyscale file, exactly as pydicom decodes it.
+
+    Only single-frame, one-sample, 8- or 16-bit, MONOCHROME1/2 ``PixelData`` in explicit or
+    implicit VR little endian whose length is what the header declares (plus the one padding
+    byte of an odd length). Unused high bits are corrected as pydicom does (sign-extended for
+    PixelRepresentation 1, cleared for 0). Returns None for anything else, which then goes
+    through pydicom's decoder with all its checks. Read-only when no correction was needed.
+    """
+    if frame is not None or _transfer_syntax(ds) not in _NATIVE_SYNTAXES:
+        return None
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        return None
+    # the elements pydicom's decoder requires, with the values it accepts
+    if _element(ds, "PhotometricInterpretation", path) not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    if _element(ds, "SamplesPerPixel", path) != 1 or _frames(ds, path) != 1:
+        return None
+    allocated = _int_element(ds, "BitsAllocated", path, None, 1, 64)
+    representation = _element(ds, "PixelRepresentation", path)
+    stored_bits = _element(ds, "BitsStored", path)
+    if type(representation) is not int or type(stored_bits) is not int:
+        return None
+    dtype = _NATIVE_DTYPES.get((allocated, representation))
+    if dtype is None or not 1 <= stored_bits <= allocated:
+        return None
+    rows = _int_element(ds, "Rows", path, None, 1, 65535)
+    columns = _int_element(ds, "Columns", path, None, 1, 65535)
+    try:
+        data = ds.PixelData
+    except Exception:  # pydicom's decoder reports it
+        return None
+    expected = rows * columns * dtype.itemsize
+    if not isinstance(data, bytes) or len(data) not in (expected, expected + expected % 2):
+        return None
+    arr = np.frombuffer(data, dtype=dtype, count=rows * columns).reshape(rows, columns)
+    if stored_bits < allocated:  # PS3.5 8.1.1: the unused bits carry no meaning
+        shift = allocated - stored_bits
+        arr = np.left_shift(arr, shift)
+        np.right_shift(arr, shift, out=arr)
+    return arr
+
+
 def _decode(ds, path, frame: int | None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DataError(path, "DICOM file has no pixel data (a header-only or non-image object)")
@@ -316,6 +420,9 @@ def _decode(ds, path, frame: int | None, max_pixels: int = MAX_PIXELS) -> np.nda
         if _element(ds, keyword, path) is None:
             raise DataError(path, f"DICOM file lacks {keyword}, so its pixel data cannot be decoded")
     _check_size(ds, path, max_pixels)
+    arr = _native_frame(ds, path, frame)
+    if arr is not None:
+        return arr
     _check_codestream(ds, path, frame)
     try:
         from pydicom.pixels import pixel_array
@@ -382,26 +489,64 @@ def _rescale(ds, frame: int | None, path=None) -> tuple[float, float] | None:
 
 
 def _checked_values(values: np.ndarray, path, source: str) -> np.ndarray:
-    """float64 modality values -> float32; DataError if non-finite or overflowing."""
-    if not np.all(np.isfinite(values)):
-        raise DataError(path, f"{source} gives non-finite values (NaN or inf); the pixel data or "
-                              "RescaleSlope / RescaleIntercept are corrupt")
-    if values.size and float(np.max(np.abs(values))) > MAX_ABS_VALUE:
-        raise DataError(path, f"{source} gives values beyond +-{MAX_ABS_VALUE:g}, which overflow "
-                              "float32 arithmetic; RescaleSlope / RescaleIntercept are corrupt")
+    """float64 modality values -> float32; DataError if non-finite or overflowing.
+
+    One min and one max (NaN propagates through both) instead of isfinite and abs temporaries.
+    """
+    if values.size:
+        lo, hi = float(np.min(values)), float(np.max(values))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise DataError(path, f"{source} gives non-finite values (NaN or inf); the pixel data or "
+                                  "RescaleSlope / RescaleIntercept are corrupt")
+        if max(-lo, hi) > MAX_ABS_VALUE:
+            raise DataError(path, f"{source} gives values beyond +-{MAX_ABS_VALUE:g}, which overflow "
+                                  "float32 arithmetic; RescaleSlope / RescaleIntercept are corrupt")
+    return values.astype(np.float32)
+
+
+def _linear_units(stored: np.ndarray, slope: float, intercept: float, path, source: str,
+                  stored_range: tuple[int, int] | None = None) -> np.ndarray:
+    """``slope * stored + intercept`` -> float32, with :func:`_checked_values`' verdict.
+
+    For integer ``stored`` the map is monotone, so the verdict on the whole array is the
+    verdict on its two extreme values: first the dtype's range (or ``stored_range``), which
+    costs no pass over the pixels, and the actual min / max only if that range is not safe.
+    With slope 1 and an integral intercept the sum is computed in float32, where it is exact
+    (integers below 2**24); otherwise in float64, rounded once to float32, as before.
+    """
+    if stored.dtype.kind not in "ui" or not stored.size:
+        with np.errstate(all="ignore"):
+            return _checked_values(stored.astype(np.float64) * slope + intercept, path, source)
+
+    def ends(lo: int, hi: int) -> tuple[float, float]:
+        return lo * slope + intercept, hi * slope + intercept
+
+    lo, hi = stored_range or (int(np.iinfo(stored.dtype).min), int(np.iinfo(stored.dtype).max))
+    a, b = ends(lo, hi)
+    if not (np.isfinite(a) and np.isfinite(b) and max(abs(a), abs(b)) <= MAX_ABS_VALUE):
+        lo, hi = int(stored.min()), int(stored.max())
+        _checked_values(np.array(ends(lo, hi), dtype=np.float64), path, source)
+    if slope == 1.0 and float(intercept).is_integer() and max(-lo, hi) + abs(intercept) < 2**24:
+        return np.add(stored, np.float32(intercept), dtype=np.float32)
+    values = np.multiply(stored, slope, dtype=np.float64)
+    values += intercept
     return values.astype(np.float32)
 
 
 def needs_rsna_fix(ds) -> bool:
     """True for the wrapped 12-bit RSNA slices (see module docstring, step 2)."""
+    def value(keyword, default):
+        tag = _tag(keyword)
+        return ds[tag].value if tag in ds else default
+
     try:
         with _quiet():
             return (
-                int(ds.get("BitsStored", 0)) == 12
-                and int(ds.get("PixelRepresentation", 1)) == 0
-                and "RescaleIntercept" in ds
-                and float(ds.RescaleIntercept) > -100
-                and str(ds.get("Modality", "CT")).upper() == "CT"
+                int(value("BitsStored", 0)) == 12
+                and int(value("PixelRepresentation", 1)) == 0
+                and _tag("RescaleIntercept") in ds
+                and float(value("RescaleIntercept", None)) > -100
+                and str(value("Modality", "CT")).upper() == "CT"
             )
     except Exception:  # an unreadable element is reported by the reader itself
         return False
@@ -409,9 +554,9 @@ def needs_rsna_fix(ds) -> bool:
 
 def _to_modality_units(ds, stored: np.ndarray, frame: int | None, rsna_fix: bool, path=None) -> np.ndarray:
     path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
-    intercept_override = None
+    intercept_override = stored_range = None
     if rsna_fix and needs_rsna_fix(ds):
-        stored = (stored.astype(np.int32) + 1000) % 4096
+        stored, stored_range = _rsna_unwrap(stored), (0, 4095)
         intercept_override = -1000.0
     rescale = _rescale(ds, frame, path)
     if rescale is None and _element(ds, "ModalityLUTSequence", path) is not None:
@@ -427,9 +572,24 @@ def _to_modality_units(ds, stored: np.ndarray, frame: int | None, rsna_fix: bool
     slope, intercept = rescale if rescale is not None else (1.0, 0.0)
     if intercept_override is not None:
         intercept = intercept_override
-    with np.errstate(all="ignore"):
-        values = stored.astype(np.float64) * slope + intercept
-    return _checked_values(values, path, "the modality LUT (RescaleSlope * stored + RescaleIntercept)")
+    return _linear_units(stored, slope, intercept, path,
+                         "the modality LUT (RescaleSlope * stored + RescaleIntercept)", stored_range)
+
+
+def _rsna_unwrap(stored: np.ndarray) -> np.ndarray:
+    """``(stored + 1000) mod 4096`` (step 2 of the module docstring), in [0, 4095].
+
+    ``& 4095`` is ``mod 4096`` for two's-complement integers, and a uint16 sum that wraps
+    (mod 65536, a multiple of 4096) leaves it unchanged, so 12-bit data stays in uint16.
+    """
+    if stored.dtype.kind == "u" and stored.dtype.itemsize <= 2:
+        out = np.add(stored, 1000, dtype=np.uint16)
+    elif stored.dtype.kind in "ui":
+        out = stored.astype(np.int64) + 1000
+    else:
+        return (stored.astype(np.int32) + 1000) % 4096
+    np.bitwise_and(out, 4095, out=out)
+    return out
 
 
 def _representable_range(ds, frame: int | None, rsna_fix: bool = True, path=None) -> tuple[float, float]:
@@ -458,14 +618,20 @@ def read_hu(path, *, frame: int | None = None, rsna_fix: bool = True,
     :class:`DataError` for a missing, non-DICOM, truncated, corrupt or pixel-less file, and
     for one declaring more than ``max_pixels`` pixels (refused before decoding).
     """
-    ds = _dcmread(path)
-    return hu_from_dataset(ds, frame=frame, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)
+    with _quiet():  # once for the whole read; the nested ones are then free
+        ds = _dcmread(path)
+        return hu_from_dataset(ds, frame=frame, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)
 
 
 def hu_from_dataset(ds, *, frame: int | None = None, rsna_fix: bool = True, path=None,
                     max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """:func:`read_hu` for an already-read :class:`pydicom.Dataset`."""
     path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
+    with _quiet():
+        return _hu(ds, frame, rsna_fix, path, max_pixels)
+
+
+def _hu(ds, frame: int | None, rsna_fix: bool, path, max_pixels: int) -> np.ndarray:
     n = _frames(ds, path)
     if frame is None:
         if n > 1:
@@ -497,13 +663,14 @@ def read_frames(path, *, rsna_fix: bool = True, max_pixels: int = MAX_PIXELS) ->
 
     The whole declared size (all frames) is checked against ``max_pixels`` before decoding.
     """
-    ds = _dcmread(path)
-    n = _frames(ds, path)
-    if n == 1:
-        return hu_from_dataset(ds, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)[None]
-    _check_size(ds, path, max_pixels)
-    return np.stack([hu_from_dataset(ds, frame=i, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)
-                     for i in range(n)])
+    with _quiet():
+        ds = _dcmread(path)
+        n = _frames(ds, path)
+        if n == 1:
+            return hu_from_dataset(ds, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)[None]
+        _check_size(ds, path, max_pixels)
+        return np.stack([hu_from_dataset(ds, frame=i, rsna_fix=rsna_fix, path=path, max_pixels=max_pixels)
+                         for i in range(n)])
 
 
 def _floats(value) -> list[float]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import warnings
 from pathlib import Path
 
@@ -50,9 +51,24 @@ class _DropRecords(logging.Filter):
         return False
 
 
+_QUIET = threading.local()
+
+
 @contextlib.contextmanager
 def _quiet():
-    """Silence nibabel's warnings and its header-fixing log lines while reading."""
+    """Silence nibabel's warnings and its header-fixing log lines while reading.
+
+    Re-entrant per thread: :func:`read_slice` enters it once for the whole read, and the
+    steps inside it then cost a counter instead of reconfiguring the logger and filters.
+    """
+    depth = getattr(_QUIET, "depth", 0)
+    _QUIET.depth = depth + 1
+    if depth:
+        try:
+            yield
+        finally:
+            _QUIET.depth = depth
+        return
     logger = nib.imageglobals.logger
     drop = _DropRecords()
     logger.addFilter(drop)
@@ -61,6 +77,7 @@ def _quiet():
             warnings.simplefilter("ignore")
             yield
     finally:
+        _QUIET.depth = 0
         logger.removeFilter(drop)
 
 
@@ -101,21 +118,35 @@ def _field_named(exc: BaseException) -> str | None:
 
 
 def _voxels(img, path, index) -> np.ndarray:
-    """Read ``img.dataobj[index]`` as float32; DataError if unreadable, non-finite or overflowing."""
+    """Read ``img.dataobj[index]`` as float32; DataError if unreadable, non-finite or overflowing.
+
+    nibabel already scaled the voxels (in float32 for int16 data with a float32 ``scl_slope``).
+    Integers cannot be non-finite or beyond :data:`MAX_ABS_VALUE`, so only float data is
+    checked: one min and one max (NaN propagates through both) in its own dtype, with no
+    float64 copy; the float32 result is the one the float64 detour gave.
+    """
     try:
         with _quiet():
-            data = np.asarray(img.dataobj[index], dtype=np.float64)
+            data = np.asarray(img.dataobj[index])
+            if data.dtype.kind not in "uif":
+                data = data.astype(np.float64)
     except MemoryError:
         raise DataError(path, "voxel data is too large to read in memory") from None
     except Exception as exc:
         raise DataError(path, f"voxel data is truncated or corrupt ({type(exc).__name__})") from None
-    if not np.all(np.isfinite(data)):
-        raise DataError(path, "voxel values are non-finite (NaN or inf) after scaling; the voxel "
-                              "data or header fields scl_slope / scl_inter are corrupt")
-    if data.size and float(np.max(np.abs(data))) > MAX_ABS_VALUE:
-        raise DataError(path, f"voxel values go beyond +-{MAX_ABS_VALUE:g} after scaling, which "
-                              "overflows float32; header fields scl_slope / scl_inter are corrupt")
-    return data.astype(np.float32)
+    if data.dtype.kind in "ui":  # exact in float32 up to 32 bits; wider ints round via float64
+        return data.astype(np.float32) if data.dtype.itemsize <= 4 else data.astype(np.float64).astype(np.float32)
+    if data.size:
+        with np.errstate(all="ignore"):
+            lo, hi = float(np.min(data)), float(np.max(data))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise DataError(path, "voxel values are non-finite (NaN or inf) after scaling; the voxel "
+                                  "data or header fields scl_slope / scl_inter are corrupt")
+        if max(-lo, hi) > MAX_ABS_VALUE:
+            raise DataError(path, f"voxel values go beyond +-{MAX_ABS_VALUE:g} after scaling, which "
+                                  "overflows float32; header fields scl_slope / scl_inter are corrupt")
+    # a copy unless nibabel handed us a fresh array (unscaled data is a view of the file's mmap)
+    return data.astype(np.float32, copy=not data.flags.owndata)
 
 
 def _check_rank(img, path) -> tuple[int, int, int]:
@@ -157,13 +188,31 @@ def _affine(img, path) -> np.ndarray:
     return affine
 
 
+_AXCODES: dict[bytes, tuple | None] = {}
+
+
+def _axcodes(affine: np.ndarray) -> tuple | None:
+    """``nib.aff2axcodes(affine)`` (None if it has none), remembered per affine: every slice of
+    a volume, and usually every volume of a dataset, has the same one, and nibabel's answer
+    (an SVD) costs about as much as reading the slice."""
+    key = affine.tobytes()
+    if key not in _AXCODES:
+        try:
+            with _quiet():
+                codes = tuple(nib.aff2axcodes(affine))
+        except Exception:
+            codes = None
+        if len(_AXCODES) >= 1024:
+            _AXCODES.clear()
+        _AXCODES[key] = codes
+    return _AXCODES[key]
+
+
 def _inplane(slice2d: np.ndarray, affine: np.ndarray, orient: str) -> np.ndarray:
     if orient == "raw":
         return slice2d
-    try:
-        with _quiet():
-            codes = nib.aff2axcodes(affine)
-    except Exception:  # a degenerate affine has no axis codes: treat as not axial
+    codes = _axcodes(affine)
+    if codes is None:  # a degenerate affine has no axis codes: treat as not axial
         return slice2d.T
     a0, a1 = codes[0], codes[1]
     lr, ap = {"L", "R"}, {"A", "P"}
@@ -189,13 +238,14 @@ def read_slice(path, index: int, *, orient: str = "lps", max_pixels: int = MAX_P
     """
     if orient not in ORIENTS:
         raise ValueError(f"orient must be one of {ORIENTS}, got {orient!r}")
-    img = _load(path, max_pixels)
-    shape = _check_rank(img, path)
-    depth = shape[2]
-    k = int(index)
-    if not 0 <= k < depth:
-        raise DataError(path, f"slice {index} is out of range for a volume with {depth} slices")
-    extra = (0,) * (len(img.shape) - 3)
-    data = _voxels(img, path, (slice(None), slice(None), k, *extra))
-    affine = _affine(img, path)
-    return np.ascontiguousarray(_inplane(data, affine, orient), dtype=np.float32)
+    with _quiet():  # once for the whole read
+        img = _load(path, max_pixels)
+        shape = _check_rank(img, path)
+        depth = shape[2]
+        k = int(index)
+        if not 0 <= k < depth:
+            raise DataError(path, f"slice {index} is out of range for a volume with {depth} slices")
+        extra = (0,) * (len(img.shape) - 3)
+        data = _voxels(img, path, (slice(None), slice(None), k, *extra))
+        affine = _affine(img, path)
+        return np.ascontiguousarray(_inplane(data, affine, orient), dtype=np.float32)

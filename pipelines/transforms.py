@@ -118,6 +118,13 @@ def apply_windows(hu: np.ndarray, windows=None) -> np.ndarray:
     """Stack windows of a 2-D HU image: (H, W) -> (H, W, C) float32 in [0, 1].
 
     ``windows`` is anything :func:`parse_windows` accepts (None = brain, subdural, bone).
+
+    The result is (H, W, C) but laid out channel by channel in memory (a transposed view of
+    one (C, H, W) block, so ``out[..., c]`` is contiguous): each window is three in-place
+    float32 passes over a contiguous plane, with no temporaries. Writing the channels
+    interleaved costs more than the windows themselves (a stride-C store per pixel), and
+    what follows (the per-channel resize, the uint8 rounding, ``tobytes()``) reads either
+    layout. ``np.ascontiguousarray`` gives interleaved memory where a caller needs it.
     """
     hu = np.asarray(hu, dtype=np.float32)
     if hu.ndim == 3 and hu.shape[-1] == 1:
@@ -125,11 +132,12 @@ def apply_windows(hu: np.ndarray, windows=None) -> np.ndarray:
     if hu.ndim != 2:
         raise ValueError(f"apply_windows expects a 2-D HU image, got shape {hu.shape}")
     parsed = parse_windows(windows)
-    out = np.empty(hu.shape + (len(parsed),), dtype=np.float32)
-    for i, (center, width) in enumerate(parsed):
-        low = center - width / 2.0
-        np.clip((hu - low) / width, 0.0, 1.0, out=out[..., i])
-    return out
+    planes = np.empty((len(parsed),) + hu.shape, dtype=np.float32)
+    for plane, (center, width) in zip(planes, parsed):
+        np.subtract(hu, center - width / 2.0, out=plane)  # float32, as (hu - low) / width was
+        np.divide(plane, width, out=plane)
+        np.clip(plane, 0.0, 1.0, out=plane)
+    return np.moveaxis(planes, 0, -1)
 
 
 def to_unit(image: np.ndarray) -> np.ndarray:

@@ -153,3 +153,32 @@ def test_the_private_pydicom_jpeg_header_reader_is_still_there():
         f"pydicom {pydicom.__version__} no longer has pixels.utils._get_jpg_parameters: update "
         "pipelines.dicom._codestream_size."
     )
+
+
+@pytest.mark.parametrize(("bits_stored", "signed", "stored"), [
+    (16, True, [[-2000, -1], [0, 3000]]),
+    (12, True, [[-2048, -1], [0, 2047]]),
+    (12, False, [[0, 4095], [40000, 65535]]),  # junk above bit 12 is cleared, as pydicom does
+    (16, False, [[0, 1], [4095, 65535]]),
+])
+def test_plain_files_decode_exactly_as_pydicom(tmp_path, bits_stored, signed, stored):
+    # the np.frombuffer path for plain little-endian files must give pydicom's pixel_array
+    stored = np.array(stored, dtype=np.int16 if signed else np.uint16)
+    path = write_dicom(tmp_path / "p.dcm", stored, bits_stored=bits_stored, signed=signed, intercept=-1024.0)
+    ds = pydicom.dcmread(path)
+    with dicom._quiet():
+        ours = dicom._native_frame(ds, path, None)
+    assert ours is not None  # the fast path was taken
+    np.testing.assert_array_equal(ours, ds.pixel_array)
+    assert ours.dtype == ds.pixel_array.dtype
+    np.testing.assert_array_equal(dicom.read_hu(path, rsna_fix=False),
+                                  apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
+
+
+def test_plain_file_of_the_wrong_length_goes_through_pydicom(tmp_path):
+    path = write_dicom(tmp_path / "short.dcm", np.zeros((4, 4), np.int16))
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[:-6]
+    assert dicom._native_frame(ds, path, None) is None
+    with pytest.raises(DataError, match="pixel data cannot be decoded"):
+        dicom.hu_from_dataset(ds, path=path)
