@@ -27,7 +27,11 @@ from zoo.export import export_saved_model  # noqa: E402
 def main(job_path):
     with open(job_path) as f:
         job = json.load(f)
-    images = np.load(job["images"])
+    # serving_default rounds float inputs to k/255 as the cache stores them (the preprocessing
+    # spec), so the Keras reference sees the rounded images
+    from pipelines.preprocessing import quantize
+
+    images = quantize(np.load(job["images"]))
     pixels = np.stack([tf.io.decode_png(open(p, "rb").read()).numpy() for p in job["pngs"]])
     arrays, result = {}, {}
     for name in job["names"]:

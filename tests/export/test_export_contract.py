@@ -223,7 +223,7 @@ def test_serving_graph_uses_standard_ops_only(exports):
         for fn in meta.graph_def.library.function:
             ops |= {n.op for n in fn.node_def}
     # the decode (PNG 8/16-bit, JPEG, BMP/GIF), the antialiased resize and the rounding are in-graph
-    assert {"DecodePng", "DecodeJpeg", "DecodeImage", "ScaleAndTranslate", "Round", "Conv2D"} <= ops
+    assert {"DecodePng", "DecodeJpeg", "DecodeImage", "ScaleAndTranslate", "Floor", "Conv2D"} <= ops
     assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
     assert [op for op in sorted(ops) if op_def_registry.get(op) is None] == []
 
