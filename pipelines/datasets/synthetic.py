@@ -43,6 +43,7 @@ import numpy as np
 from pipelines import phantoms
 from pipelines.datasets.base import Adapter, get_adapter, register_adapter
 from pipelines.labels import RSNA_ICH
+from pipelines.manifest import pid_alive as _pid_alive
 
 LABELS = RSNA_ICH
 TASK = "multi-label"
@@ -356,16 +357,6 @@ def write_kidney_stones(
 def default_dir() -> Path:
     """``data/synthetic-head-ct`` under the current working directory."""
     return Path.cwd() / DEFAULT_DIR
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale_temps(target: Path) -> None:

@@ -17,6 +17,7 @@ import socket
 import uuid
 from pathlib import Path
 
+from pipelines.manifest import pid_alive as _pid_alive
 from zoo.card import CARD_JSON, write_card
 
 TMP_PREFIX = ".tmp-"
@@ -59,16 +60,6 @@ def _new_tmp(model_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tmp
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _clean_stale_tmp(model_dir: Path) -> None:
