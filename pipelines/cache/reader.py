@@ -9,7 +9,6 @@ import pandas as pd
 import tensorflow as tf
 
 from pipelines import preprocessing
-
 from pipelines.cache.format import (
     MANIFEST_FILE,
     derive_seed,

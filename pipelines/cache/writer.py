@@ -41,7 +41,6 @@ from pipelines.cache.format import (
     parse_image_size,
     pseudonym,
     row_keys,
-    serialize_example,
     shard_name,
     split_names,
 )

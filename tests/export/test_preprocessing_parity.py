@@ -170,7 +170,7 @@ def test_dicom_cache_path_equals_serving_default_on_the_windowed_file(tmp_path):
     folder = tmp_path / "ct"
     folder.mkdir()
     names = []
-    for i, name in enumerate(["CT_small.dcm", "693_J2KI.dcm"]):
+    for name in ["CT_small.dcm", "693_J2KI.dcm"]:
         target = folder / name
         target.write_bytes(Path(get_testdata_file(name)).read_bytes())
         names.append(name)
