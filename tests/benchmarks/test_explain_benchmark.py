@@ -7,8 +7,12 @@ from benchmarks import explain as B
 
 
 def test_rows_cover_every_map_and_the_ceiling_is_the_masks_own():
+    import keras
+
     import zoo
 
+    # seeded: an unlucky random ichnet_small can give an all-zero map, whose energy is NaN
+    keras.utils.set_random_seed(3)
     model = zoo.get_model("ichnet_small", input_shape=(64, 64, 3))
     rng = np.random.default_rng(0)
     x = rng.random((5, 64, 64, 3)).astype("float32")
