@@ -88,16 +88,31 @@ def render_table(table_rows: list[dict] | None = None) -> str:
     return "\n".join(lines)
 
 
-def replace_section(text: str, table: str) -> str:
-    """``text`` with everything between the markers replaced by ``table``."""
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(
-            f"README.md has no '{START}' ... '{END}' section; add the two markers where the "
-            "model table belongs."
-        )
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table}\n{END}{tail}"
+def replace_section(text: str, table: str, start: str = START, end: str = END) -> str:
+    """``text`` with everything between the ``start`` and ``end`` markers replaced by ``table``
+    (the README tables generated here and by ``scripts/results_tables.py``)."""
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ValueError(f"README.md has no '{start}' ... '{end}' section; add the two markers "
+                         "where the table belongs.")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table}\n{end}{tail}"
+
+
+def sync_readme(readme: Path, text: str, new: str, *, check: bool, what: str, command: str) -> int:
+    """Write ``new`` over ``readme`` (or, with ``check``, report whether it is stale: exit 1)."""
+    if check:
+        if new != text:
+            print(f"{readme} {what} is stale; run `{command}`.")
+            return 1
+        print(f"{readme} {what} is up to date.")
+        return 0
+    if new != text:
+        readme.write_text(new)
+        print(f"updated the {what} in {readme}")
+    else:
+        print(f"{readme} {what} already up to date")
+    return 0
 
 
 def golden_counts() -> dict[str, int]:
@@ -119,18 +134,8 @@ def main(argv=None) -> int:
         return 0
     text = args.readme.read_text()
     new = replace_section(text, render_table())
-    if args.check:
-        if new != text:
-            print(f"{args.readme} model table is stale; run `python scripts/model_table.py`.")
-            return 1
-        print(f"{args.readme} model table is up to date.")
-        return 0
-    if new != text:
-        args.readme.write_text(new)
-        print(f"updated the model table in {args.readme}")
-    else:
-        print(f"{args.readme} model table already up to date")
-    return 0
+    return sync_readme(args.readme, text, new, check=args.check, what="model table",
+                       command="python scripts/model_table.py")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from model_table import replace_section as _replace_section  # noqa: E402  (one README writer)
+from model_table import sync_readme  # noqa: E402
+
 README = ROOT / "README.md"
 START, END = "<!-- explain:start -->", "<!-- explain:end -->"
 ABL_START, ABL_END = "<!-- ablations:start -->", "<!-- ablations:end -->"
@@ -84,13 +89,8 @@ def render_explain_table(records: list[dict] | None = None) -> str:
 
 
 def replace_section(text: str, table: str, start: str = START, end: str = END) -> str:
-    """``text`` with everything between ``start`` and ``end`` replaced by ``table``."""
-    if start not in text or end not in text or text.index(start) > text.index(end):
-        raise ValueError(f"README.md has no '{start}' ... '{end}' section; add the two markers "
-                         "where the table belongs.")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{table}\n{end}{tail}"
+    """``text`` with the explain section (or another ``start``/``end`` one) set to ``table``."""
+    return _replace_section(text, table, start, end)
 
 
 def render_ablation_table(folder=None) -> str:
@@ -113,18 +113,8 @@ def main(argv=None) -> int:
     new = replace_section(text, render_explain_table())
     if ABL_START in new:
         new = replace_section(new, render_ablation_table(), ABL_START, ABL_END)
-    if args.check:
-        if new != text:
-            print(f"{args.readme} results table is stale; run `python scripts/results_tables.py`.")
-            return 1
-        print(f"{args.readme} results table is up to date.")
-        return 0
-    if new != text:
-        args.readme.write_text(new)
-        print(f"updated the results table in {args.readme}")
-    else:
-        print(f"{args.readme} results table already up to date")
-    return 0
+    return sync_readme(args.readme, text, new, check=args.check, what="results table",
+                       command="python scripts/results_tables.py")
 
 
 if __name__ == "__main__":
