@@ -78,8 +78,9 @@ def _paired(bare, ours, items, repeats: int) -> tuple[float, float, float]:
 def bench_decode(files, windows, repeats: int = 5) -> tuple[float, float, float]:
     """DICOM: (decode + HU + windows slices/s, bare pydicom slices/s, ratio), as :func:`_paired`.
 
-    Ours is what ``load_dicom`` / ``decode_file`` do: ``read_hu`` then ``apply_windows``;
-    bare is ``pydicom.dcmread(path).pixel_array`` (the decoded stored values, no HU).
+    Ours is what ``load_dicom`` / ``decode_file`` do: ``dicom.read_windows`` (every check of
+    ``read_hu``, then the windows; for slope-1 CT computed from the stored values without the
+    HU array); bare is ``pydicom.dcmread(path).pixel_array`` (the decoded stored values, no HU).
     """
     import pydicom
 
@@ -87,7 +88,7 @@ def bench_decode(files, windows, repeats: int = 5) -> tuple[float, float, float]
 
     parsed = transforms.parse_windows(windows)
     return _paired(lambda path: pydicom.dcmread(path).pixel_array,
-                   lambda path: transforms.apply_windows(dicom.read_hu(path), parsed),
+                   lambda path: dicom.read_windows(path, parsed),
                    files, repeats)
 
 
@@ -117,8 +118,9 @@ def bench_decode_nifti(paths, slices: int, windows, repeats: int = 5) -> tuple[f
     """NIfTI: (``read_slice`` + windows slices/s, bare nibabel slices/s, ratio), as :func:`_paired`.
 
     Bare is ``nib.load(path).dataobj[..., i]`` (one scaled slice, stored orientation); ours
-    is ``pipelines.nifti.read_slice`` (checks, reorientation to the DICOM convention) then
-    ``apply_windows``, as the CT-ICH adapter does.
+    is ``pipelines.nifti.read_windows`` (``read_slice``'s checks and reorientation to the
+    DICOM convention, then the windows; for slope-1 integer volumes from the unscaled slice),
+    as the CT-ICH adapter and ``decode_file`` do.
     """
     import nibabel as nib
 
@@ -127,7 +129,7 @@ def bench_decode_nifti(paths, slices: int, windows, repeats: int = 5) -> tuple[f
     parsed = transforms.parse_windows(windows)
     items = [(p, i) for p in paths for i in range(slices)]
     return _paired(lambda item: nib.load(item[0]).dataobj[..., item[1]],
-                   lambda item: transforms.apply_windows(nifti.read_slice(*item), parsed),
+                   lambda item: nifti.read_windows(*item, parsed),
                    items, repeats)
 
 

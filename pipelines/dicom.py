@@ -39,6 +39,7 @@ an image.
 from __future__ import annotations
 
 import logging
+import re
 import struct
 import threading
 import warnings
@@ -174,10 +175,6 @@ def _reason(exc: BaseException) -> str:
 
 def _dcmread(path, **kwargs) -> pydicom.Dataset:
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "DICOM file does not exist")
-    if path.is_dir():
-        raise DataError(path, "expected a DICOM file but this is a directory")
     try:
         with _quiet():
             try:
@@ -190,7 +187,13 @@ def _dcmread(path, **kwargs) -> pydicom.Dataset:
                 return ds
     except DataError:
         raise
-    except (EOFError, struct.error, zlib.error, OSError) as exc:
+    except OSError as exc:  # checked here, not before: two stat calls on every good read
+        if not path.exists():
+            raise DataError(path, "DICOM file does not exist") from None
+        if path.is_dir():
+            raise DataError(path, "expected a DICOM file but this is a directory") from None
+        raise DataError(path, f"DICOM header is truncated or corrupt ({type(exc).__name__})") from None
+    except (EOFError, struct.error, zlib.error) as exc:
         raise DataError(path, f"DICOM header is truncated or corrupt ({type(exc).__name__})") from None
     except Exception as exc:  # pydicom raises assorted ValueError/KeyError/TypeError on junk
         raise DataError(path, f"cannot be read as DICOM ({type(exc).__name__})") from None
@@ -207,6 +210,54 @@ def _tag(keyword: str) -> Tag:
     return tag
 
 
+_SLOW = object()
+# the pixel-module elements every read looks up, with their value representation
+_FAST_VR = {
+    "Rows": "US", "Columns": "US", "BitsAllocated": "US", "BitsStored": "US",
+    "PixelRepresentation": "US", "SamplesPerPixel": "US", "NumberOfFrames": "IS",
+    "RescaleSlope": "DS", "RescaleIntercept": "DS", "PhotometricInterpretation": "CS",
+    "Modality": "CS",
+}
+_FAST_TEXT = {
+    "DS": (re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"), float),
+    "IS": (re.compile(r"[+-]?\d+"), int),
+    "CS": (re.compile(r"[A-Z0-9_ ]*"), str),
+}
+
+
+def _raw_value(ds, tag: Tag, keyword: str):
+    """The plain value of a pixel-module element read from its raw bytes, or ``_SLOW``.
+
+    pydicom converts a raw element through its hooks and validators, which costs more than
+    decoding a 512x512 slice's header needs: this reads the common plain forms directly (a
+    little-endian single US; a single DS / IS / CS in plain ASCII) and gives ``_SLOW`` for
+    anything else (other VRs, multiple values, odd lengths, unusual text), which then takes
+    pydicom's path with its checks and errors. Absent elements are None, as there.
+    """
+    vr = _FAST_VR.get(keyword)
+    if vr is None:
+        return _SLOW
+    try:
+        raw = ds.get_item(tag)
+    except Exception:
+        return _SLOW
+    if raw is None:
+        return None
+    if not getattr(raw, "is_raw", False):
+        return raw.value  # already converted by pydicom
+    if raw.VR not in (None, vr) or not raw.is_little_endian or not isinstance(raw.value, bytes):
+        return _SLOW
+    value = raw.value
+    if vr == "US":
+        return int.from_bytes(value, "little") if len(value) == 2 else _SLOW
+    try:
+        text = value.decode("ascii").strip(" \x00")
+    except UnicodeDecodeError:
+        return _SLOW
+    pattern, convert = _FAST_TEXT[vr]
+    return convert(text) if pattern.fullmatch(text) else _SLOW
+
+
 def _element(ds, keyword: str, path, default=None):
     """The value of header element ``keyword`` (``default`` if absent or empty).
 
@@ -220,11 +271,14 @@ def _element(ds, keyword: str, path, default=None):
         value = memo[key][1]
     else:
         tag = _tag(keyword)
-        try:
-            with _quiet():
-                value = ds[tag].value if tag in ds else None
-        except Exception as exc:
-            raise DataError(path, f"DICOM header element {keyword} cannot be read ({_reason(exc)})") from None
+        value = _raw_value(ds, tag, keyword)
+        if value is _SLOW:
+            try:
+                with _quiet():
+                    value = ds[tag].value if tag in ds else None
+            except Exception as exc:
+                raise DataError(path, f"DICOM header element {keyword} cannot be read "
+                                      f"({_reason(exc)})") from None
         if memo is not None:
             memo[key] = (ds, value)  # ds kept alive, so its id cannot be reused within the read
     if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
@@ -381,7 +435,7 @@ def _native_frame(ds, path, frame: int | None) -> np.ndarray | None:
     """
     if frame is not None or _transfer_syntax(ds) not in _NATIVE_SYNTAXES:
         return None
-    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+    if _tag("FloatPixelData") in ds or _tag("DoubleFloatPixelData") in ds:
         return None
     # the elements pydicom's decoder requires, with the values it accepts
     if _element(ds, "PhotometricInterpretation", path) not in ("MONOCHROME1", "MONOCHROME2"):
@@ -398,8 +452,9 @@ def _native_frame(ds, path, frame: int | None) -> np.ndarray | None:
         return None
     rows = _int_element(ds, "Rows", path, None, 1, 65535)
     columns = _int_element(ds, "Columns", path, None, 1, 65535)
-    try:
-        data = ds.PixelData
+    try:  # the raw bytes when unconverted (what pydicom's conversion of OB/OW returns)
+        raw = ds.get_item(_tag("PixelData"))
+        data = raw.value if getattr(raw, "is_raw", False) else ds.PixelData
     except Exception:  # pydicom's decoder reports it
         return None
     expected = rows * columns * dtype.itemsize
@@ -414,7 +469,7 @@ def _native_frame(ds, path, frame: int | None) -> np.ndarray | None:
 
 
 def _decode(ds, path, frame: int | None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if all(_tag(k) not in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DataError(path, "DICOM file has no pixel data (a header-only or non-image object)")
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
         if _element(ds, keyword, path) is None:
@@ -505,7 +560,7 @@ def _checked_values(values: np.ndarray, path, source: str) -> np.ndarray:
 
 
 def _linear_units(stored: np.ndarray, slope: float, intercept: float, path, source: str,
-                  stored_range: tuple[int, int] | None = None) -> np.ndarray:
+                  stored_range: tuple[int, int] | None = None, *, keep_shift: bool = False):
     """``slope * stored + intercept`` -> float32, with :func:`_checked_values`' verdict.
 
     For integer ``stored`` the map is monotone, so the verdict on the whole array is the
@@ -513,10 +568,14 @@ def _linear_units(stored: np.ndarray, slope: float, intercept: float, path, sour
     costs no pass over the pixels, and the actual min / max only if that range is not safe.
     With slope 1 and an integral intercept the sum is computed in float32, where it is exact
     (integers below 2**24); otherwise in float64, rounded once to float32, as before.
+
+    ``keep_shift``: in that exact slope-1 case return ``(stored, intercept)`` instead of the
+    sum, for :func:`read_windows` to window without building it; otherwise ``(values, None)``.
     """
     if stored.dtype.kind not in "ui" or not stored.size:
         with np.errstate(all="ignore"):
-            return _checked_values(stored.astype(np.float64) * slope + intercept, path, source)
+            values = _checked_values(stored.astype(np.float64) * slope + intercept, path, source)
+        return (values, None) if keep_shift else values
 
     def ends(lo: int, hi: int) -> tuple[float, float]:
         return lo * slope + intercept, hi * slope + intercept
@@ -527,16 +586,24 @@ def _linear_units(stored: np.ndarray, slope: float, intercept: float, path, sour
         lo, hi = int(stored.min()), int(stored.max())
         _checked_values(np.array(ends(lo, hi), dtype=np.float64), path, source)
     if slope == 1.0 and float(intercept).is_integer() and max(-lo, hi) + abs(intercept) < 2**24:
-        return np.add(stored, np.float32(intercept), dtype=np.float32)
+        if keep_shift:
+            return stored, float(intercept)
+        values = stored.astype(np.float32)  # exact; a casting np.add is slower
+        values += np.float32(intercept)
+        return values
     values = np.multiply(stored, slope, dtype=np.float64)
     values += intercept
-    return values.astype(np.float32)
+    values = values.astype(np.float32)
+    return (values, None) if keep_shift else values
 
 
 def needs_rsna_fix(ds) -> bool:
     """True for the wrapped 12-bit RSNA slices (see module docstring, step 2)."""
     def value(keyword, default):
         tag = _tag(keyword)
+        fast = _raw_value(ds, tag, keyword)
+        if fast is not _SLOW:
+            return default if fast is None else fast
         return ds[tag].value if tag in ds else default
 
     try:
@@ -552,7 +619,14 @@ def needs_rsna_fix(ds) -> bool:
         return False
 
 
-def _to_modality_units(ds, stored: np.ndarray, frame: int | None, rsna_fix: bool, path=None) -> np.ndarray:
+def _to_modality_units(ds, stored: np.ndarray, frame: int | None, rsna_fix: bool, path=None,
+                       *, keep_shift: bool = False):
+    """Stored values -> float32 modality units (steps 2 and 3 of the module docstring).
+
+    ``keep_shift``: return ``(array, shift)``: ``(stored, intercept)`` when the units are
+    exactly ``stored + intercept`` in float32 (slope 1, integral intercept: most CT), else
+    ``(values, None)``.
+    """
     path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
     intercept_override = stored_range = None
     if rsna_fix and needs_rsna_fix(ds):
@@ -568,12 +642,14 @@ def _to_modality_units(ds, stored: np.ndarray, frame: int | None, rsna_fix: bool
         except Exception as exc:
             raise DataError(path, "DICOM header element ModalityLUTSequence cannot be applied "
                                   f"({_reason(exc)})") from None
-        return _checked_values(values, path, "the ModalityLUTSequence")
+        values = _checked_values(values, path, "the ModalityLUTSequence")
+        return (values, None) if keep_shift else values
     slope, intercept = rescale if rescale is not None else (1.0, 0.0)
     if intercept_override is not None:
         intercept = intercept_override
     return _linear_units(stored, slope, intercept, path,
-                         "the modality LUT (RescaleSlope * stored + RescaleIntercept)", stored_range)
+                         "the modality LUT (RescaleSlope * stored + RescaleIntercept)", stored_range,
+                         keep_shift=keep_shift)
 
 
 def _rsna_unwrap(stored: np.ndarray) -> np.ndarray:
@@ -631,7 +707,8 @@ def hu_from_dataset(ds, *, frame: int | None = None, rsna_fix: bool = True, path
         return _hu(ds, frame, rsna_fix, path, max_pixels)
 
 
-def _hu(ds, frame: int | None, rsna_fix: bool, path, max_pixels: int) -> np.ndarray:
+def _frame_index(ds, frame: int | None, path) -> int | None:
+    """The pixel-data frame to decode (None for a single-frame file), or DataError."""
     n = _frames(ds, path)
     if frame is None:
         if n > 1:
@@ -640,22 +717,69 @@ def _hu(ds, frame: int | None, rsna_fix: bool, path, max_pixels: int) -> np.ndar
                 f"is a multi-frame DICOM with {n} frames; pass frame=0..{n - 1} (the manifest's "
                 "slice column) or use read_frames",
             )
-        index = None
-    else:
-        index = int(frame) + n if int(frame) < 0 else int(frame)
-        if not 0 <= index < n:
-            raise DataError(path, f"frame {frame} is out of range for a DICOM with {n} frame(s)")
-        if n == 1:
-            index = None
+        return None
+    index = int(frame) + n if int(frame) < 0 else int(frame)
+    if not 0 <= index < n:
+        raise DataError(path, f"frame {frame} is out of range for a DICOM with {n} frame(s)")
+    return None if n == 1 else index
+
+
+def _monochrome1(ds, path) -> bool:
+    return str(_element(ds, "PhotometricInterpretation", path)).strip().upper() == "MONOCHROME1"
+
+
+def _inverted(ds, values: np.ndarray, index: int | None, rsna_fix: bool, path) -> np.ndarray:
+    """MONOCHROME1 modality values mirrored about their representable range (step 4)."""
+    lo, hi = _representable_range(ds, index, rsna_fix, path)
+    with np.errstate(all="ignore"):
+        values = (np.float64(lo) + np.float64(hi)) - values.astype(np.float64)
+    return _checked_values(values, path, "MONOCHROME1 inversion of the modality values")
+
+
+def _hu(ds, frame: int | None, rsna_fix: bool, path, max_pixels: int) -> np.ndarray:
+    index = _frame_index(ds, frame, path)
     stored = _decode(ds, path, index, max_pixels)
     values = _to_modality_units(ds, stored, index, rsna_fix, path)
-    photometric = _element(ds, "PhotometricInterpretation", path)
-    if str(photometric).strip().upper() == "MONOCHROME1":
-        lo, hi = _representable_range(ds, index, rsna_fix, path)
-        with np.errstate(all="ignore"):
-            values = (np.float64(lo) + np.float64(hi)) - values.astype(np.float64)
-        values = _checked_values(values, path, "MONOCHROME1 inversion of the modality values")
+    if _monochrome1(ds, path):
+        values = _inverted(ds, values, index, rsna_fix, path)
     return values.astype(np.float32, copy=False)
+
+
+def read_windows(path, windows=None, *, frame: int | None = None, rsna_fix: bool = True,
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """``transforms.apply_windows(read_hu(path, ...), windows)``, bit for bit, but faster.
+
+    For the usual CT file (slope 1, integral intercept, MONOCHROME2) the windows are computed
+    from the stored integers directly (:func:`pipelines.transforms.windows_of_shifted`), so
+    the HU array is never built; any other file takes the :func:`read_hu` path. Same checks
+    and errors as :func:`read_hu`. Returns (H, W, C) float32 in [0, 1].
+    """
+    with _quiet():
+        ds = _dcmread(path)
+        return windows_from_dataset(ds, windows, frame=frame, rsna_fix=rsna_fix, path=path,
+                                    max_pixels=max_pixels)
+
+
+def windows_from_dataset(ds, windows=None, *, frame: int | None = None, rsna_fix: bool = True,
+                         path=None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`read_windows` for an already-read :class:`pydicom.Dataset`."""
+    from pipelines import transforms
+
+    path = path if path is not None else getattr(ds, "filename", None) or "<dataset>"
+    with _quiet():
+        index = _frame_index(ds, frame, path)
+        stored = _decode(ds, path, index, max_pixels)
+        values, shift = _to_modality_units(ds, stored, index, rsna_fix, path, keep_shift=True)
+        if shift is not None and not _monochrome1(ds, path):
+            out = transforms.windows_of_shifted(values, shift, windows)
+            if out is not None:
+                return out
+        if shift is not None:
+            values = values.astype(np.float32)
+            values += np.float32(shift)
+        if _monochrome1(ds, path):
+            values = _inverted(ds, values, index, rsna_fix, path)
+        return transforms.apply_windows(values, windows)
 
 
 def read_frames(path, *, rsna_fix: bool = True, max_pixels: int = MAX_PIXELS) -> np.ndarray:

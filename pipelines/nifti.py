@@ -249,3 +249,62 @@ def read_slice(path, index: int, *, orient: str = "lps", max_pixels: int = MAX_P
         data = _voxels(img, path, (slice(None), slice(None), k, *extra))
         affine = _affine(img, path)
         return np.ascontiguousarray(_inplane(data, affine, orient), dtype=np.float32)
+
+
+def read_windows(path, index: int, windows=None, *, orient: str = "lps",
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """``transforms.apply_windows(read_slice(path, index, ...), windows)``, bit for bit, faster.
+
+    For an uncompressed ``.nii`` of 8/16-bit integers with nibabel's slope 1 and an integral
+    intercept (the PhysioNet scans: int16, ``scl_inter`` -1024), the slice's stored integers
+    are read from the memory map (no float64 scaling of the slice), reoriented as int16 and
+    windowed by :func:`pipelines.transforms.windows_of_shifted`; anything else takes the
+    :func:`read_slice` path. Same checks and errors as :func:`read_slice`.
+    """
+    from pipelines import transforms
+
+    if orient not in ORIENTS:
+        raise ValueError(f"orient must be one of {ORIENTS}, got {orient!r}")
+    with _quiet():
+        img = _load(path, max_pixels)
+        shape = _check_rank(img, path)
+        k = int(index)
+        if not 0 <= k < shape[2]:
+            raise DataError(path, f"slice {index} is out of range for a volume with {shape[2]} slices")
+        slicer = (slice(None), slice(None), k, *((0,) * (len(img.shape) - 3)))
+        stored, shift = _stored_slice(img, path, slicer)
+        if stored is not None:
+            oriented = np.ascontiguousarray(_inplane(stored, _affine(img, path), orient))
+            out = transforms.windows_of_shifted(oriented, shift, windows)
+            if out is not None:
+                return out
+        hu = np.ascontiguousarray(_inplane(_voxels(img, path, slicer), _affine(img, path), orient),
+                                  dtype=np.float32)
+        return transforms.apply_windows(hu, windows)
+
+
+def _stored_slice(img, path, slicer) -> tuple[np.ndarray | None, float]:
+    """(unscaled integer slice, scl_inter) when the values are exactly ``stored + inter``
+    (slope 1, integral intercept, 8/16-bit integers, an uncompressed memory-mapped file);
+    (None, 0.0) otherwise. Reads only the slice's pages of the memory map."""
+    proxy = img.dataobj
+    try:
+        slope, inter = float(proxy.slope), float(proxy.inter)
+        dtype = np.dtype(proxy.dtype)
+        name = str(getattr(proxy, "file_like", ""))
+    except Exception:
+        return None, 0.0
+    if (slope != 1.0 or not math.isfinite(inter) or not inter.is_integer()
+            or dtype.kind not in "ui" or dtype.itemsize > 2 or not name.endswith(".nii")):
+        return None, 0.0
+    try:
+        with _quiet():
+            volume = proxy.get_unscaled()  # a memmap of the uncompressed file
+            if not isinstance(volume, np.memmap):
+                return None, 0.0
+            data = np.array(volume[slicer])
+    except MemoryError:
+        raise DataError(path, "voxel data is too large to read in memory") from None
+    except Exception as exc:
+        raise DataError(path, f"voxel data is truncated or corrupt ({type(exc).__name__})") from None
+    return data, inter

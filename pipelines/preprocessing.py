@@ -380,12 +380,11 @@ def decode_file(path, spec: Preprocessing, *, frame: int | None = None,
         if name.endswith((".nii", ".nii.gz")):
             from pipelines import nifti
 
-            hu = nifti.read_slice(path, 0 if frame is None else frame, max_pixels=max_pixels)
-        else:
-            from pipelines import dicom
+            return nifti.read_windows(path, 0 if frame is None else frame, spec.windows,
+                                      max_pixels=max_pixels)
+        from pipelines import dicom
 
-            hu = dicom.read_hu(path, frame=frame, max_pixels=max_pixels)
-        return transforms.apply_windows(hu, spec.windows)
+        return dicom.read_windows(path, spec.windows, frame=frame, max_pixels=max_pixels)
     if name.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
         array = transforms.ensure_hwc(array) if array.ndim in (2, 3) else array

@@ -13,6 +13,7 @@ published RSNA pipelines, not the DICOM PS3.3 C.11.2.1.2 variant with its half-u
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -138,6 +139,47 @@ def apply_windows(hu: np.ndarray, windows=None) -> np.ndarray:
         np.divide(plane, width, out=plane)
         np.clip(plane, 0.0, 1.0, out=plane)
     return np.moveaxis(planes, 0, -1)
+
+
+def windows_of_shifted(stored: np.ndarray, shift: float, windows=None) -> np.ndarray | None:
+    """:func:`apply_windows` of ``stored + shift``, bit for bit, without building that array.
+
+    For integer ``stored`` whose sum with ``shift`` is exact in float32 (slope-1 CT: HU =
+    stored + RescaleIntercept), ``(hu - low) / width`` equals ``(stored - (low - shift)) /
+    width`` as real numbers, and both are rounded once, so the float32 results are identical
+    when ``low - shift`` is itself exact in float32. That saves the HU array (one allocation
+    and one pass) and is what :func:`pipelines.dicom.read_windows` uses. Returns None when a
+    condition fails (the caller then builds the HU array).
+    """
+    if stored.ndim != 2 or stored.dtype.kind not in "ui" or stored.dtype.itemsize > 2:
+        return None
+    lows = _shifted_lows(stored.dtype.str, float(shift), parse_windows(windows))
+    if lows is None:
+        return None
+    planes = np.empty((len(lows),) + stored.shape, dtype=np.float32)
+    source = planes[-1]  # the stored values, exact in float32; overwritten last
+    source[...] = stored
+    for plane, (low, width) in zip(planes, lows):
+        np.subtract(source, low, out=plane)
+        np.divide(plane, width, out=plane)
+        np.clip(plane, 0.0, 1.0, out=plane)
+    return np.moveaxis(planes, 0, -1)
+
+
+@functools.lru_cache(maxsize=64)
+def _shifted_lows(dtype: str, shift: float, windows: tuple) -> tuple | None:
+    """((low - shift, width) as float32 per window) for :func:`windows_of_shifted`, or None
+    where its result would not be exact (see there). Cached: a dataset has few (dtype, shift)."""
+    info = np.iinfo(np.dtype(dtype))
+    if not shift.is_integer() or max(-int(info.min), int(info.max)) + abs(shift) >= 2**24:
+        return None  # every stored + shift must be exact in float32
+    lows = []
+    for center, width in windows:
+        low = float(np.float32(center - width / 2.0)) - shift  # exact in float64
+        if float(np.float32(low)) != low:
+            return None
+        lows.append((np.float32(low), np.float32(width)))
+    return tuple(lows)
 
 
 def to_unit(image: np.ndarray) -> np.ndarray:

@@ -77,8 +77,7 @@ class Adapter:
         if lower.endswith(".dcm"):
             return load_dicom(row, data_dir, windows)
         if lower.endswith((".nii", ".nii.gz")):
-            hu = nifti.read_slice(safe_join(data_dir, rel), max(row_slice(row), 0))
-            return transforms.apply_windows(hu, windows)
+            return nifti.read_windows(safe_join(data_dir, rel), max(row_slice(row), 0), windows)
         return load_image(row, data_dir)
 
     def channels(self, windows=None) -> int:
@@ -227,8 +226,7 @@ def load_dicom(row, data_dir, windows) -> np.ndarray:
     """A DICOM manifest row -> windowed (H, W, C) float32 in [0, 1]."""
     path = safe_join(data_dir, field(row, "path"))
     index = row_slice(row)
-    hu = dicom.read_hu(path, frame=None if index < 0 else index)
-    return transforms.apply_windows(hu, windows)
+    return dicom.read_windows(path, windows, frame=None if index < 0 else index)
 
 
 def read_image(path) -> np.ndarray:

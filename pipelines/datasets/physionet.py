@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines import label_maps, labels, nifti, transforms
+from pipelines import label_maps, labels, nifti
 from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import (
@@ -112,5 +112,4 @@ class Physionet(Adapter):
 
     def load(self, row, data_dir, windows=None) -> np.ndarray:
         path = safe_join(data_dir, base.field(row, "path"))
-        hu = nifti.read_slice(path, base.row_slice(row))
-        return transforms.apply_windows(hu, windows)
+        return nifti.read_windows(path, base.row_slice(row), windows)

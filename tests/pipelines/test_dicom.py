@@ -182,3 +182,67 @@ def test_plain_file_of_the_wrong_length_goes_through_pydicom(tmp_path):
     assert dicom._native_frame(ds, path, None) is None
     with pytest.raises(DataError, match="pixel data cannot be decoded"):
         dicom.hu_from_dataset(ds, path=path)
+
+
+# --- read_windows: the fused path gives read_hu + apply_windows bit for bit, on every kind of file
+WINDOWS = "brain,subdural,bone,-600/1500,40.5/81"
+
+
+def _windows_both_ways(path, **kw):
+    from pipelines import transforms
+
+    return dicom.read_windows(path, WINDOWS, **kw), transforms.apply_windows(dicom.read_hu(path, **kw), WINDOWS)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", *COMPRESSED])
+def test_read_windows_equals_read_hu_then_windows_on_pydicom_files(name):
+    fast, slow = _windows_both_ways(get_testdata_file(name))
+    assert fast.shape == slow.shape and fast.dtype == np.float32
+    np.testing.assert_array_equal(fast, slow)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(slope=0.5, intercept=-10.0),                      # not a shift: the HU path
+    dict(intercept=-1024.0),                               # the usual CT: the fused path
+    dict(intercept=-1024.5),                               # non-integral intercept
+    dict(bits_stored=12, signed=False, intercept=1.0),     # RSNA-wrapped 12 bit
+    dict(photometric="MONOCHROME1"),
+])
+def test_read_windows_equals_read_hu_then_windows_on_written_files(tmp_path, kw):
+    rng = np.random.default_rng(0)
+    signed = kw.get("signed", True)
+    lo, hi = (-2048, 2047) if signed else (0, 4095)
+    stored = rng.integers(lo, hi, (24, 20)).astype(np.int16 if signed else np.uint16)
+    path = write_dicom(tmp_path / "w.dcm", stored, **kw)
+    fast, slow = _windows_both_ways(path)
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_the_fused_path_is_taken_for_plain_ct(tmp_path, monkeypatch):
+    from pipelines import transforms
+
+    calls = []
+    real = transforms.windows_of_shifted
+    monkeypatch.setattr(transforms, "windows_of_shifted", lambda *a, **k: calls.append(a) or real(*a, **k))
+    path = write_dicom(tmp_path / "ct.dcm", np.zeros((8, 8), np.int16))
+    dicom.read_windows(path)
+    assert len(calls) == 1 and calls[0][1] == -1024.0
+
+
+def test_header_fast_path_agrees_with_pydicom_and_defers_odd_values(tmp_path):
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for keyword in dicom._FAST_VR:
+        fast = dicom._raw_value(ds, Tag(keyword), keyword)
+        if fast is not dicom._SLOW:
+            expected = ds[keyword].value if keyword in ds else None
+            assert fast == expected, keyword
+    # values pydicom must judge (multi-valued, unusual text) are left to it
+    path = write_dicom(tmp_path / "odd.dcm", np.zeros((4, 4), np.int16))
+    odd = pydicom.dcmread(path)
+    with pytest.warns(UserWarning):  # pydicom's own validation says so too
+        odd["RescaleIntercept"].value = "1_000"  # Python's float() would accept this
+    odd.save_as(path)
+    raw = pydicom.dcmread(path)
+    assert dicom._raw_value(raw, Tag("RescaleIntercept"), "RescaleIntercept") is dicom._SLOW

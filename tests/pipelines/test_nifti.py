@@ -63,3 +63,32 @@ def test_wrong_rank_and_index(tmp_path):
     ok = write_nifti(tmp_path / "ok.nii", _volume())
     with pytest.raises(DataError, match="slice 5 is out of range for a volume with 5 slices"):
         nifti.read_slice(ok, 5)
+
+
+@pytest.mark.parametrize("name,dtype,slope,inter,affine", [
+    ("ct.nii", np.int16, 1.0, -1024.0, np.diag([-0.5, 0.5, 5.0, 1.0])),   # fused: PhysioNet's form
+    ("u8.nii", np.uint8, 1.0, 0.0, np.diag([0.5, 0.5, 5.0, 1.0])),        # fused
+    ("sl.nii", np.int16, 0.5, -10.0, np.eye(4)),                           # scaled: read_slice path
+    ("ct.nii.gz", np.int16, 1.0, -1024.0, np.eye(4)),                      # compressed: read_slice path
+    ("f.nii", np.float32, 1.0, 0.0, np.eye(4)),
+])
+def test_read_windows_equals_read_slice_then_windows(tmp_path, name, dtype, slope, inter, affine):
+    from pipelines import transforms
+
+    rng = np.random.default_rng(1)
+    lo, hi = (0, 255) if dtype == np.uint8 else (-1000, 3000)
+    vol = rng.integers(lo, hi, (12, 10, 4)).astype(dtype)
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_slope_inter(slope, inter)
+    nib.save(img, str(tmp_path / name))
+    windows = "brain,subdural,bone,40.5/81"
+    fused = name in ("ct.nii", "u8.nii")
+    loaded = nib.load(str(tmp_path / name))
+    assert (nifti._stored_slice(loaded, name, (slice(None), slice(None), 0))[0] is not None) == fused
+    for k in range(4):
+        for orient in ("lps", "raw"):
+            fast = nifti.read_windows(tmp_path / name, k, windows, orient=orient)
+            slow = transforms.apply_windows(nifti.read_slice(tmp_path / name, k, orient=orient), windows)
+            np.testing.assert_array_equal(fast, slow)
+    with pytest.raises(DataError, match="out of range"):
+        nifti.read_windows(tmp_path / name, 4)
