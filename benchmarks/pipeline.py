@@ -3,9 +3,9 @@
 On a synthetic head-CT set in the RSNA on-disk format (``write_head_ct``: int16 DICOM
 slices), in one run:
 
-1. DICOM decode + HU + windowing (brain/subdural/bone), slices/s in one process, against a
-   bare ``pydicom.dcmread(...).pixel_array`` of the same files; and NIfTI slices
-   (``pipelines.nifti.read_slice`` + the same windows) against a bare nibabel
+1. DICOM decode + HU + windowing (brain/subdural/bone; ``pipelines.dicom.read_windows``),
+   slices/s in one process, against a bare ``pydicom.dcmread(...).pixel_array`` of the same
+   files; and NIfTI slices (``pipelines.nifti.read_windows``) against a bare nibabel
    ``nib.load(path).dataobj[..., i]`` of the same slices (synthetic int16 volumes as
    PhysioNet CT-ICH stores them). Each is the median of ``--decode-repeats`` paired passes
    whose order alternates, after a warm-up pass of both over every item;
@@ -23,8 +23,10 @@ slices), in one run:
 ``--json FILE`` writes every figure, with the keys ``decode_vs_pydicom``,
 ``decode_nifti_vs_nibabel``,
 ``prepare_scaling_2_workers`` (2-worker over 1-worker throughput once the workers are up) and
-``input_images_per_sec_256``. The defaults take about 10 to 20 minutes on 2 busy cores;
-``--quick`` takes 1 to 2 minutes, for iterating.
+``input_images_per_sec_256``, plus the command, date and software: written under
+``benchmarks/results/pipeline-*.json`` it becomes a column of the README's speed table
+(``python scripts/results_tables.py``). The defaults take about 10 to 20 minutes on 2 busy
+cores; ``--quick`` takes 1 to 2 minutes, for iterating.
 
 Every figure is measured here, now, on this machine; the printed table says what ran where.
 """
@@ -36,6 +38,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -286,7 +289,7 @@ def main(argv=None) -> dict:
     )
     rows.append(("decode / bare pydicom", decode_ratio, "x",
                  f"target >= 0.8; median of {args.decode_repeats} paired passes; load {load_decode}"))
-    rows.append(("NIfTI read_slice + HU + 3 windows, 1 process", nifti_rate, "slices/s",
+    rows.append(("NIfTI read_windows (slice + HU + 3 windows), 1 process", nifti_rate, "slices/s",
                  f"{len(volumes)} volumes {args.size}x{args.size}x{args.slices} int16"))
     rows.append(("bare nibabel load + dataobj[..., i], same slices", nibabel_rate, "slices/s",
                  "reference, same run"))
@@ -395,9 +398,20 @@ def main(argv=None) -> dict:
     print(f"| {'measurement':<{width}} | {'value':>10} | {'unit':<8} | note")
     print(f"|{'-' * (width + 2)}|{'-' * 12}|{'-' * 10}|------")
     for name, value, unit, note in rows:
-        print(f"| {name:<{width}} | {value:>10.1f} | {unit:<8} | {note}")
+        shown = f"{value:>10.2f}" if unit == "x" else f"{value:>10.1f}"
+        print(f"| {name:<{width}} | {shown} | {unit:<8} | {note}")
     print(f"load average now {os.getloadavg() if hasattr(os, 'getloadavg') else 'n/a'}")
+    import shlex
+    from datetime import date
+
+    from zoo.results import software
+
+    given = list(sys.argv[1:] if argv is None else argv)
     result = {
+        "benchmark": "pipeline",
+        "command": "python -m benchmarks.pipeline " + shlex.join(given),
+        "date": date.today().isoformat(),
+        "software": software(),
         **figures,
         "machine": machine,
         "cores": cpus,

@@ -3,8 +3,10 @@
     python scripts/results_tables.py           # rewrite README.md between the markers
     python scripts/results_tables.py --check   # exit 1 if README.md's tables are stale
 
-The explanation table sits between ``<!-- explain:start -->`` and ``<!-- explain:end -->``;
-everything outside the markers is left alone. Figures come only from
+The explanation table sits between ``<!-- explain:start -->`` and ``<!-- explain:end -->``
+(the ablation table between ``ablations:`` markers, the input-speed table between ``speed:``
+markers, from ``benchmarks/results/ablations.json`` and ``pipeline-*.json``); everything
+outside the markers is left alone. Figures come only from
 ``benchmarks/results/explain-*.json`` (read by :func:`zoo.results.load_results`): the
 default-configuration runs of ``python -m benchmarks.explain`` on the head-CT phantom, one column
 value per seed. To change a figure, rerun the benchmark (it rewrites its result file) and then
@@ -104,6 +106,53 @@ def render_ablation_table(folder=None) -> str:
     return f"Command: `{record['command']}`\n\n" + markdown(record["rows"])
 
 
+SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
+# (row title, key of a pipeline result file, format, key of the load beside it)
+SPEED_ROWS = (
+    ("DICOM decode + HU + 3 windows / bare pydicom (`decode_vs_pydicom`; target >= 0.8)",
+     "decode_vs_pydicom", "{:.2f}", "load_decode"),
+    ("DICOM decode + HU + 3 windows, slices/s (512x512 int16)", "decode_slices_per_sec", "{:,.0f}", None),
+    ("bare pydicom dcmread + pixel_array, slices/s", "pydicom_slices_per_sec", "{:,.0f}", None),
+    ("NIfTI slice + 3 windows / bare nibabel (`decode_nifti_vs_nibabel`; target >= 0.8)",
+     "decode_nifti_vs_nibabel", "{:.2f}", "load_decode_nifti"),
+    ("prepare, 2 workers / 1 worker, once up (`prepare_scaling_2_workers`; target >= 1.7 idle)",
+     "prepare_scaling_2_workers", "{:.2f}", None),
+    ("prepare, 2 workers / 1 worker, whole run (start-up included)",
+     "prepare_scaling_2_workers_whole_run", "{:.2f}", None),
+    ("tf.data read + decode + batch + prefetch, images/s at 256 px (`input_images_per_sec_256`; "
+     "target >= 1,500)", "input_images_per_sec_256", "{:,.0f}", "load_tfdata"),
+    ("Keras augmentation layers in a tf.function on the device (here: the CPU), images/s",
+     "device_augment_images_per_sec_256", "{:,.0f}", None),
+    ("tf.data with augmentation in the map (`--augment-on cpu`), images/s",
+     "cpu_path_augmented_images_per_sec_256", "{:,.0f}", None),
+    ("ichnet training step, images/s at 256 px", "ichnet_train_images_per_sec_256", "{:,.1f}", None),
+)
+
+
+def render_speed_table(folder=None) -> str:
+    """The input-speed table: one column per ``benchmarks/results/pipeline-*.json``."""
+    from zoo.results import load_results
+
+    records = load_results("pipeline", folder)
+    if not records:
+        return "No pipeline result file yet: run `python -m benchmarks.pipeline --json " \
+               "benchmarks/results/pipeline-<label>.json`."
+    head = " | ".join(f"`{r['file'][:-5]}` ({r['date']})" for r in records)
+    lines = [f"| figure | {head} |", "|---|" + "---:|" * len(records)]
+    for title, key, fmt, load_key in SPEED_ROWS:
+        cells = []
+        for rec in records:
+            value = rec.get(key)
+            cell = "-" if value is None else fmt.format(value)
+            if value is not None and load_key and rec.get(load_key) is not None:
+                cell += f" (load {rec[load_key]:.1f})"
+            cells.append(cell)
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    machine = "; ".join(dict.fromkeys(f"`{r['file'][:-5]}` on {r['machine']}" for r in records))
+    commands = "\n".join(r["command"] for r in records)
+    return "\n".join(lines) + f"\n\n{machine}, from:\n\n```bash\n{commands}\n```"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if README's tables are stale")
@@ -113,6 +162,8 @@ def main(argv=None) -> int:
     new = replace_section(text, render_explain_table())
     if ABL_START in new:
         new = replace_section(new, render_ablation_table(), ABL_START, ABL_END)
+    if SPEED_START in new:
+        new = replace_section(new, render_speed_table(), SPEED_START, SPEED_END)
     return sync_readme(args.readme, text, new, check=args.check, what="results table",
                        command="python scripts/results_tables.py")
 

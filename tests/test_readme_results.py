@@ -109,3 +109,27 @@ def test_model_cards_quote_no_measured_figures():
                 "them in a result file under benchmarks/results (zoo.results.measured adds them "
                 f"to the card) and keep the reading qualitative: {entry!r}"
             )
+
+
+def test_readme_speed_table_is_current_and_follows_the_files(tmp_path):
+    import json
+
+    rt = _script()
+    text = (ROOT / "README.md").read_text()
+    expected = rt.replace_section(text, rt.render_speed_table(), rt.SPEED_START, rt.SPEED_END)
+    assert expected == text, (
+        "README.md's speed table differs from benchmarks/results/pipeline-*.json; "
+        "run `python scripts/results_tables.py`."
+    )
+    # a second result file becomes a second column; a figure it lacks is a dash
+    source = ROOT / "benchmarks" / "results" / "pipeline-quick.json"
+    record = json.loads(source.read_text())
+    (tmp_path / source.name).write_text(source.read_text())
+    other = {k: v for k, v in record.items() if k != "decode_nifti_vs_nibabel"}
+    other["decode_vs_pydicom"] = 0.5
+    (tmp_path / "pipeline-other.json").write_text(json.dumps(other))
+    table = rt.render_speed_table(tmp_path)
+    row = next(line for line in table.splitlines() if "`decode_vs_pydicom`" in line)
+    assert row.count("|") == 4 and "| 0.50 (load" in row
+    nifti = next(line for line in table.splitlines() if "`decode_nifti_vs_nibabel`" in line)
+    assert "| - |" in nifti  # pipeline-other (sorted first) lacks it
