@@ -55,3 +55,32 @@ def test_bad_flags_are_one_sentence(capsys):
     with pytest.raises(SystemExit):
         ablations.main(["--dataset", "folder"])
     assert "--dataset needs --data-dir" in capsys.readouterr().err
+
+
+def test_ablation_on_a_users_folder_dataset(tmp_path):
+    """--dataset/--data-dir: the same ablation on the user's own images, as train.py reads them."""
+    import numpy as np
+    from PIL import Image
+
+    breast = ablations.SHARED / ablations.REAL["breastmnist"][0]
+    if not breast.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{breast} is missing; the shared data folder must be present in CI.")
+        pytest.skip(f"{breast} is not here")
+    data = np.load(breast)
+    images, labels = data["train_images"], data["train_labels"].reshape(-1)
+    folder = tmp_path / "my_images"
+    for name, label in (("malignant", 0), ("benign", 1)):  # BreastMNIST: 0 malignant, 1 normal/benign
+        (folder / name).mkdir(parents=True)
+        for i, idx in enumerate(np.flatnonzero(labels == label)[:20]):
+            Image.fromarray(images[idx]).save(folder / name / f"{i:03d}.png")
+    out = tmp_path / "out"
+    ablations.main(["--quick", "--claims", "multi_receptive_field", "--no-explain",
+                    "--dataset", "folder", "--data-dir", str(folder), "--positive", "malignant",
+                    "--work-dir", str(tmp_path / "work"), "--out-dir", str(out)])
+    record = json.loads((out / "ablations.json").read_text())
+    real = [r for r in record["rows"] if r["data"] != "small-lesion phantom"]
+    assert {r["data"] for r in real} == {"folder"}
+    assert {r["form"] for r in real} == {"receptive_field=multi", "receptive_field=single"}
+    assert all(0.0 <= r["auroc_mean"] <= 1.0 for r in real)
+    assert "--dataset folder" in record["command"]
