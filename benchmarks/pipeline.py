@@ -409,7 +409,10 @@ def main(argv=None) -> dict:
     given = list(sys.argv[1:] if argv is None else argv)
     result = {
         "benchmark": "pipeline",
+        "model": args.model,  # the model whose train rate the input is compared with
+        "seed": 0,            # write_head_ct's seed
         "command": "python -m benchmarks.pipeline " + shlex.join(given),
+        "source": f"measured with python -m benchmarks.pipeline {shlex.join(given)} on {machine}",
         "date": date.today().isoformat(),
         "software": software(),
         **figures,

@@ -100,6 +100,27 @@ def test_measured_figures_reach_the_card_from_result_files_not_code():
     assert "### Measured (benchmark result files)" in text
     rate = facts["measured"]["pointing_game"][0]["hit_rate"]
     assert f"{rate:.3f}" in text
-    plain = card_mod._registry_facts("myositisnet")
+    plain = card_mod._registry_facts("efficientnet_b0")  # no benchmark measured it
     assert "measured" not in plain
-    assert "Measured" not in card_mod.render_card({"model_name": "myositisnet", **plain})
+    assert "Measured" not in card_mod.render_card({"model_name": "efficientnet_b0", **plain})
+
+
+def test_ablation_rows_reach_the_cards_of_every_model_with_the_block(tmp_path):
+    """benchmarks.ablations' result file puts the paper-vs-twin rows on the card of each model
+    that carries the claim's block (rensenet_small measured, rensenet shown too)."""
+    from zoo import card as card_mod
+    from zoo.results import ablation_rows
+
+    row = {"claim": "edge_conservative", "data": "small-lesion phantom", "model": "rensenet_small",
+           "form": "downsample=avg", "is_paper": False, "seeds": 3, "auroc_mean": 0.9,
+           "auroc_sd": 0.01, "diff": 0.2, "diff_lo": 0.1, "diff_hi": 0.3}
+    paper = {**row, "form": "downsample=edge", "is_paper": True, "auroc_mean": 0.7}
+    (tmp_path / "ablations.json").write_text(json.dumps(
+        {"benchmark": "ablations", "command": "python -m benchmarks.ablations --x", "rows": [paper, row]}))
+    for model in ("rensenet", "rensenet_small"):
+        rows = ablation_rows(model, tmp_path)
+        assert [r["form"] for r in rows] == ["downsample=edge", "downsample=avg"]
+    assert ablation_rows("ichnet", tmp_path) == []
+    text = "\n".join(card_mod._ablation_lines(ablation_rows("rensenet", tmp_path)))
+    assert "**downsample=edge** (paper)" in text and "+0.200 [+0.100, +0.300]" in text
+    assert "`python -m benchmarks.ablations --x`" in text

@@ -298,10 +298,11 @@ def _facts_lines(card: dict) -> list[str]:
 
 def _measured_lines(measured: dict) -> list[str]:
     """The benchmark figures behind the card's reading (``benchmarks/results``), as a table."""
+    lines = _ablation_lines(measured.get("ablations") or [])
     rows = measured.get("pointing_game") or []
     if not rows:
-        return []
-    lines = ["", "### Measured (benchmark result files)", "",
+        return lines
+    lines += ["", "### Measured (benchmark result files)", "",
              "| phantom | class | seed | map | layers | pointing game | val AUROC |",
              "|---|---|---:|---|---|---:|---:|"]
     for r in rows:
@@ -311,6 +312,25 @@ def _measured_lines(measured: dict) -> list[str]:
                      f"{'-' if auroc is None else _fmt(auroc)} |")
     if measured.get("source"):
         lines += ["", f"Source: {measured['source']}"]
+    return lines
+
+
+def _ablation_lines(rows: list[dict]) -> list[str]:
+    """Does the paper block help? The ablation rows (paper form against its twins) as a table."""
+    if not rows:
+        return []
+    lines = ["", "### Ablations: the paper block against its twins (benchmarks.ablations)", "",
+             "| claim | data | measured on | form | test AUROC (mean ± sd) | twin − paper [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        form = f"**{r['form']}** (paper)" if r.get("is_paper") else r["form"]
+        diff = ("—" if r.get("is_paper") or r.get("diff") is None else
+                f"{r['diff']:+.3f} [{r['diff_lo']:+.3f}, {r['diff_hi']:+.3f}]")
+        lines.append(f"| {r['claim']} | {r['data']} | {r.get('model', '')} | {form} | "
+                     f"{_fmt(r['auroc_mean'])} ± {_fmt(r['auroc_sd'])} | {diff} |")
+    sources = "; ".join(dict.fromkeys(r["source"] for r in rows if r.get("source")))
+    if sources:
+        lines += ["", f"Source: `{sources}`"]
     return lines
 
 

@@ -72,11 +72,14 @@ def measured(model_name: str, folder=None) -> dict:
     ``"other_configurations"`` (variant runs such as ``pooling=lse``, each with its own source)
     when there are any. An empty dict for a model with no result files.
     """
+    out: dict = {}
+    ablation = ablation_rows(model_name, folder)
+    if ablation:
+        out["ablations"] = ablation
     files = [r for r in load_results("explain", folder) if r.get("model") == model_name]
     if not files:
-        return {}
+        return out
     default = [r for r in files if not r.get("variant")]
-    out: dict = {}
     if default:
         rows = []
         for rec in sorted(default, key=lambda r: (r.get("phantom", ""), r.get("seed", 0))):
@@ -93,6 +96,29 @@ def measured(model_name: str, folder=None) -> dict:
              if r.get(k) is not None}
             for r in others
         ]
+    return out
+
+
+_ABLATION_KEYS = ("claim", "data", "model", "form", "is_paper", "seeds", "auroc_mean", "auroc_sd",
+                  "diff", "diff_lo", "diff_hi")
+
+
+def ablation_rows(model_name: str, folder=None) -> list[dict]:
+    """Rows of ``benchmarks/results/ablations.json`` for the claims about ``model_name``'s block.
+
+    A claim names the models that carry its block (``zoo.ablations.CLAIMS``, e.g. ``rensenet``
+    and ``rensenet_small``); the rows were measured on one of them (their ``model`` says which)
+    and are shown on the card of each. Each row gains ``source`` (the command that measured it).
+    """
+    from zoo.ablations import CLAIMS
+
+    claims = {c.key for c in CLAIMS if model_name in c.models}
+    out = []
+    for record in load_results("ablations", folder):
+        for row in record.get("rows", []):
+            if row.get("claim") in claims:
+                out.append({**{k: row[k] for k in _ABLATION_KEYS if k in row},
+                            "source": record.get("command", "")})
     return out
 
 
