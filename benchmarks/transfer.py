@@ -177,22 +177,24 @@ def predict(model, x, batch=256):
 def pretrain(args, corpus: Path, model_name: str, work: Path, train: bool = True) -> Path:
     from zoo.training import run
 
-    # the pretraining settings are part of the name: a shorter run's backbone is never reused
-    # (and builder keywords, when given, by a short hash)
-    name = f"{model_name}-{corpus.name}-e{args.pretrain_epochs}x{args.pretrain_steps}"
-    if args.model_kwargs:
-        name += "-" + hashlib.sha256(json.dumps(args.model_kwargs, sort_keys=True).encode()).hexdigest()[:8]
-    out = work / "backbones" / name
+    # every pretraining setting, and the corpus's card, is part of the name (a short hash): a
+    # backbone from a shorter run, another learning rate or batch size, or a rebuilt corpus is
+    # never reused
+    config = {"pretrain": str(corpus), "model": model_name, "model_kwargs": dict(args.model_kwargs),
+              "image_size": args.image_size, "bn_calibration_batches": args.bn_calibration_batches,
+              "epochs": args.pretrain_epochs, "steps_per_epoch": args.pretrain_steps,
+              "batch_size": args.batch_size, "lr": args.lr, "export": False, "verbose": 0,
+              "augment": False, "warmup_epochs": 0.2, "fresh": True}
+    card = corpus / "corpus_card.json"
+    identity = {**config, "corpus_card": card.read_text() if card.is_file() else None}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    out = work / "backbones" / f"{model_name}-{corpus.name}-e{args.pretrain_epochs}x{args.pretrain_steps}-{digest}"
     path = out / "backbone.weights.h5"
     if path.is_file():
         return path
     if not train:
         raise FileNotFoundError(f"No pretrained backbone at {path}; run the study without --report-only first.")
-    run({"pretrain": str(corpus), "model": model_name, "model_kwargs": dict(args.model_kwargs),
-         "image_size": args.image_size, "bn_calibration_batches": args.bn_calibration_batches,
-         "epochs": args.pretrain_epochs, "steps_per_epoch": args.pretrain_steps,
-         "batch_size": args.batch_size, "lr": args.lr, "output_dir": str(out), "export": False,
-         "verbose": 0, "augment": False, "warmup_epochs": 0.2, "fresh": True})
+    run({**config, "output_dir": str(out)})
     return path
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,34 @@ def test_transfer_refuses_unknown_downstream(tmp_path):
         transfer.main(["--quick", "--spec", str(spec), "--downstream", "gamma", "--work-dir", str(tmp_path / "w"),
                        "--out", str(tmp_path / "out")])
     assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_backbone_is_reused_only_for_the_same_settings_and_corpus(tmp_path, monkeypatch):
+    """The backbone cache key holds every pretraining setting and the corpus card."""
+    import zoo.training
+    from benchmarks import transfer
+
+    made = []
+
+    def fake_run(config):
+        made.append(config)
+        out = Path(config["output_dir"])
+        out.mkdir(parents=True)
+        (out / "backbone.weights.h5").write_bytes(b"stand-in for the test of the cache key")
+
+    monkeypatch.setattr(zoo.training, "run", fake_run)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "corpus_card.json").write_text('{"images": 10}')
+    args = transfer.build_parser().parse_args(["--models", "ichnet_small"])
+    first = transfer.pretrain(args, corpus, "ichnet_small", tmp_path)
+    assert transfer.pretrain(args, corpus, "ichnet_small", tmp_path) == first and len(made) == 1
+    for change in (["--lr", "0.01"], ["--batch-size", "32"], ["--pretrain-epochs", "3"]):
+        other = transfer.build_parser().parse_args(["--models", "ichnet_small", *change])
+        assert transfer.pretrain(other, corpus, "ichnet_small", tmp_path) != first, change
+    (corpus / "corpus_card.json").write_text('{"images": 11}')  # the corpus was rebuilt
+    rebuilt = transfer.pretrain(args, corpus, "ichnet_small", tmp_path)
+    assert rebuilt != first and len(made) == 5
+    with pytest.raises(FileNotFoundError, match="--report-only"):
+        transfer.pretrain(transfer.build_parser().parse_args(["--lr", "0.5"]), corpus,
+                          "ichnet_small", tmp_path, train=False)
