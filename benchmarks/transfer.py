@@ -47,7 +47,6 @@ from pathlib import Path
 import numpy as np
 
 ROWS = ("scratch", "corpus fine-tune", "corpus probe", "imagenet")
-IMAGENET_ARCHS = ("resnet50", "efficientnet_b0", "densenet121", "mobilenetv3_small", "mobilenetv3_large")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +238,8 @@ def study(args) -> list[dict]:
                              f"would be inside the corpus; add it to --corpus-exclude.")
     models = [m for m in args.models.split(",") if m]
     fractions = [float(f) for f in args.fractions.split(",")]
+    from zoo.models.imagenet import ARCHITECTURES as imagenet_archs
+
     imagenet = dict(item.split("=", 1) for item in args.imagenet)
     work = Path(args.work_dir)
     stem = Path(args.spec).stem.replace("corpus-", "")
@@ -264,7 +265,7 @@ def study(args) -> list[dict]:
                         record = {"downstream": d, "model": m, "fraction": fraction, "seed": seed,
                                   "start": row, "train_images": n_train}
                         if row == "imagenet":
-                            if m not in IMAGENET_ARCHS or m not in imagenet:
+                            if m not in imagenet_archs or m not in imagenet:
                                 results.append({**record, "status": "not available here"})
                                 continue
                         weights = {"scratch": None, "imagenet": imagenet.get(m)}.get(row, str(backbone))

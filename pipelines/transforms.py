@@ -119,6 +119,8 @@ def apply_windows(hu: np.ndarray, windows=None) -> np.ndarray:
     """Stack windows of a 2-D HU image: (H, W) -> (H, W, C) float32 in [0, 1].
 
     ``windows`` is anything :func:`parse_windows` accepts (None = brain, subdural, bone).
+    Each window is ``clip((hu - low) * (1 / width), 0, 1)`` in float32, ``low`` and ``1 / width``
+    each rounded once to float32.
 
     The result is (H, W, C) but laid out channel by channel in memory (a transposed view of
     one (C, H, W) block, so ``out[..., c]`` is contiguous): each window is three in-place
@@ -135,9 +137,9 @@ def apply_windows(hu: np.ndarray, windows=None) -> np.ndarray:
     parsed = parse_windows(windows)
     planes = np.empty((len(parsed),) + hu.shape, dtype=np.float32)
     for plane, (center, width) in zip(planes, parsed):
-        np.subtract(hu, center - width / 2.0, out=plane)  # float32, as (hu - low) / width was
-        np.divide(plane, width, out=plane)
-        np.clip(plane, 0.0, 1.0, out=plane)
+        np.subtract(hu, np.float32(center - width / 2.0), out=plane)
+        np.multiply(plane, _reciprocal(width), out=plane)  # a multiply costs half a divide
+        np.clip(plane, _ZERO, _ONE, out=plane)
     return np.moveaxis(planes, 0, -1)
 
 
@@ -159,16 +161,16 @@ def windows_of_shifted(stored: np.ndarray, shift: float, windows=None) -> np.nda
     planes = np.empty((len(lows),) + stored.shape, dtype=np.float32)
     source = planes[-1]  # the stored values, exact in float32; overwritten last
     source[...] = stored
-    for plane, (low, width) in zip(planes, lows):
+    for plane, (low, inverse) in zip(planes, lows):
         np.subtract(source, low, out=plane)
-        np.divide(plane, width, out=plane)
-        np.clip(plane, 0.0, 1.0, out=plane)
+        np.multiply(plane, inverse, out=plane)
+        np.clip(plane, _ZERO, _ONE, out=plane)
     return np.moveaxis(planes, 0, -1)
 
 
 @functools.lru_cache(maxsize=64)
 def _shifted_lows(dtype: str, shift: float, windows: tuple) -> tuple | None:
-    """((low - shift, width) as float32 per window) for :func:`windows_of_shifted`, or None
+    """((low - shift, 1 / width) as float32 per window) for :func:`windows_of_shifted`, or None
     where its result would not be exact (see there). Cached: a dataset has few (dtype, shift)."""
     info = np.iinfo(np.dtype(dtype))
     if not shift.is_integer() or max(-int(info.min), int(info.max)) + abs(shift) >= 2**24:
@@ -178,8 +180,16 @@ def _shifted_lows(dtype: str, shift: float, windows: tuple) -> tuple | None:
         low = float(np.float32(center - width / 2.0)) - shift  # exact in float64
         if float(np.float32(low)) != low:
             return None
-        lows.append((np.float32(low), np.float32(width)))
+        lows.append((np.float32(low), _reciprocal(width)))
     return tuple(lows)
+
+
+_ZERO, _ONE = np.float32(0.0), np.float32(1.0)
+
+
+def _reciprocal(width: float) -> np.float32:
+    """``1 / width`` rounded once to float32: every window multiplies by this same number."""
+    return np.float32(1.0 / float(width))
 
 
 def to_unit(image: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ keras.applications input preprocessing is neutralised: MobileNetV3 is built with
 ``include_preprocessing=False``; EfficientNet's ``Rescaling(1/255)`` is set to 1 (its
 ``Normalization`` layer starts as the identity, mean 0 and variance 1, for any channel count).
 ImageNet weights are never downloaded (``weights="imagenet"`` is refused); pass a local
-``.weights.h5``/``.keras`` file saved from the same model.
+``.weights.h5``/``.keras`` file saved from the same model, or a local keras.applications
+``_notop`` ``.h5`` file (ImageNet init under a fresh head, :mod:`zoo.models.imagenet`).
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def _card(paper: str, doi: str, notes: list[str]) -> dict:
             *notes,
         ],
         "our_reading": [
-            "randomly initialised (weights=None); ImageNet weights are never downloaded",
+            "randomly initialised (weights=None); ImageNet weights are never downloaded, but a "
+            "local keras.applications '_notop' .h5 file passed as weights= initialises the "
+            "backbone under a fresh head (zoo.models.imagenet)",
             "input in [0, 1] fed to the first convolution (keras' 0..255 preprocessing disabled)",
             "zoo head: GAP -> dropout 0.2 -> Dense(num_classes) -> softmax (2 classes by default)",
         ],

@@ -234,7 +234,9 @@ def load_weights(model: keras.Model, weights):
     """Load ``weights`` (None or a local ``.weights.h5``/``.keras`` file) into ``model``.
 
     A backbone file (``backbone.weights.h5`` from ``train.py --pretrain``) loads every layer up
-    to ``features`` and leaves the head fresh (:mod:`zoo.models.backbone`).
+    to ``features`` and leaves the head fresh (:mod:`zoo.models.backbone`); so does a local
+    keras.applications ImageNet file (legacy ``.h5``) for the architectures that have one
+    (:mod:`zoo.models.imagenet`).
     """
     if weights is None:
         return model
@@ -249,10 +251,12 @@ def load_weights(model: keras.Model, weights):
             f"Weights file {path!r} does not exist; pass the path of a local .weights.h5 or "
             ".keras file (or weights=None to start from scratch)."
         )
-    from zoo.models import backbone
+    from zoo.models import backbone, imagenet
 
     if backbone.is_backbone_file(path):
         return backbone.load_backbone(model, path)  # a pretrained backbone under a fresh head
+    if imagenet.is_applications_file(path):  # a keras.applications (ImageNet) file: fresh head
+        return imagenet.load_imagenet(model, model.name, path)
     if path.endswith(".keras"):
         src = keras.saving.load_model(path, compile=False)
         try:
