@@ -1,9 +1,9 @@
 """The CPMID transfer study in miniature: ``python -m benchmarks.transfer``.
 
-For each downstream set (a source of the corpus spec, official test split), a corpus is built
-with that set left out (``pipelines.corpus --exclude``), each backbone is pretrained on it
-(``train.py --pretrain``), and the downstream training split (100% and a seeded, stratified
-10%) is fitted from each start::
+One corpus is built with every downstream set (a source of the corpus spec, official test
+split) left out (``pipelines.corpus --exclude``: the CPMID paper's design), each backbone is
+pretrained on it once (``train.py --pretrain``), and each downstream training split (100% and
+a seeded, stratified 10%) is fitted from each start::
 
     scratch            random init, all layers train
     corpus fine-tune   backbone from the corpus, new head, all layers (backbone LR x --backbone-lr-mult)
@@ -11,22 +11,23 @@ with that set left out (``pipelines.corpus --exclude``), each backbone is pretra
     imagenet           a local keras.applications file (--imagenet NAME=PATH), where one exists;
                        otherwise the row says "not available here"
 
-``--corpus-exclude A,B,C`` builds one corpus with all the downstream sets left out instead (one
-pretraining per model, shared by every downstream set: the CPMID paper's design, and a third of
-the cost). A finished run stores its scores beside its weights (``transfer-result.json``, keyed
-by every setting of the run), so a rerun, or processes that split the downstream sets between
-them over one ``--work-dir``, reuse it; the last full command then only writes the reports.
+``--corpus-per-downstream`` builds one corpus per downstream set instead, leaving only that set
+out (leave-one-dataset-out; a pretraining per model and set, three times the cost).
+``--corpus-exclude A,B,C`` names the left-out sources explicitly (processes that split the
+downstream sets between them must name the same ones, to share the corpus). A finished run
+stores its scores beside its weights (``transfer-result.json``, keyed by every setting of the
+run), so a rerun, or processes that split the downstream sets between them over one
+``--work-dir``, reuse it; the last full command then only writes the reports.
 
 Test accuracy, balanced accuracy and macro AUROC (one-vs-rest) with bootstrap 95% CIs per run;
 the table gives mean ± sd over seeds (the CI columns average the per-seed bounds). A CAM panel
 shows scratch vs corpus fine-tune Grad-CAM on the same test images. Outputs (``--out``):
 ``transfer.csv`` (one row per run), ``transfer.md``, ``transfer.png``, ``transfer-cam.png``.
 
-Default: 32 px, resnet18 + vit_tiny + ichnet_small, 3 seeds, a few epochs. That is not an hour
-on 2 CPU cores: a resnet18 step of 64 images took about 4 s on a shared 2-core machine, and one
-downstream run of ichnet_small about a minute (mostly tracing); the README shows the reduced run
-that fitted (ichnet_small, two sets, --corpus-exclude). ``--image-size 64 --epochs 30
---pretrain-epochs 10`` scale it up on a GPU.
+Default: 32 px, resnet18 + vit_tiny + ichnet_small, BreastMNIST, RetinaMNIST and PneumoniaMNIST
+downstream, 3 seeds, pretraining 2 x 150 steps of 64, downstream 6 epochs of at most 30 steps:
+sized for about an hour on 2 CPU cores (the README gives the measured wall time).
+``--image-size 64 --epochs 30 --max-steps 200 --pretrain-epochs 10`` scale it up on a GPU.
 ``--quick`` is a smoke configuration: a pocket ichnet_small, one epoch of two steps, two seeds,
 20 bootstrap resamples, and the loop's tf.functions run eagerly (tracing would cost more than
 the steps).
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--pretrain-epochs", type=int, default=2)
     p.add_argument("--pretrain-steps", type=int, default=150, help="steps per pretraining epoch")
-    p.add_argument("--epochs", type=int, default=4, help="downstream epochs")
-    p.add_argument("--max-steps", type=int, default=40, help="cap on downstream steps per epoch")
+    p.add_argument("--epochs", type=int, default=6, help="downstream epochs")
+    p.add_argument("--max-steps", type=int, default=30, help="cap on downstream steps per epoch")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--backbone-lr-mult", type=float, default=0.3)
@@ -72,10 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local keras.applications weights file for MODEL (none is downloaded)")
     p.add_argument("--work-dir", default="runs/transfer", help="corpora, backbones and runs")
     p.add_argument("--out", default="benchmarks/results/transfer", help="CSV, Markdown and PNGs")
-    p.add_argument("--corpus-exclude", default="", metavar="NAMES",
+    p.add_argument("--corpus-exclude", default=None, metavar="NAMES",
                    help="one corpus (and one pretraining per model) with these sources left out, shared by "
-                        "every downstream set (each must be among them), as in the CPMID paper; default: one "
-                        "corpus per downstream set, leaving that set out")
+                        "every downstream set (each must be among them), as in the CPMID paper; default: "
+                        "the --downstream sets")
+    p.add_argument("--corpus-per-downstream", action="store_true",
+                   help="instead, one corpus per downstream set, leaving only that set out (a pretraining "
+                        "per model and set: three times the cost of the default)")
     p.add_argument("--bn-calibration-batches", type=int, default=4,
                    help="training batches that set the batch-norm statistics before each evaluation")
     p.add_argument("--n-boot", type=int, default=200)
@@ -231,7 +235,13 @@ def study(args) -> list[dict]:
     for d in downstream:
         if d not in by_name:
             raise SystemExit(f"benchmarks.transfer: error: downstream {d!r} is not a source of {args.spec}; sources are {', '.join(by_name)}.")
-    corpus_exclude = [c for c in args.corpus_exclude.split(",") if c]
+    if args.corpus_per_downstream:
+        if args.corpus_exclude:
+            raise SystemExit("benchmarks.transfer: error: --corpus-per-downstream leaves each downstream set "
+                             "out of its own corpus; drop --corpus-exclude or that flag.")
+        corpus_exclude = []
+    else:
+        corpus_exclude = [c for c in (args.corpus_exclude or args.downstream).split(",") if c]
     for d in downstream:
         if corpus_exclude and d not in corpus_exclude:
             raise SystemExit(f"benchmarks.transfer: error: downstream {d!r} is not in --corpus-exclude, so it "
