@@ -285,8 +285,8 @@ def test_no_flag_main_job_path_with_small_overrides(tmp_path):
     assert saved["data_dir"] == os.path.join("data", "synthetic-head-ct")
 
 
-def test_pretrain_under_mirrored_two_cpu_devices_writes_a_loadable_backbone(tmp_path):
-    """`train.py --pretrain` on a tiny corpus the test writes, MirroredStrategy over 2 CPU devices."""
+def _tiny_corpus(tmp_path):
+    """A 32 px corpus of two small npz sources the test writes (alpha: 2 classes, beta: 3)."""
     import numpy as np
 
     from pipelines.corpus import build_corpus
@@ -305,6 +305,12 @@ def test_pretrain_under_mirrored_two_cpu_devices_writes_a_loadable_backbone(tmp_
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"channels": 1, "sources": sources}))
     corpus = tmp_path / "corpus"
     build_corpus(tmp_path / "spec.yaml", corpus, image_size=32, progress=False)
+    return corpus
+
+
+def test_pretrain_under_mirrored_two_cpu_devices_writes_a_loadable_backbone(tmp_path):
+    """`train.py --pretrain` on a tiny corpus the test writes, MirroredStrategy over 2 CPU devices."""
+    corpus = _tiny_corpus(tmp_path)
 
     run = tmp_path / "run"
     _ok(_run(["--pretrain", str(corpus), "--model", "ichnet_small", "--model-kwargs", TINY,
@@ -320,3 +326,29 @@ def test_pretrain_under_mirrored_two_cpu_devices_writes_a_loadable_backbone(tmp_
     model = zoo.get_model("ichnet_small", weights=str(run / "backbone.weights.h5"), num_classes=2,
                           input_shape=(32, 32, 1), **json.loads(TINY))
     assert model.output_shape == (None, 2)
+
+
+def test_pretraining_killed_mid_epoch_resumes_to_the_same_backbone(tmp_path):
+    """train.py --pretrain resumes after SIGKILL like any run: same final loss as a straight run,
+    and the backbone files are written once it finishes."""
+    corpus = _tiny_corpus(tmp_path)
+    common = ["--pretrain", str(corpus), "--model", "ichnet_small", "--model-kwargs", TINY,
+              "--image-size", "32", "--batch-size", "4", "--epochs", "2", "--steps-per-epoch", "8",
+              "--checkpoint-steps", "4", "--bn-calibration-batches", "1", "--no-export", "--quiet"]
+    _ok(_run([*common, "--output-dir", str(tmp_path / "straight")], cwd=tmp_path))
+    args = [*common, "--output-dir", str(tmp_path / "killed")]
+    proc = subprocess.Popen(TRAIN + args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    # epoch 1: ckpt-1 (step 4), ckpt-2 (its end); ckpt-3 = epoch 2, step 4
+    _wait_for(tmp_path / "killed" / "checkpoints" / "checkpoint", proc, contains='"ckpt-3"')
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "backbone.weights.h5").exists()
+    resumed = _ok(_run(args, cwd=tmp_path))
+    assert re.search(r"Resuming from .*ckpt-\d+: epoch 2/2", resumed), resumed
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    killed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert killed["final"]["loss"] == pytest.approx(straight["final"]["loss"], abs=1e-3)
+    assert (tmp_path / "killed" / "backbone.weights.h5").is_file()
+    assert json.loads((tmp_path / "killed" / "backbone.json").read_text())["model"] == "ichnet_small"
