@@ -10,12 +10,18 @@ import pytest
 from benchmarks import ablations
 
 
-def test_quick_ablation_writes_table_plots_and_result(tmp_path):
+def _breastmnist():
+    """The shared BreastMNIST file; a failure under CI when it is missing, else a skip."""
     breast = ablations.SHARED / ablations.REAL["breastmnist"][0]
     if not breast.is_file():
         if os.environ.get("CI"):
             pytest.fail(f"{breast} is missing; the shared data folder must be present in CI.")
         pytest.skip(f"{breast} is not here")
+    return breast
+
+
+def test_quick_ablation_writes_table_plots_and_result(tmp_path):
+    _breastmnist()  # the quick run reads it
     ablations.main(["--quick", "--claims", "multi_receptive_field", "--no-explain",
                     "--out-dir", str(tmp_path)])
     names = {p.name for p in tmp_path.iterdir()}
@@ -62,11 +68,7 @@ def test_ablation_on_a_users_folder_dataset(tmp_path):
     import numpy as np
     from PIL import Image
 
-    breast = ablations.SHARED / ablations.REAL["breastmnist"][0]
-    if not breast.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{breast} is missing; the shared data folder must be present in CI.")
-        pytest.skip(f"{breast} is not here")
+    breast = _breastmnist()
     data = np.load(breast)
     images, labels = data["train_images"], data["train_labels"].reshape(-1)
     folder = tmp_path / "my_images"
