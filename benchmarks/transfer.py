@@ -356,7 +356,40 @@ def markdown(table: list[dict], command: str) -> str:
         lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | " + " | ".join(cells)
                      + f" | {r['seeds']} |")
     lines += ["", f"mean ± sd over seeds [mean of per-seed bootstrap 95% CIs]; command: `{command}`"]
+    lines += ["", *target_lines(table)]
     return "\n".join(lines) + "\n"
+
+
+# MedMNIST v2 (Yang et al., Sci Data 2023), ResNet-18 (28) test accuracy: the issue's bar
+PUBLISHED_RESNET18_28 = {"breastmnist": 0.863, "retinamnist": 0.524, "pneumoniamnist": 0.854}
+
+
+def target_lines(table: list[dict]) -> list[str]:
+    """The issue's targets, read off the table: corpus start minus scratch in mean test
+    accuracy (points), per downstream set, share and model; and the best corpus-initialised
+    accuracy against MedMNIST v2's ResNet-18 (28)."""
+    ok = {(r["downstream"], r["model"], r["fraction"], r["start"]): r for r in table if r["status"] == "ok"}
+    lines = ["Corpus start − scratch, mean test accuracy in points (fine-tune / probe):", "",
+             "| downstream | train share | " + " | ".join(sorted({k[1] for k in ok})) + " |",
+             "|---|---|" + "---|" * len({k[1] for k in ok})]
+    best = {}
+    for d in sorted({k[0] for k in ok}):
+        for f in sorted({k[2] for k in ok if k[0] == d}, reverse=True):
+            cells = []
+            for m in sorted({k[1] for k in ok}):
+                scratch = ok.get((d, m, f, "scratch"))
+                diffs = []
+                for start in ("corpus fine-tune", "corpus probe"):
+                    r = ok.get((d, m, f, start))
+                    if r is not None:
+                        best[d] = max(best.get(d, 0.0), r["accuracy"])
+                    diffs.append("-" if r is None or scratch is None else
+                                 f"{100 * (r['accuracy'] - scratch['accuracy']):+.1f}")
+                cells.append(" / ".join(diffs))
+            lines.append(f"| {d} | {f:.0%} | " + " | ".join(cells) + " |")
+    lines += ["", "Best corpus-initialised test accuracy against MedMNIST v2's ResNet-18 (28): " + "; ".join(
+        f"{d} {best[d]:.3f} vs {PUBLISHED_RESNET18_28[d]:.3f}" for d in sorted(best) if d in PUBLISHED_RESNET18_28) + "."]
+    return lines
 
 
 def plot(table, path):

@@ -4,8 +4,9 @@
     python scripts/results_tables.py --check   # exit 1 if README.md's tables are stale
 
 The explanation table sits between ``<!-- explain:start -->`` and ``<!-- explain:end -->``
-(the ablation table between ``ablations:`` markers, the input-speed table between ``speed:``
-markers, from ``benchmarks/results/ablations.json`` and ``pipeline-*.json``); everything
+(the ablation table between ``ablations:`` markers, the transfer study between ``transfer:``
+markers, the input-speed table between ``speed:`` markers, from
+``benchmarks/results/ablations.json``, ``transfer/transfer.json`` and ``pipeline-*.json``); everything
 outside the markers is left alone. Figures come only from
 ``benchmarks/results/explain-*.json`` (read by :func:`zoo.results.load_results`): the
 default-configuration runs of ``python -m benchmarks.explain`` on the head-CT phantom, one column
@@ -106,6 +107,20 @@ def render_ablation_table(folder=None) -> str:
     return f"Command: `{record['command']}`\n\n" + markdown(record["rows"])
 
 
+TRANSFER_START, TRANSFER_END = "<!-- transfer:start -->", "<!-- transfer:end -->"
+
+
+def render_transfer_table(folder=None) -> str:
+    """The transfer study's table and targets, from ``benchmarks/results/transfer/transfer.json``."""
+    import json
+
+    from benchmarks.transfer import markdown
+
+    folder = Path(folder) if folder else ROOT / "benchmarks" / "results" / "transfer"
+    record = json.loads((folder / "transfer.json").read_text())
+    return markdown(record["summary"], record["command"]).rstrip("\n")
+
+
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 # (row title, key of a pipeline result file, format, key of the load beside it)
 SPEED_ROWS = (
@@ -162,6 +177,8 @@ def main(argv=None) -> int:
     new = replace_section(text, render_explain_table())
     if ABL_START in new:
         new = replace_section(new, render_ablation_table(), ABL_START, ABL_END)
+    if TRANSFER_START in new:
+        new = replace_section(new, render_transfer_table(), TRANSFER_START, TRANSFER_END)
     if SPEED_START in new:
         new = replace_section(new, render_speed_table(), SPEED_START, SPEED_END)
     return sync_readme(args.readme, text, new, check=args.check, what="results table",

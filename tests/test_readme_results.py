@@ -133,3 +133,14 @@ def test_readme_speed_table_is_current_and_follows_the_files(tmp_path):
     assert row.count("|") == 4 and "| 0.50 (load" in row
     nifti = next(line for line in table.splitlines() if "`decode_nifti_vs_nibabel`" in line)
     assert "| - |" in nifti  # pipeline-other (sorted first) lacks it
+
+
+def test_readme_transfer_table_is_current():
+    rt = _script()
+    text = (ROOT / "README.md").read_text()
+    expected = rt.replace_section(text, rt.render_transfer_table(), rt.TRANSFER_START, rt.TRANSFER_END)
+    assert expected == text, (
+        "README.md's transfer table differs from benchmarks/results/transfer/transfer.json; "
+        "run `python scripts/results_tables.py`."
+    )
+    assert "Best corpus-initialised test accuracy" in expected
