@@ -81,8 +81,11 @@ CARD = {
         "two softmax outputs (normal, myositis) rather than one sigmoid",
         "ablation twins: attention='se' or None replaces the soft thresholding, convs='dsc' or "
         "'conventional' replaces the alternation (python -m benchmarks.ablations, speckle "
-        "phantom with a noise sweep and BreastMNIST); the shipped reduced run did not reach "
-        "these claims, so neither claim is confirmed or refuted here yet",
+        "phantom with a noise sweep and BreastMNIST; the shipped reduced run: 32 px, 20 epochs, "
+        "3 seeds, table in this card's results and the README). The alternation held: it beat "
+        "all-depthwise-separable stages on both sets and matched all-conventional stages at "
+        "half their FLOPs. Soft thresholding showed no difference from squeeze-and-excitation "
+        "or no attention on either set, at any noise level",
     ],
 }
 
