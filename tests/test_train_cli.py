@@ -105,20 +105,25 @@ def _wait_for(path, proc, timeout=180, contains=None):
     pytest.fail(f"{path} did not appear within {timeout} s")
 
 
+def _kill_at_checkpoint(args, cwd, run_dir, checkpoint):
+    """Start ``train.py args`` and SIGKILL it once ``checkpoint`` is complete: the manager's
+    state file names a checkpoint only after it is written (its .index comes earlier)."""
+    proc = subprocess.Popen(TRAIN + args, cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    _wait_for(run_dir / "checkpoints" / "checkpoint", proc, contains=f'"{checkpoint}"')
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(cache, tmp_path):
     common = ["--epochs", "2", "--steps-per-epoch", "16", "--checkpoint-steps", "4", "--no-export"]
     _ok(_run(_args(cache, tmp_path / "straight", *common), cwd=tmp_path))
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
 
     args = _args(cache, tmp_path / "killed", *common)
-    proc = subprocess.Popen(TRAIN + args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
     # epoch 1 saves ckpt-1..3 (steps 4, 8, 12) and ckpt-4 (its end); ckpt-5 = epoch 2, step 4
-    # the manager's state file names ckpt-5 only once it is complete (the .index comes earlier)
-    _wait_for(tmp_path / "killed" / "checkpoints" / "checkpoint", proc, contains='"ckpt-5"')
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    _kill_at_checkpoint(args, tmp_path, tmp_path / "killed", "ckpt-5")
     history = (tmp_path / "killed" / "history.csv").read_text().splitlines()
     assert len(history) == 2                      # header + the completed epoch 1
     assert not (tmp_path / "killed" / "metrics.json").exists()
@@ -337,13 +342,8 @@ def test_pretraining_killed_mid_epoch_resumes_to_the_same_backbone(tmp_path):
               "--checkpoint-steps", "4", "--bn-calibration-batches", "1", "--no-export", "--quiet"]
     _ok(_run([*common, "--output-dir", str(tmp_path / "straight")], cwd=tmp_path))
     args = [*common, "--output-dir", str(tmp_path / "killed")]
-    proc = subprocess.Popen(TRAIN + args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
     # epoch 1: ckpt-1 (step 4), ckpt-2 (its end); ckpt-3 = epoch 2, step 4
-    _wait_for(tmp_path / "killed" / "checkpoints" / "checkpoint", proc, contains='"ckpt-3"')
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    _kill_at_checkpoint(args, tmp_path, tmp_path / "killed", "ckpt-3")
     assert not (tmp_path / "killed" / "backbone.weights.h5").exists()
     resumed = _ok(_run(args, cwd=tmp_path))
     assert re.search(r"Resuming from .*ckpt-\d+: epoch 2/2", resumed), resumed

@@ -217,6 +217,20 @@ def scan_headers(paths: Sequence, workers: int = 1) -> list:
         return list(pool.map(_header_or_error, paths, chunksize=chunk))
 
 
+def class_manifest(rows: list[dict], names: Sequence[str], task: str):
+    """Rows naming their class in ``"__class__"`` -> a validated manifest with one 0/1 column
+    per class name (binary for two classes, else ``task``), for class-per-folder datasets."""
+    import pandas as pd
+
+    from pipelines.manifest import validate_manifest
+
+    df = pd.DataFrame(rows)
+    for name in names:
+        df[name] = (df["__class__"] == name).astype("int64")
+    df = df.drop(columns="__class__")
+    return validate_manifest(df, list(names), task="binary" if len(names) == 2 else task, channels=1)
+
+
 # ------------------------------------------------------------------------------------- loading
 def ct_channels(windows=None) -> int:
     return len(transforms.parse_windows(windows))

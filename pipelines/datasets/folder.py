@@ -24,11 +24,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
-
 from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
-from pipelines.manifest import DataError, relative_posix, require_dir, validate_manifest
+from pipelines.manifest import DataError, relative_posix, require_dir
 
 MASKS = "masks"
 
@@ -92,9 +90,4 @@ class Folder(Adapter):
                 if has_masks:
                     row["mask_path"] = _find_mask(root, cls, path.relative_to(root / cls))
                 rows.append(row)
-        df = pd.DataFrame(rows)
-        for name in names:
-            df[name] = (df["__class__"] == name).astype("int64")
-        df = df.drop(columns="__class__")
-        task = "binary" if len(names) == 2 else self.task
-        return validate_manifest(df, names, task=task, channels=1)
+        return base.class_manifest(rows, names, self.task)

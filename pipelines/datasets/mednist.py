@@ -24,11 +24,10 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import pandas as pd
 
 from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
-from pipelines.manifest import DataError, safe_join, validate_manifest
+from pipelines.manifest import DataError, safe_join
 
 TARBALL = "MedNIST.tar.gz"
 ROOT = "MedNIST"
@@ -125,12 +124,7 @@ class Mednist(Adapter):
                          "study_id": ident, "series_id": ident, "__class__": cls})
         if not rows:
             raise DataError(where, "holds no MedNIST images")
-        df = pd.DataFrame(rows)
-        for name in names:
-            df[name] = (df["__class__"] == name).astype("int64")
-        df = df.drop(columns="__class__")
-        task = "binary" if len(names) == 2 else self.task
-        return validate_manifest(df, names, task=task, channels=1)
+        return base.class_manifest(rows, names, self.task)
 
     def load(self, row, data_dir, windows=None) -> np.ndarray:
         rel = str(base.field(row, "path"))
