@@ -122,8 +122,8 @@ def bench_decode_nifti(paths, slices: int, windows, repeats: int = 5) -> tuple[f
 
     Bare is ``nib.load(path).dataobj[..., i]`` (one scaled slice, stored orientation); ours
     is ``pipelines.nifti.read_windows`` (``read_slice``'s checks and reorientation to the
-    DICOM convention, then the windows; for slope-1 integer volumes from the unscaled slice),
-    as the CT-ICH adapter and ``decode_file`` do.
+    DICOM convention, then the windows; for slope-1 integer volumes the stored slice's bytes,
+    with the header parsed once per volume), as the CT-ICH adapter and ``decode_file`` do.
     """
     import nibabel as nib
 

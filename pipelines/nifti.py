@@ -33,9 +33,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import stat
 import threading
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -257,54 +260,106 @@ def read_windows(path, index: int, windows=None, *, orient: str = "lps",
 
     For an uncompressed ``.nii`` of 8/16-bit integers with nibabel's slope 1 and an integral
     intercept (the PhysioNet scans: int16, ``scl_inter`` -1024), the slice's stored integers
-    are read from the memory map (no float64 scaling of the slice), reoriented as int16 and
-    windowed by :func:`pipelines.transforms.windows_of_shifted`; anything else takes the
-    :func:`read_slice` path. Same checks and errors as :func:`read_slice`.
+    are read straight from the file (:func:`_fast_stored`: the header is parsed by nibabel
+    once per distinct header, then each slice is one ``pread`` of its bytes), reoriented as
+    integers and windowed by :func:`pipelines.transforms.windows_of_shifted`. Anything else,
+    and every file that would fail a check, takes the :func:`read_slice` path, so the checks
+    and errors are :func:`read_slice`'s.
     """
     from pipelines import transforms
 
     if orient not in ORIENTS:
         raise ValueError(f"orient must be one of {ORIENTS}, got {orient!r}")
-    with _quiet():
-        img = _load(path, max_pixels)
-        shape = _check_rank(img, path)
-        k = int(index)
-        if not 0 <= k < shape[2]:
-            raise DataError(path, f"slice {index} is out of range for a volume with {shape[2]} slices")
-        slicer = (slice(None), slice(None), k, *((0,) * (len(img.shape) - 3)))
-        stored, shift = _stored_slice(img, path, slicer)
-        if stored is not None:
-            oriented = np.ascontiguousarray(_inplane(stored, _affine(img, path), orient))
-            out = transforms.windows_of_shifted(oriented, shift, windows)
-            if out is not None:
-                return out
-        hu = np.ascontiguousarray(_inplane(_voxels(img, path, slicer), _affine(img, path), orient),
-                                  dtype=np.float32)
-        return transforms.apply_windows(hu, windows)
+    fast = _fast_stored(path, index, max_pixels)
+    if fast is not None:
+        stored, plan = fast
+        out = transforms.windows_of_shifted(_inplane(stored, plan.affine, orient), plan.inter, windows)
+        if out is not None:
+            return out
+    return transforms.apply_windows(read_slice(path, index, orient=orient, max_pixels=max_pixels),
+                                    windows)
 
 
-def _stored_slice(img, path, slicer) -> tuple[np.ndarray | None, float]:
-    """(unscaled integer slice, scl_inter) when the values are exactly ``stored + inter``
-    (slope 1, integral intercept, 8/16-bit integers, an uncompressed memory-mapped file);
-    (None, 0.0) otherwise. Reads only the slice's pages of the memory map."""
-    proxy = img.dataobj
+class _Plan(NamedTuple):
+    """What reading one slice of an uncompressed integer ``.nii`` needs, from its header."""
+
+    shape: tuple[int, int, int]  # (X, Y, slices), trailing singletons dropped
+    voxels: int  # every voxel the header declares (the max_pixels check)
+    dtype: np.dtype  # stored integers, with the file's byte order
+    offset: int  # vox_offset: where the voxels start
+    inter: float  # scl_inter (slope is 1)
+    affine: np.ndarray
+
+
+# NIfTI-2's 540-byte header and the 4-byte extension flag; NIfTI-1's 348 + 4 fit inside it.
+_HEAD_BYTES = 544
+_PLANS: dict[bytes, _Plan | None] = {}
+
+
+def _fast_stored(path, index, max_pixels) -> tuple[np.ndarray, _Plan] | None:
+    """(the stored integers of slice ``index`` as an (X, Y) view, the volume's plan), or None.
+
+    The plan is remembered by the file's first :data:`_HEAD_BYTES` bytes, which hold every
+    header field it depends on: a volume's slices, read one by one, parse its header once
+    (nibabel's parse costs more than reading a 512 x 512 slice), and a file rewritten with a
+    new header has new bytes. Each call opens the file, reads those bytes, checks it is a
+    regular file, and reads the slice's bytes (F order: slice ``k`` of the first volume is
+    one contiguous run). None, for the :func:`read_slice` path, whenever the file is not this
+    simple case or anything is amiss (a missing or special file, a refused volume, an index
+    out of range, a slice cut short), so errors are always :func:`read_slice`'s: like it, a
+    volume cut short loses only the slices it lacks.
+    """
+    name = os.fspath(path)
+    if not isinstance(name, str) or not name.endswith(".nii"):
+        return None
     try:
-        slope, inter = float(proxy.slope), float(proxy.inter)
-        dtype = np.dtype(proxy.dtype)
-        name = str(getattr(proxy, "file_like", ""))
-    except Exception:
-        return None, 0.0
-    if (slope != 1.0 or not math.isfinite(inter) or not inter.is_integer()
-            or dtype.kind not in "ui" or dtype.itemsize > 2 or not name.endswith(".nii")):
-        return None, 0.0
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.pread(fd, _HEAD_BYTES, 0)
+        if head in _PLANS:
+            plan = _PLANS[head]
+        else:
+            plan = _plan(name, max_pixels)
+            if os.pread(fd, _HEAD_BYTES, 0) != head:  # rewritten while nibabel read it
+                return None
+            if len(_PLANS) >= 1024:
+                _PLANS.clear()
+            _PLANS[head] = plan
+        k = int(index)
+        if plan is None or plan.voxels > int(max_pixels) or not 0 <= k < plan.shape[2]:
+            return None
+        width, height = plan.shape[0], plan.shape[1]
+        count = width * height * plan.dtype.itemsize
+        data = os.pread(fd, count, plan.offset + k * count)
+    except (OSError, OverflowError):
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != count:
+        return None
+    return np.frombuffer(data, plan.dtype).reshape(height, width).T, plan
+
+
+def _plan(name: str, max_pixels) -> _Plan | None:
+    """The :class:`_Plan` of an uncompressed integer ``.nii`` whose values are exactly
+    ``stored + scl_inter``; None for any other file (or one nibabel cannot read)."""
     try:
         with _quiet():
-            volume = proxy.get_unscaled()  # a memmap of the uncompressed file
-            if not isinstance(volume, np.memmap):
-                return None, 0.0
-            data = np.array(volume[slicer])
-    except MemoryError:
-        raise DataError(path, "voxel data is too large to read in memory") from None
-    except Exception as exc:
-        raise DataError(path, f"voxel data is truncated or corrupt ({type(exc).__name__})") from None
-    return data, inter
+            img = _load(name, max(int(max_pixels), MAX_PIXELS))
+            shape = _check_rank(img, name)
+            proxy = img.dataobj
+            slope, inter = float(proxy.slope), float(proxy.inter)
+            dtype = np.dtype(proxy.dtype)
+            order, offset = proxy.order, int(proxy.offset)
+            affine = _affine(img, name)
+    except Exception:
+        return None
+    if (slope != 1.0 or not math.isfinite(inter) or not inter.is_integer() or order != "F"
+            or dtype.kind not in "ui" or dtype.itemsize > 2):
+        return None
+    voxels = math.prod(int(s) for s in img.shape)
+    return _Plan(shape, voxels, dtype, offset, inter, affine)

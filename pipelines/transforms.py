@@ -150,8 +150,14 @@ def windows_of_shifted(stored: np.ndarray, shift: float, windows=None) -> np.nda
     stored + RescaleIntercept), ``(hu - low) / width`` equals ``(stored - (low - shift)) /
     width`` as real numbers, and both are rounded once, so the float32 results are identical
     when ``low - shift`` is itself exact in float32. That saves the HU array (one allocation
-    and one pass) and is what :func:`pipelines.dicom.read_windows` uses. Returns None when a
-    condition fails (the caller then builds the HU array).
+    and one pass) and is what :func:`pipelines.dicom.read_windows` and
+    :func:`pipelines.nifti.read_windows` use. Returns None when a condition fails (the caller
+    then builds the HU array).
+
+    Where ``low - shift`` is an integer (every preset window of slope-1 CT), the clip is done
+    on the integers before the multiply (:func:`_integer_bounds`): between the two integer
+    bounds the float32 result is the one above, below them it is 0 and above them exactly 1.
+    An integer clip and subtract on the 2-byte stored values cost less than a float32 clip.
     """
     if stored.ndim != 2 or stored.dtype.kind not in "ui" or stored.dtype.itemsize > 2:
         return None
@@ -159,9 +165,18 @@ def windows_of_shifted(stored: np.ndarray, shift: float, windows=None) -> np.nda
     if lows is None:
         return None
     planes = np.empty((len(lows),) + stored.shape, dtype=np.float32)
-    source = planes[-1]  # the stored values, exact in float32; overwritten last
-    source[...] = stored
-    for plane, (low, inverse) in zip(planes, lows):
+    source = scratch = None
+    for plane, (low, inverse, bounds) in zip(planes, lows):
+        if bounds is not None:
+            if scratch is None:
+                scratch = np.empty(stored.shape, dtype=stored.dtype)
+            np.clip(stored, bounds[0], bounds[1], out=scratch)
+            np.subtract(scratch, bounds[0], out=scratch)  # 0 .. bounds[1] - bounds[0]: no overflow
+            plane[...] = scratch  # exact in float32
+            np.multiply(plane, inverse, out=plane)
+            continue
+        if source is None:  # the stored values as float32 (exact), made once
+            source = stored.astype(np.float32)
         np.subtract(source, low, out=plane)
         np.multiply(plane, inverse, out=plane)
         np.clip(plane, _ZERO, _ONE, out=plane)
@@ -170,8 +185,9 @@ def windows_of_shifted(stored: np.ndarray, shift: float, windows=None) -> np.nda
 
 @functools.lru_cache(maxsize=64)
 def _shifted_lows(dtype: str, shift: float, windows: tuple) -> tuple | None:
-    """((low - shift, 1 / width) as float32 per window) for :func:`windows_of_shifted`, or None
-    where its result would not be exact (see there). Cached: a dataset has few (dtype, shift)."""
+    """((low - shift, 1 / width) as float32, and :func:`_integer_bounds`, per window) for
+    :func:`windows_of_shifted`, or None where its result would not be exact (see there).
+    Cached: a dataset has few (dtype, shift)."""
     info = np.iinfo(np.dtype(dtype))
     if not shift.is_integer() or max(-int(info.min), int(info.max)) + abs(shift) >= 2**24:
         return None  # every stored + shift must be exact in float32
@@ -180,8 +196,39 @@ def _shifted_lows(dtype: str, shift: float, windows: tuple) -> tuple | None:
         low = float(np.float32(center - width / 2.0)) - shift  # exact in float64
         if float(np.float32(low)) != low:
             return None
-        lows.append((np.float32(low), _reciprocal(width)))
+        inverse = _reciprocal(width)
+        lows.append((np.float32(low), inverse, _integer_bounds(low, inverse, info)))
     return tuple(lows)
+
+
+def _integer_bounds(low: float, inverse: np.float32, info: np.iinfo):
+    """Stored-value bounds ``(a, b)`` of ``dtype`` (``info``) for which, for every stored
+    integer ``x``, ``clip((x - low) * inverse, 0, 1)`` in float32 equals ``(clip(x, a, b) - a)
+    * inverse`` in float32; None where there are none (then the float clip is used).
+
+    ``a`` is ``low`` itself (an integer): below it the result is 0, and at it ``0 * inverse``.
+    ``b`` is the first integer whose product rounds to 1 or more, kept only if it rounds to
+    exactly 1 (then everything above is 1, as the clip gives; the product is monotone in
+    ``x``), or the dtype's maximum if no stored value reaches 1. ``b - a`` must fit the dtype.
+    Every ``x - low`` is exact (integers below 2**24), so each side rounds once, the same way.
+    """
+    if not low.is_integer() or not info.min <= low <= info.max:
+        return None
+    a = int(low)
+
+    def unit(x: int) -> np.float32:
+        return np.float32(np.float32(x - a) * inverse)
+
+    b = a + max(int(1.0 / float(inverse)) - 2, 0)
+    while b > a and unit(b) >= 1:
+        b -= 1
+    while b <= info.max and unit(b) < 1:
+        b += 1
+    if b > info.max:
+        b = int(info.max)
+    elif unit(b) != 1:
+        return None
+    return (a, b) if b - a <= info.max else None
 
 
 _ZERO, _ONE = np.float32(0.0), np.float32(1.0)

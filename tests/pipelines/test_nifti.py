@@ -83,8 +83,7 @@ def test_read_windows_equals_read_slice_then_windows(tmp_path, name, dtype, slop
     nib.save(img, str(tmp_path / name))
     windows = "brain,subdural,bone,40.5/81"
     fused = name in ("ct.nii", "u8.nii")
-    loaded = nib.load(str(tmp_path / name))
-    assert (nifti._stored_slice(loaded, name, (slice(None), slice(None), 0))[0] is not None) == fused
+    assert (nifti._fast_stored(tmp_path / name, 0, nifti.MAX_PIXELS) is not None) == fused
     for k in range(4):
         for orient in ("lps", "raw"):
             fast = nifti.read_windows(tmp_path / name, k, windows, orient=orient)
@@ -92,3 +91,88 @@ def test_read_windows_equals_read_slice_then_windows(tmp_path, name, dtype, slop
             np.testing.assert_array_equal(fast, slow)
     with pytest.raises(DataError, match="out of range"):
         nifti.read_windows(tmp_path / name, 4)
+
+
+def _ct(tmp_path, name, vol, inter=-1024.0, klass=nib.Nifti1Image, endianness=None):
+    header = None if endianness is None else klass.header_class(endianness=endianness)
+    img = klass(vol, np.diag([-0.5, 0.5, 5.0, 1.0]), header=header)
+    img.set_data_dtype(vol.dtype)
+    img.header.set_slope_inter(1.0, inter)
+    nib.save(img, str(tmp_path / name))
+    return tmp_path / name
+
+
+def _slow(path, k, windows=None):
+    from pipelines import transforms
+
+    return transforms.apply_windows(nifti.read_slice(path, k), windows)
+
+
+def test_fast_path_reads_what_is_on_disk_now(tmp_path):
+    """The header plan is remembered by the header's bytes, never by the path: a file rewritten
+    in place (same header, new voxels; or a new header) reads as its new self."""
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 2000, (16, 12, 3)).astype(np.int16)
+    path = _ct(tmp_path, "v.nii", first)
+    assert nifti._fast_stored(path, 1, nifti.MAX_PIXELS) is not None
+    np.testing.assert_array_equal(nifti.read_windows(path, 1), _slow(path, 1))
+    second = rng.integers(0, 2000, (16, 12, 3)).astype(np.int16)
+    _ct(tmp_path, "v.nii", second)  # same header bytes, other voxels
+    np.testing.assert_array_equal(nifti.read_windows(path, 1), _slow(path, 1))
+    assert not np.array_equal(_slow(path, 1), nifti.read_windows(_ct(tmp_path, "w.nii", first), 1))
+    _ct(tmp_path, "v.nii", second, inter=-1000.0)  # a new intercept: a new plan
+    np.testing.assert_array_equal(nifti.read_windows(path, 2), _slow(path, 2))
+
+
+@pytest.mark.parametrize("case", ["nifti2", "big-endian", "uint16"])
+def test_fast_path_other_layouts_equal_read_slice(tmp_path, case):
+    rng = np.random.default_rng(2)
+    vol = rng.integers(0, 3000, (9, 7, 4))
+    if case == "nifti2":
+        path = _ct(tmp_path, "v.nii", vol.astype(np.int16), klass=nib.Nifti2Image)
+    elif case == "uint16":
+        path = _ct(tmp_path, "v.nii", vol.astype(np.uint16))
+    else:
+        path = _ct(tmp_path, "v.nii", vol.astype(np.int16), endianness=">")
+        assert nib.load(str(path)).dataobj.dtype.byteorder == ">"
+    assert nifti._fast_stored(path, 0, nifti.MAX_PIXELS) is not None
+    for k in range(4):
+        np.testing.assert_array_equal(nifti.read_windows(path, k, "brain,bone"), _slow(path, k, "brain,bone"))
+
+
+def test_fast_path_leaves_every_error_to_read_slice(tmp_path):
+    vol = np.arange(8 * 6 * 3, dtype=np.int16).reshape(8, 6, 3)
+    path = _ct(tmp_path, "v.nii", vol)
+    nifti.read_windows(path, 0)  # the plan is remembered
+    with pytest.raises(DataError, match="limit of 10"):
+        nifti.read_windows(path, 0, max_pixels=10)
+    with pytest.raises(DataError, match="slice 3 is out of range"):
+        nifti.read_windows(path, 3)
+    data = path.read_bytes()
+    path.write_bytes(data[:-20])  # the last slice is cut short: only that slice is lost
+    np.testing.assert_array_equal(nifti.read_windows(path, 1), _slow(path, 1))
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        nifti.read_windows(path, 2)
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        nifti.read_slice(path, 2)
+
+
+def test_fast_path_does_not_block_on_a_fifo(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.nii"
+    os.mkfifo(fifo)
+    errors = []
+
+    def read():
+        try:
+            nifti.read_windows(fifo, 0)
+        except DataError as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "read_windows blocked opening a FIFO"
+    assert errors and "not a file" in str(errors[0])

@@ -72,6 +72,29 @@ def test_window_edges():
     np.testing.assert_allclose(out[0, :, 0], [0.0, 0.5, 1.0, 0.0])
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8, np.int8])
+def test_windows_of_shifted_is_apply_windows_for_every_stored_value(dtype):
+    """Every value of the dtype, for integer and fractional window edges, narrow and wide
+    windows, and shifts at the edges of exactness: the integer-clip and the float-clip paths
+    both give apply_windows' float32 bits (sign of zero included), or decline (None)."""
+    info = np.iinfo(dtype)
+    stored = np.arange(info.min, info.max + 1).astype(dtype).reshape(-1, 16)
+    used = set()
+    for shift in (-1024.0, -1000.0, 0.0, 3.0, -32768.0, 0.5):
+        for windows in ("brain,subdural,bone", "40.5/81,0.3/0.7,1/3", "-600/1500,50/0.001,7/1e6",
+                        "0/1,1000/3,12/7,-1024/2"):
+            out = transforms.windows_of_shifted(stored, shift, windows)
+            lows = transforms._shifted_lows(stored.dtype.str, shift, parse_windows(windows))
+            assert (out is None) == (lows is None)
+            if out is None:
+                continue
+            used.update(bounds is None for _, _, bounds in lows)
+            ref = apply_windows(stored.astype(np.float32) + np.float32(shift), windows)
+            np.testing.assert_array_equal(out, ref)
+            assert np.array_equal(np.signbit(out), np.signbit(ref))
+    assert used == {True, False}  # both paths were exercised
+
+
 def test_apply_windows_rejects_volumes():
     with pytest.raises(ValueError, match="2-D HU image"):
         apply_windows(np.zeros((2, 3, 4)))
