@@ -14,7 +14,8 @@ after the pool. So both runners write the same cache, and ``make_dataset`` reads
 Runners: the DirectRunner here (``--direct_running_mode=multi_processing`` with ``workers``
 processes by default); Flink, Spark or Dataflow through ``beam_options`` on a cluster, where
 ``data_dir`` and ``out`` must be paths every Beam worker can read and write (a shared
-filesystem; ``out`` is written with ``tf.io`` and ``pathlib``).
+filesystem; ``out`` is written with plain file I/O, the records framed by
+``decode.frame_record`` as in the pool path).
 
 Install with ``pip install -e ".[beam]"``.
 """
@@ -78,29 +79,27 @@ class _Decode:
 
 def _write_shard(item, out, progress_dir):
     """One shard's decoded rows -> the shard file and its marker (as the pool path writes)."""
-    import tensorflow as tf
-
     from pipelines.cache.writer import _finish_shard
 
     shard, results = item
     out, progress_dir = Path(out), Path(progress_dir)
     tmp = out / f".{shard}.tmp"
-    writer = tf.io.TFRecordWriter(str(tmp))
+    handle = open(tmp, "wb")
     written, bad = [], []
     for _, example_id, record, error, path in sorted(results, key=lambda r: r[0]):
         if error is not None:
             bad.append([path, error])
         else:
-            writer.write(record)
+            handle.write(decode.frame_record(record))
             written.append(example_id)
-    _finish_shard(writer, tmp, out, progress_dir, shard, written, bad)
+    _finish_shard(handle, tmp, out, progress_dir, shard, written, bad)
     return shard
 
 
 def write_shards(items, *, out, progress_dir, strict, initargs, workers, options, progress,
                  hide_paths=False):
     """Run the Beam pipeline over ``items`` = ``[(shard, decode task), ...]``; returns the
-    (start, end) times of the pipeline, for the steady rate."""
+    (start, end) times of the pipeline and the images after the first, for the steady rate."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -137,4 +136,4 @@ def write_shards(items, *, out, progress_dir, strict, initargs, workers, options
             end = "quarantine it and go on."
             raise PrepareError(line[:line.index(end) + len(end)] if end in line else line) from None
         raise
-    return start, time.perf_counter()
+    return start, time.perf_counter(), max(len(items) - 1, 0)

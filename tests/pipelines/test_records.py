@@ -150,6 +150,7 @@ def test_strict_stop_leaves_no_salt_and_no_shards(data_dir, tmp_path):
     with pytest.raises(PrepareError, match="simulated crash"):
         run(FakeAdapter(fail_at=5), data_dir, out, strict=True)
     assert not (out / ".progress").exists() and not list(out.glob("*.tfrecord"))
+    assert not list(out.glob(".*"))  # no shard temp file, no worker piece file
 
 
 def test_resume_skips_finished_shards(data_dir, tmp_path):
@@ -162,7 +163,7 @@ def test_resume_skips_finished_shards(data_dir, tmp_path):
         read_info(out)
     finished = sorted(out.glob("*.tfrecord"))
     assert len(finished) == 1  # shard 0 (3 images) done, shard 1 stopped part-way
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp")) and not list(out.glob(".*.part"))
     stamp = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in finished}
     first_shard_ids = crashing.loaded[:3]
 
