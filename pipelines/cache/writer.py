@@ -443,9 +443,10 @@ def _remove_pieces(out: Path) -> None:
 
 
 def _write_shards(pool, tasks, rows, payloads, out, progress_dir, strict, bar, hide_paths=False):
-    """The workers' piece files -> shard files, in plan order. Returns ``(t0, t1, images)``:
-    the times of the first and last piece and the images decoded between them (the steady
-    rate)."""
+    """The workers' piece files -> shard files, in plan order. Returns ``(t0, t1, images)``
+    for the steady rate: ``t0`` when each worker has delivered a piece (the first ``workers``
+    pieces, which include the start-up), ``t1`` at the last piece, ``images`` those of the
+    pieces after ``t0``."""
     tasks = list(tasks)
     pieces = _pieces(rows, out, pool.piece_rows(len(rows)))
     last_piece = {shard: k for k, (shard, *_rest) in enumerate(pieces)}
@@ -459,12 +460,13 @@ def _write_shards(pool, tasks, rows, payloads, out, progress_dir, strict, bar, h
                            for _, first, count, path in pieces)
     first_result = last_result = None
     steady_images = 0
+    warm_up = max(1, pool.workers)
     try:
         for k, ((shard, first, count, path), (_, outcomes)) in enumerate(zip(pieces, results)):
             last_result = time.perf_counter()
-            if first_result is None:
+            if k + 1 == warm_up:  # every worker has delivered a piece: the steady window opens
                 first_result = last_result
-            else:
+            elif k + 1 > warm_up:
                 steady_images += count
             if shard != current:
                 current, written, bad = shard, [], []
