@@ -162,7 +162,7 @@ class DecodePool:
     ``results(pieces)`` yields ``decode.work_piece`` results in piece order. ``workers=1``
     decodes in this process. ``close()`` (or the with-block) stops the workers at once.
 
-    Why 2 workers used to be no faster than 1, in three steps:
+    Why 2 workers used to be no faster than 1, in four steps:
 
     * each worker was a fresh spawned interpreter importing numpy, pandas, scipy and pydicom
       (3.7 to 5 s for a pool of 2 on the loaded 2-core machine), started only after the
@@ -174,7 +174,11 @@ class DecodePool:
       was scheduled to drain it, so 2 workers ran 0.9-1.0x of one (280 images/s against 300).
       Now a worker writes the framed records of a piece (consecutive rows of one shard) to a
       file beside the shard and sends back one outcome per row; the parent appends the file to
-      the shard. The same pool with a row's outcome as its only result ran 1.7x of one.
+      the shard (the same pool ran 1.7x of one once only the outcomes came back);
+    * each slice's few MB of arrays went back to the kernel when freed and were faulted in
+      again for the next (twice the decode time in a process that had imported TensorFlow):
+      ``decode.keep_freed_memory`` in every decoding process. 2 workers now run 1.8-2.0x of
+      one once up (``python -m benchmarks.pipeline``).
     """
 
     def __init__(self, workers, ref, data_dir, windows, size):
