@@ -374,10 +374,10 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
     rows = todo.to_dict("records")
     payloads = [original[row["id"]] for row in rows]
 
-    tasks = (
+    tasks = [
         (i, payloads[i], (channels, [row[k] for k in labels], row["id"], row["patient_id"]))
         for i, row in enumerate(rows)
-    )
+    ]
     try:
         if beam is not None:
             from pipelines.cache import beam as beam_module
@@ -451,7 +451,6 @@ def _write_shards(pool, tasks, rows, payloads, out, progress_dir, strict, bar, h
     for the steady rate: ``t0`` when each worker has delivered a piece (the first ``workers``
     pieces, which include the start-up), ``t1`` at the last piece, ``images`` those of the
     pieces after ``t0``."""
-    tasks = list(tasks)
     pieces = _pieces(rows, out, pool.piece_rows(len(rows)))
     last_piece = {shard: k for k, (shard, *_rest) in enumerate(pieces)}
     _remove_pieces(out)  # a killed run's leftovers
