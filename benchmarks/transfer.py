@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.fs import atomic_write_json
+
 ROWS = ("scratch", "corpus fine-tune", "corpus probe", "imagenet")
 
 
@@ -216,9 +218,7 @@ def finished_run(run_dir, key: dict):
 
 
 def record_run(run_dir, key: dict, s: dict, seconds: float) -> None:
-    tmp = Path(run_dir) / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps({"key": key, "scores": s, "seconds": seconds}, indent=2))
-    os.replace(tmp, Path(run_dir) / RESULT_FILE)
+    atomic_write_json(Path(run_dir) / RESULT_FILE, {"key": key, "scores": s, "seconds": seconds})
 
 
 # ---------------------------------------------------------------------------------- study

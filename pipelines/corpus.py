@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipelines.fs import replace
 from pipelines.manifest import DataError
 
 __all__ = ["CorpusError", "build_corpus", "load_spec", "corpus_sources", "main"]
@@ -362,7 +363,7 @@ def build_corpus(spec_path, out, *, image_size=64, exclude=(), seed: int = 0,
         (tmp / CARD_JSON).write_text(json.dumps(card, indent=2))
         (tmp / CARD_MD).write_text(card_markdown(card))
         out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
+        replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -390,7 +391,7 @@ def _rename_shards(tmp, writers, shard_name) -> dict[str, str]:
     for split, shards in writers.items():
         for i, w in enumerate(shards):
             final = shard_name(split, i, len(shards))
-            os.replace(tmp / w[2], tmp / final)
+            replace(tmp / w[2], tmp / final)
             mapping[w[2]] = final
     return mapping
 

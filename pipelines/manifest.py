@@ -222,14 +222,3 @@ def _check_relative(p: str) -> None:
         raise DataError(p, "manifest path must be POSIX and relative to the data root, without '..'")
 
 
-def pid_alive(pid: int) -> bool:
-    """True while process ``pid`` exists on this host (a temp folder's owner, say)."""
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True

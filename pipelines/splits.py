@@ -30,12 +30,12 @@ to fix a split once and share it (``prepare`` itself recomputes the split from i
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipelines.fs import atomic_path
 
 SPLITS = ("train", "val", "test")
 _ALIASES = {
@@ -244,16 +244,8 @@ def save_split(df: pd.DataFrame, path) -> Path:
     """Write the split manifest as CSV (atomically: temp file, then rename). Returns the path."""
     if "split" not in df.columns:
         raise ValueError("The manifest has no 'split' column; run split_manifest first.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        df.to_csv(fh, index=False)
     return path
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.cache import decode
+from pipelines.fs import atomic_write_text, replace
 from pipelines.cache.format import (
     FORMAT_VERSION,
     INFO_FILE,
@@ -36,7 +37,6 @@ from pipelines.cache.format import (
     QUARANTINE_FILE,
     RECORD_FEATURES,
     SHARD_TARGET_BYTES,
-    atomic_write_text,
     derive_seed,
     parse_image_size,
     pseudonym,
@@ -534,7 +534,7 @@ def _finish_shard(handle, tmp, out, progress_dir, shard, written, bad) -> None:
     handle.close()
     marker = {"shard": shard, "ids": written, "quarantine": bad}
     atomic_write_text(progress_dir / f"{shard}.json", json.dumps(marker))
-    os.replace(tmp, out / shard)
+    replace(tmp, out / shard)
 
 
 def _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out) -> dict:

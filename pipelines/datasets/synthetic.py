@@ -43,7 +43,7 @@ import numpy as np
 from pipelines import phantoms
 from pipelines.datasets.base import Adapter, get_adapter, register_adapter
 from pipelines.labels import RSNA_ICH
-from pipelines.manifest import pid_alive as _pid_alive
+from pipelines.fs import pid_alive
 
 LABELS = RSNA_ICH
 TASK = "multi-label"
@@ -366,7 +366,7 @@ def _remove_stale_temps(target: Path) -> None:
             pid = int(tmp.name.split(".tmp-", 1)[1].split("-", 1)[0])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -17,7 +17,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from pipelines.manifest import pid_alive as _pid_alive
+from pipelines.fs import atomic_write_text, pid_alive
 from zoo.card import CARD_JSON, write_card
 
 TMP_PREFIX = ".tmp-"
@@ -69,7 +69,7 @@ def _clean_stale_tmp(model_dir: Path) -> None:
         owner = tmp / OWNER_FILE
         try:
             owner_host, pid = owner.read_text().split()
-            if owner_host == host and not _pid_alive(int(pid)):
+            if owner_host == host and not pid_alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
         except (OSError, ValueError):
             continue
@@ -173,7 +173,7 @@ def write_server_configs(base_dir, *, serving_root: str = SERVING_ROOT) -> tuple
         entry.model_platform = "tensorflow"
         entry.model_version_policy.latest.num_versions = 1
     models_path = base / "models.config"
-    _atomic_write(models_path, text_format.MessageToString(config))
+    atomic_write_text(models_path, text_format.MessageToString(config))
 
     params = batching_parameters_class()()
     for key in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"):
@@ -181,11 +181,8 @@ def write_server_configs(base_dir, *, serving_root: str = SERVING_ROOT) -> tuple
     params.allowed_batch_sizes.extend(BATCHING["allowed_batch_sizes"])
     params.pad_variable_length_inputs = False
     batching_path = base / "batching.config"
-    _atomic_write(batching_path, text_format.MessageToString(params))
+    atomic_write_text(batching_path, text_format.MessageToString(params))
     return models_path, batching_path
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+

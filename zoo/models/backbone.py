@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from pipelines.fs import atomic_path
 from zoo.models.common import FEATURES
 
 __all__ = ["backbone_layers", "save_backbone", "load_backbone", "read_metadata",
@@ -52,9 +53,7 @@ def save_backbone(model, path, metadata: dict | None = None) -> str:
     """Write the weights of :func:`backbone_layers` to ``path`` (atomically); returns the path."""
     import h5py
 
-    path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs[MARKER] = 1
         f.attrs["metadata"] = json.dumps(metadata or {})
         group = f.create_group("layers")
@@ -65,8 +64,7 @@ def save_backbone(model, path, metadata: dict | None = None) -> str:
             sub = group.create_group(layer.name)
             for i, w in enumerate(weights):
                 sub.create_dataset(str(i), data=np.asarray(w))
-    os.replace(tmp, path)
-    return path
+    return os.fspath(path)
 
 
 def _open(path):

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from pipelines.fs import atomic_path, atomic_write_json
 from pipelines.augment import Augmentation, build_augmentation, epoch_seed
 from zoo.training.checkpoint import TrainState
 from zoo.training.config import ConfigError, TrainConfig, resolve_switch
@@ -143,12 +144,10 @@ def _read_history(path):
 
 
 def _write_history(path, fields, rows):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 class _Variables:
@@ -461,9 +460,8 @@ class Trainer:
             state.best.assign(mean)
             state.best_epoch.assign(epoch + 1)
             if self.chief:
-                tmp = self.write_dir / "best.tmp.weights.h5"
-                self.model.save_weights(tmp)
-                os.replace(tmp, self.write_dir / "best.weights.h5")
+                with atomic_path(self.write_dir / "best.weights.h5") as tmp:
+                    self.model.save_weights(tmp)
         if self.chief:
             self._history_row(epoch, train_loss, scores)
         state.epoch.assign(epoch + 1)
@@ -536,9 +534,7 @@ class Trainer:
         self.log(format_auroc_table(final, self.split))
         self.log(f"final weights sha256 {digest}")
         if self.chief:
-            tmp = self.write_dir / "metrics.json.tmp"
-            tmp.write_text(json.dumps(metrics, indent=2))
-            os.replace(tmp, self.write_dir / "metrics.json")
+            atomic_write_json(self.write_dir / "metrics.json", metrics)
         return metrics
 
     def close(self) -> None:

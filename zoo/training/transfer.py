@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from pipelines.fs import atomic_write_json
+
 __all__ = ["backbone_metadata", "write_backbone", "check_leak", "LeakError", "same_data"]
 
 
@@ -41,9 +43,7 @@ def write_backbone(model, run_dir, meta: dict) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / "backbone.weights.h5"
     save_backbone(model, path, meta)
-    tmp = run_dir / "backbone.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, run_dir / "backbone.json")
+    atomic_write_json(run_dir / "backbone.json", meta)
     return path
 
 
