@@ -1,0 +1,246 @@
+"""The MedMNIST v2 table for zoo models, trained to convergence: ``python -m benchmarks.medmnist``.
+
+Each (set, model, size, seed) is trained by the zoo Trainer from the **model's own recipe**
+(``zoo.model_info(name)["recipe"]``: optimiser, learning rate, batch, schedule, augmentation,
+epochs as a ceiling and early-stopping patience on validation AUROC), nothing else set, on the
+official training split; the best validation epoch's weights are scored once on the official
+test split. So a row is what ``python train.py --dataset medmnist --data-dir <folder with the
+npz> --model M --image-size S`` gives a user, scored on ``test``.
+
+    python -m benchmarks.medmnist                      # the default study (hours on 2 CPU cores)
+    python -m benchmarks.medmnist --sets breastmnist --models ichnet --seeds 0,1,2
+    python -m benchmarks.medmnist --quick              # a seconds-long smoke run (CI)
+
+Sets: BreastMNIST, RetinaMNIST, PneumoniaMNIST from ``../shared/data`` (28 px files, official
+splits), upsampled to each size (32 px is the smallest the zoo's stride-32 models take; MedMNIST's
+own baselines read 28 px). Reported per run: test accuracy (argmax, as MedMNIST v2 reports it),
+balanced accuracy and AUROC (macro one-vs-rest; the positive class for binary sets) with
+bootstrap 95% CIs, the best epoch, the epochs run, whether early stopping fired or the ceiling
+was hit while the validation AUROC was still rising, parameters, training images/s and wall
+time. The table gives mean ± sd over seeds. A row whose balanced accuracy sits at the majority
+class (<= 0.55) or that hit the ceiling still improving is marked, not hidden.
+
+A finished run stores its scores beside its weights (keyed by every setting), so a rerun resumes
+where a stopped one ended. Results: ``benchmarks/results/medmnist.json`` (``--json``); the
+table in ``docs/RESULTS.md`` is rendered from it by ``scripts/results_tables.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.transfer import downstream_arrays, finished_run, predict, record_run, scores, train_one
+from pipelines.fs import atomic_write_json
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SETS = {
+    "breastmnist": "medmnist-extra/breastmnist.npz",
+    "retinamnist": "medmnist-extra/retinamnist.npz",
+    "pneumoniamnist": "medmnist/pneumoniamnist.npz",
+}
+MODELS = ("ichnet", "ichnet_small", "rensenet_small", "myositisnet", "mobilenetv3_small", "resnet18")
+SIZES = (32, 64)
+SEEDS = (0, 1, 2)
+RESULT = ROOT / "benchmarks" / "results" / "medmnist.json"
+MAJORITY_LEVEL = 0.55  # balanced accuracy at or below this is the majority class, not a result
+
+# MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023), Table 3: test (ACC, AUC)
+PUBLISHED = {
+    "breastmnist": {"ResNet-18 (28)": (0.863, 0.901), "ResNet-18 (224)": (0.833, 0.891),
+                    "ResNet-50 (28)": (0.812, 0.857), "ResNet-50 (224)": (0.842, 0.866),
+                    "AutoKeras": (0.831, 0.871), "Google AutoML Vision": (0.861, 0.919)},
+    "retinamnist": {"ResNet-18 (28)": (0.524, 0.717), "ResNet-18 (224)": (0.493, 0.710),
+                    "ResNet-50 (28)": (0.528, 0.726), "ResNet-50 (224)": (0.511, 0.716),
+                    "AutoKeras": (0.503, 0.719), "Google AutoML Vision": (0.531, 0.750)},
+    "pneumoniamnist": {"ResNet-18 (28)": (0.854, 0.944), "ResNet-18 (224)": (0.864, 0.956),
+                       "ResNet-50 (28)": (0.854, 0.948), "ResNet-50 (224)": (0.884, 0.962),
+                       "AutoKeras": (0.878, 0.947), "Google AutoML Vision": (0.946, 0.991)},
+}
+# MedMNIST+ (Doerrich et al., 2024): the best test accuracy of any model at 64 px
+PUBLISHED_PLUS_64_ACC = {"breastmnist": 0.878, "retinamnist": 0.574, "pneumoniamnist": 0.893}
+BAR = "ResNet-18 (28)"
+COMPACT = 1_500_000  # parameters: the issue's bar for a compact model
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.medmnist", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sets", default=",".join(SETS), help="comma-separated MedMNIST sets")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated registry names")
+    p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="input sizes in pixels")
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="training seeds")
+    p.add_argument("--data-dir", default=str(DATA), help="the folder holding medmnist/ and medmnist-extra/")
+    p.add_argument("--work-dir", default="runs/medmnist", help="run folders (resumable)")
+    p.add_argument("--json", default=str(RESULT), help="result file")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per run")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training setting over the recipe (a study of the recipe, not the default table)")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
+    return p
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
+    """Train (or reuse) one run; its record for the result file."""
+    import zoo
+    from zoo.training.data import ArraySource
+
+    source_spec = {"name": name, "dataset": "medmnist", "_data_dir": Path(args.data_dir) / SETS[name]}
+    splits, labels = downstream_arrays(source_spec, size, 1.0, seed)
+    if args.quick:  # a pocket of each split: the loop, the scores and the file, not the model
+        splits = {k: (x[:48], y[:48]) for k, (x, y) in splits.items()}
+    task = "binary" if len(labels) == 2 else "multi-class"
+    source = ArraySource(splits, labels=labels, task=task)
+    overrides = dict(item.split("=", 1) for item in args.override)
+    cfg = {"model": model, "image_size": size, "seed": seed, "export": False, "verbose": 0,
+           "fresh": True, **{k: _value(v) for k, v in overrides.items()},
+           "output_dir": str(Path(args.work_dir) / (f"{name}-{model}-{size}px-seed{seed}"
+                                                     + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))))}
+    if args.quick:
+        cfg.update(epochs=2, steps_per_epoch=2, batch_size=16, bn_calibration_batches=1)
+    n_train = len(splits["train"][0])
+    key = {"config": cfg, "train_images": n_train, "n_boot": args.n_boot}
+    record = {"set": name, "model": model, "size": size, "seed": seed, "train_images": n_train}
+    done = finished_run(cfg["output_dir"], key)
+    if done is None:
+        def model_fn(shape, k, act):
+            return zoo.get_model(model, input_shape=tuple(shape), num_classes=k, activation=act)
+
+        t0 = time.perf_counter()
+        net = train_one(cfg, source, model_fn)
+        seconds = round(time.perf_counter() - t0, 1)
+        x_test, y_test = splits["test"]
+        s = scores(y_test, predict(net, x_test), args.n_boot, seed)
+        s["parameters"] = int(net.count_params())
+        record_run(cfg["output_dir"], key, s, seconds)
+        done = {"scores": s, "seconds": seconds}
+    metrics_file = Path(cfg["output_dir"]) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    epochs_run = int(metrics.get("epochs_run") or metrics.get("epochs") or 0)
+    rate = n_train * epochs_run / done["seconds"] if done["seconds"] and epochs_run else None
+    return {**record, **done["scores"], "seconds": done["seconds"], "train_images_per_s": rate,
+            "best_epoch": metrics.get("best_epoch"), "epochs_run": epochs_run,
+            "stopped_early": metrics.get("stopped_early"), "still_improving": metrics.get("still_improving")}
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean ± sd over seeds per (set, model, size), with the marks a row must carry."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["set"], r["model"], r["size"]), []).append(r)
+    rows = []
+    for (name, model, size), rs in groups.items():
+        row = {"set": name, "model": model, "size": size, "seeds": len(rs),
+               "parameters": rs[0].get("parameters"), "seconds": float(np.mean([r["seconds"] for r in rs]))}
+        for k in ("accuracy", "balanced_accuracy", "auroc"):
+            vals = np.array([r[k] for r in rs], dtype=float)
+            row[k] = float(np.nanmean(vals))
+            row[f"{k}_sd"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
+            row[f"{k}_lo"] = float(np.nanmean([r[f"{k}_lo"] for r in rs]))
+            row[f"{k}_hi"] = float(np.nanmean([r[f"{k}_hi"] for r in rs]))
+        rates = [r["train_images_per_s"] for r in rs if r.get("train_images_per_s")]
+        row["train_images_per_s"] = float(np.mean(rates)) if rates else None
+        row["best_epoch"] = [r.get("best_epoch") for r in rs]
+        marks = []
+        if row["balanced_accuracy"] <= MAJORITY_LEVEL:
+            marks.append("did not learn: balanced accuracy at the majority-class level")
+        if any(r.get("still_improving") for r in rs):
+            marks.append("not converged: the ceiling was hit while validation AUROC still rose")
+        row["marks"] = marks
+        bar_acc, bar_auc = PUBLISHED[name][BAR]
+        row["beats_bar"] = bool(row["accuracy"] > bar_acc and row["auroc"] > bar_auc and not marks)
+        rows.append(row)
+    return rows
+
+
+def verdicts(rows: list[dict]) -> dict:
+    """Per set: the best compact model (< 1.5 M parameters) by mean accuracy, and the bar."""
+    out = {}
+    for name in dict.fromkeys(r["set"] for r in rows):
+        compact = [r for r in rows if r["set"] == name and (r["parameters"] or 0) < COMPACT and not r["marks"]]
+        if not compact:
+            out[name] = {"best": None}
+            continue
+        best = max(compact, key=lambda r: (r["accuracy"], r["auroc"]))
+        bar_acc, bar_auc = PUBLISHED[name][BAR]
+        out[name] = {"best": f"{best['model']} @ {best['size']} px", "accuracy": best["accuracy"],
+                     "auroc": best["auroc"], "bar": {"accuracy": bar_acc, "auroc": bar_auc},
+                     "beats_bar": best["beats_bar"],
+                     "short_by": {"accuracy": round(bar_acc - best["accuracy"], 4),
+                                  "auroc": round(bar_auc - best["auroc"], 4)}}
+    return out
+
+
+def table(result: dict) -> str:
+    """The Markdown table (docs/RESULTS.md renders this)."""
+    lines = ["| set | model | size | params | test accuracy | test AUROC | balanced acc. | best epochs | train img/s | wall s | note |",
+             "|---|---|---:|---:|---|---|---|---|---:|---:|---|"]
+    for r in result["rows"]:
+        cell = {k: f"{r[k]:.3f} ± {r[k + '_sd']:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"
+                for k in ("accuracy", "auroc", "balanced_accuracy")}
+        rate = f"{r['train_images_per_s']:.0f}" if r.get("train_images_per_s") else ""
+        lines.append(f"| {r['set']} | `{r['model']}` | {r['size']} | {r['parameters']:,} | {cell['accuracy']} | "
+                     f"{cell['auroc']} | {cell['balanced_accuracy']} | {', '.join(map(str, r['best_epoch']))} | "
+                     f"{rate} | {r['seconds']:.0f} | {'; '.join(r['marks'])} |")
+    for name in dict.fromkeys(r["set"] for r in result["rows"]):
+        for label, (acc, auc) in PUBLISHED[name].items():
+            lines.append(f"| {name} | {label} (published) | | | {acc:.3f} | {auc:.3f} | | | | | MedMNIST v2 |")
+        lines.append(f"| {name} | best at 64 px (published) | | | {PUBLISHED_PLUS_64_ACC[name]:.3f} | | | | | | MedMNIST+ |")
+    lines += ["", f"mean ± sd over {len(result['settings']['seeds'])} seeds [mean of per-seed bootstrap 95% CIs]; "
+              f"command: `{result['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.quick:
+        args.sets, args.models, args.sizes, args.seeds, args.n_boot = "breastmnist", "ichnet_small", "32", "0", 20
+    names = [s for s in args.sets.split(",") if s]
+    for name in names:
+        if name not in SETS:
+            raise SystemExit(f"benchmarks.medmnist: error: unknown set {name!r}; choose from {', '.join(SETS)}.")
+        if not (Path(args.data_dir) / SETS[name]).is_file():
+            raise SystemExit(f"benchmarks.medmnist: error: {Path(args.data_dir) / SETS[name]} is missing; "
+                             "pass --data-dir pointing at the folder that holds medmnist/ and medmnist-extra/.")
+    models = [m for m in args.models.split(",") if m]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = []
+    for name in names:
+        for model in models:
+            for size in sizes:
+                for seed in seeds:
+                    r = run_one(args, name, model, size, seed)
+                    runs.append(r)
+                    print(f"{name:<15} {model:<18} {size:>3} px seed {seed}: acc {r['accuracy']:.3f} "
+                          f"auroc {r['auroc']:.3f} bacc {r['balanced_accuracy']:.3f} best epoch "
+                          f"{r['best_epoch']}/{r['epochs_run']} {r['seconds']:.0f} s", flush=True)
+    rows = summarise(runs)
+    command = "python -m benchmarks.medmnist " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {"command": command.strip(), "settings": {"sets": names, "models": models, "sizes": sizes,
+                                                      "seeds": seeds, "quick": args.quick, "overrides": args.override},
+              "published": PUBLISHED, "published_plus_64_accuracy": PUBLISHED_PLUS_64_ACC,
+              "runs": runs, "rows": rows, "verdicts": verdicts(rows)}
+    atomic_write_json(args.json, result)
+    print(table(result))
+    print(json.dumps(result["verdicts"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""benchmarks.medmnist --quick: the real BreastMNIST file, one pocket run, the result file and
+its table (the full study is hours; this proves the path from the shared file to the table)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from benchmarks import medmnist
+
+
+def test_medmnist_quick_writes_scored_runs_and_a_table(tmp_path, shared_data, capsys):
+    out = tmp_path / "medmnist.json"
+    argv = ["--quick", "--data-dir", str(shared_data), "--work-dir", str(tmp_path / "work"), "--json", str(out)]
+    assert medmnist.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["quick"] is True
+    (run,) = result["runs"]
+    assert (run["set"], run["model"], run["size"], run["seed"]) == ("breastmnist", "ichnet_small", 32, 0)
+    for key in ("accuracy", "auroc", "balanced_accuracy"):
+        assert 0.0 <= run[key] <= 1.0 and run[f"{key}_lo"] <= run[key] <= run[f"{key}_hi"]
+    assert run["parameters"] > 0 and run["seconds"] > 0 and run["epochs_run"] >= 1
+    (row,) = result["rows"]
+    assert row["seeds"] == 1 and isinstance(row["marks"], list)
+    assert result["published"]["breastmnist"]["ResNet-18 (28)"] == [0.863, 0.901]
+    text = medmnist.table(result)
+    assert "| breastmnist | `ichnet_small` | 32 |" in text and "ResNet-18 (28) (published)" in text
+    assert not math.isnan(result["verdicts"]["breastmnist"].get("accuracy") or 0.0)
+
+    # a rerun over the same work dir reuses the finished run instead of training again
+    capsys.readouterr()
+    assert medmnist.main(argv) == 0
+    again = json.loads(out.read_text())
+    assert again["runs"][0]["seconds"] == run["seconds"]
+
+
+def test_unknown_set_is_one_sentence(tmp_path, shared_data):
+    import pytest
+
+    with pytest.raises(SystemExit, match="unknown set 'octmnist'; choose from"):
+        medmnist.main(["--sets", "octmnist", "--data-dir", str(shared_data), "--json", str(tmp_path / "x.json")])
+
+
+def _run(seed, acc, bacc, still=False):
+    scores = {}
+    for key, value in (("accuracy", acc), ("balanced_accuracy", bacc), ("auroc", 0.95)):
+        scores |= {key: value, f"{key}_lo": value - 0.05, f"{key}_hi": value + 0.05}
+    return {"set": "breastmnist", "model": "m", "size": 64, "seed": seed, "parameters": 1000,
+            "seconds": 10.0, "train_images_per_s": 100.0, "best_epoch": 5, "still_improving": still, **scores}
+
+
+def test_rows_at_the_majority_class_or_still_rising_are_marked():
+    (fine,) = medmnist.summarise([_run(s, 0.90, 0.85) for s in range(3)])
+    assert fine["marks"] == [] and fine["beats_bar"] and abs(fine["accuracy"] - 0.90) < 1e-9
+    (majority,) = medmnist.summarise([_run(s, 0.73, 0.50) for s in range(3)])
+    assert majority["marks"] == ["did not learn: balanced accuracy at the majority-class level"]
+    assert not majority["beats_bar"]
+    (rising,) = medmnist.summarise([_run(0, 0.90, 0.85, still=True), _run(1, 0.90, 0.85)])
+    assert rising["marks"] == ["not converged: the ceiling was hit while validation AUROC still rose"]
+    verdict = medmnist.verdicts([fine])["breastmnist"]
+    assert verdict["beats_bar"] and verdict["short_by"]["accuracy"] < 0
