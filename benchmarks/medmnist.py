@@ -36,7 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.transfer import downstream_arrays, finished_run, predict, record_run, scores, train_one
+from benchmarks.transfer import (
+    downstream_arrays,
+    finished_run,
+    predict,
+    record_run,
+    scores,
+    train_one,
+)
 from pipelines.fs import atomic_write_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
