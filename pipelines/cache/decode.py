@@ -25,6 +25,7 @@ import numpy as np
 
 from pipelines import preprocessing, transforms
 from pipelines.cache.jobs import PrepareJob
+from pipelines.datasets import get_adapter
 
 # --------------------------------------------------------------------------------------------
 # Adapter references that survive pickling into a spawned process
@@ -44,8 +45,6 @@ class AdapterRef:
 
     def resolve(self):
         if self.name is not None:
-            from pipelines.datasets import get_adapter
-
             return get_adapter(self.name)
         return self.obj
 
