@@ -1,13 +1,15 @@
 """``prepare``: a dataset adapter's manifest -> a sharded TFRecord cache (see ``format``).
 
-The parent process starts the decode workers first (spawned processes importing the decoders
-while the parent reads the manifest, so their start-up overlaps it), reads and splits the
-manifest, plans the shards (pseudonymised ids, a seeded order), hands the decoding, the
-record encoding and framing to :mod:`pipelines.cache.decode` (in-process with ``workers=1``),
-a piece of consecutive rows at a time, and appends the workers' piece files to the shards in
-plan order. Each shard is written
-under a hidden temp name and renamed when complete, with a marker in ``.progress/``; a re-run
-with the same settings skips the finished shards. ``dataset.json`` is written last.
+The parent process starts the decode workers first (:class:`pipelines.cache.pool.DecodePool`:
+processes importing the decoders while the parent reads the manifest, so their start-up
+overlaps it), reads and splits the manifest, plans the shards (pseudonymised ids, a seeded
+order) and makes one :class:`~pipelines.cache.jobs.PrepareJob` per row still to decode. A
+runner decodes the jobs and writes the shards: the process pool
+(:func:`pipelines.cache.pool.write_shards`: pieces of consecutive rows decoded by
+:mod:`pipelines.cache.decode`, in-process with ``workers=1``, appended to the shards in plan
+order) or Apache Beam (:func:`pipelines.cache.beam.write_shards`). Each shard is written under
+a hidden temp name and renamed when complete, with a marker in ``.progress/``; a re-run with
+the same settings skips the finished shards. ``dataset.json`` is written last.
 """
 
 from __future__ import annotations
