@@ -29,6 +29,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from pipelines.cache.format import derive_seed
+
 DEFAULTS = {"flip": "horizontal", "rotation": 10.0, "zoom": 0.1, "contrast": 0.1}
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
@@ -179,8 +181,6 @@ class Augmentation:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The augmentation seed of epoch ``epoch`` of a run seeded ``seed`` (both paths use it)."""
-    from pipelines.cache.format import derive_seed
-
     return derive_seed(seed, epoch, 3)
 
 

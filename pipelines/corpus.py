@@ -56,19 +56,22 @@ import shutil
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
+from pipelines.cache.decode import Row, to_cache_pixels
+from pipelines.corpus_card import CARD_JSON, CARD_MD, SEP, card_markdown, corpus_sources, make_card
+from pipelines.datasets import get_adapter
 from pipelines.fs import replace
 from pipelines.manifest import DataError
+from pipelines.preprocessing import to_channels
 
 __all__ = ["CorpusError", "build_corpus", "load_spec", "corpus_sources", "main"]
 
-CARD_JSON = "corpus_card.json"
-CARD_MD = "corpus_card.md"
-SEP = "/"
 
 
 class CorpusError(ValueError):
@@ -88,8 +91,6 @@ def load_spec(path) -> dict:
     sources = spec.get("sources") if isinstance(spec, dict) else None
     if not isinstance(sources, list) or not sources:
         raise CorpusError(f"The corpus spec {path} needs a non-empty 'sources:' list of mappings.")
-    from pipelines.datasets import get_adapter
-
     seen = set()
     for i, source in enumerate(sources):
         if not isinstance(source, dict):
@@ -139,8 +140,6 @@ def _modality(source: dict, label: str) -> str:
 # ------------------------------------------------------------------------------------- build
 def _read_sources(spec, exclude, val_fraction, seed):
     """Every kept source's manifest, channels and label names (before any pixel is decoded)."""
-    from pipelines.datasets import get_adapter
-
     names = [s["name"] for s in spec["sources"]]
     unknown = [e for e in exclude if e not in names]
     if unknown:
@@ -194,15 +193,29 @@ def _channels(spec, read) -> int:
 
 
 def _pixels(adapter, row, data_dir, size, channels) -> np.ndarray:
-    from pipelines.cache.decode import Row, to_cache_pixels
-    from pipelines.preprocessing import to_channels
-
     image = adapter.load(Row(row), data_dir, None)
     return to_cache_pixels(to_channels(np.asarray(image, np.float32), channels), size)
 
 
 def _digest(pixels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode()).hexdigest()
+
+
+@dataclass
+class _Build:
+    """One build's facts, as its steps read them: the harmonised shape, the union label space,
+    the hidden folder it writes and the pseudonym salt."""
+
+    out: Path
+    tmp: Path
+    size: tuple
+    channels: int
+    labels: list
+    groups: list
+    settings: dict
+    shard_size: int
+    salt: str
+    test_hashes: set
 
 
 def build_corpus(spec_path, out, *, image_size=64, exclude=(), seed: int = 0,
@@ -215,18 +228,7 @@ def build_corpus(spec_path, out, *, image_size=64, exclude=(), seed: int = 0,
     written into a hidden sibling folder and renamed to ``out`` at the end (atomic: an
     interrupted build leaves no ``out``; the next run starts over).
     """
-    import tensorflow as tf
-
-    from pipelines.cache.format import (
-        FORMAT_VERSION,
-        INFO_FILE,
-        MANIFEST_FILE,
-        RECORD_FEATURES,
-        parse_image_size,
-        pseudonym,
-        serialize_example,
-        shard_name,
-    )
+    from pipelines.cache.format import INFO_FILE, parse_image_size  # imports TensorFlow
 
     start = time.perf_counter()
     spec = load_spec(spec_path)
@@ -249,10 +251,34 @@ def build_corpus(spec_path, out, *, image_size=64, exclude=(), seed: int = 0,
     read = _read_sources(spec, exclude, val_fraction, seed)
     channels = _channels(spec, read)
     kept = [r for r in read if not r["excluded"]]
-    labels = [f"{r['spec']['name']}{SEP}{label}" for r in kept for label in r["labels"]]
-    groups = [i for i, r in enumerate(kept) for _ in r["labels"]]
+    build = _Build(
+        out=out, tmp=out.parent / f".{out.name}.partial-{os.getpid()}", size=size,
+        channels=channels,
+        labels=[f"{r['spec']['name']}{SEP}{label}" for r in kept for label in r["labels"]],
+        groups=[i for i, r in enumerate(kept) for _ in r["labels"]], settings=settings,
+        shard_size=shard_size, salt=os.urandom(16).hex(),
+        test_hashes=_test_hashes(read, size, channels),
+    )
+    shutil.rmtree(build.tmp, ignore_errors=True)
+    build.tmp.mkdir(parents=True)
+    try:
+        rows_out, stats = _write_images(build, kept, progress=progress)
+        manifest = _write_index(build, spec, read, kept, rows_out, stats)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        replace(build.tmp, out)
+    except BaseException:
+        shutil.rmtree(build.tmp, ignore_errors=True)
+        raise
+    if progress:
+        dropped = sum(v for s in stats.values() for k, v in s.items() if k.startswith("dropped"))
+        print(f"built {out}: {len(manifest)} images from {len(kept)} sources, {len(build.labels)} labels, "
+              f"{dropped} duplicates dropped, in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return out
 
-    # test images of every source (excluded ones too): nothing equal to them enters the corpus
+
+def _test_hashes(read, size, channels) -> set:
+    """The test images of every source (excluded ones too): nothing equal to them enters the
+    corpus."""
     test_hashes = set()
     for r in read:
         test_rows = r["df"][r["df"]["split"] == "test"]
@@ -261,117 +287,128 @@ def build_corpus(spec_path, out, *, image_size=64, exclude=(), seed: int = 0,
                 test_hashes.add(_digest(_pixels(r["adapter"], row, r["spec"]["_data_dir"], size, channels)))
             except (DataError, OSError, ValueError):
                 continue
+    return test_hashes
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    salt = os.urandom(16).hex()
-    shape = (size[0], size[1], channels)
-    try:
-        total = sum(int((r["df"]["split"] != "test").sum()) for r in kept)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, unit="img", desc="corpus", file=sys.stderr, dynamic_ncols=True)
-        seen: dict[str, str] = {}
-        rows_out = []
-        stats = {r["spec"]["name"]: Counter() for r in kept}
-        writers: dict[str, list] = {}
-        offset = 0
-        try:
-            for r in kept:
-                name, df, adapter = r["spec"]["name"], r["df"], r["adapter"]
-                st = stats[name]
-                st["test_rows_left_out"] = int((df["split"] == "test").sum())
-                for row in df[df["split"] != "test"].to_dict("records"):
-                    if bar is not None:
-                        bar.update(1)
-                    try:
-                        pixels = _pixels(adapter, row, r["spec"]["_data_dir"], size, channels)
-                    except (DataError, OSError, ValueError):
-                        st["unreadable"] += 1
-                        continue
-                    digest = _digest(pixels)
-                    if digest in test_hashes:
-                        st["dropped_equal_to_a_test_image"] += 1
-                        continue
-                    if digest in seen:
-                        st["dropped_duplicate_within_source" if seen[digest] == name else "dropped_duplicate_across_sources"] += 1
-                        continue
-                    seen[digest] = name
-                    k = int(np.argmax([row[lab] for lab in r["labels"]]))
-                    label = np.zeros(len(labels), np.float32)
-                    label[offset + k] = 1.0
-                    split = str(row["split"])
-                    ident = f"{name}{SEP}{row['id']}"
-                    patient = pseudonym(salt, f"{name}{SEP}{row.get('patient_id', row['id'])}")
-                    writer = _shard_writer(writers, tmp, split, shard_size, tf)
-                    writer[0].write(serialize_example(pixels.tobytes(), shape, label, ident, patient))
-                    writer[1] += 1
-                    rows_out.append({"id": ident, "patient_id": patient, "study_id": patient,
-                                     "series_id": patient, "slice": -1, "label": offset + k,
-                                     "split": split, "shard": writer[2], "source": name,
-                                     "source_id": str(row["id"]), "sha256": digest[:16]})
-                    st["images"] += 1
-                    st[f"class:{r['labels'][k]}"] += 1
-                    st[f"modality:{_modality(r['spec'], r['labels'][k])}"] += 1
-                    st[f"split:{split}"] += 1
-                offset += len(r["labels"])
-        finally:
-            for shards in writers.values():
-                for w in shards:
-                    w[0].close()
-            if bar is not None:
-                bar.close()
-        shards = _rename_shards(tmp, writers, shard_name)
-        import pandas as pd
+def _write_images(build: _Build, kept, *, progress: bool):
+    """Decode, harmonise, deduplicate and write every kept source's non-test images to the
+    temporary shards; ``(rows, stats)``: the manifest rows (temporary shard names) and the
+    per-source counts for the card."""
+    import tensorflow as tf
 
-        table = pd.DataFrame(rows_out)
-        table["shard"] = table["shard"].map(shards)
-        onehot = np.zeros((len(table), len(labels)), dtype="int64")
-        onehot[np.arange(len(table)), table["label"].to_numpy()] = 1
-        columns = {"id": table["id"], "patient_id": table["patient_id"], "study_id": table["study_id"],
-                   "series_id": table["series_id"], "slice": table["slice"]}
-        manifest = pd.DataFrame(columns)
-        manifest = pd.concat([manifest, pd.DataFrame(onehot, columns=labels)], axis=1)
-        for column in ("split", "shard", "source", "source_id", "sha256"):
-            manifest[column] = table[column]
-        manifest.to_csv(tmp / MANIFEST_FILE, index=False)
-        (tmp / "quarantine.csv").write_text("path,reason\n")
-        splits = {s: int((manifest["split"] == s).sum()) for s in ("train", "val") if (manifest["split"] == s).any()}
-        info = {
-            "format_version": FORMAT_VERSION,
-            "dataset": f"corpus:{out.name}",
-            "labels": labels,
-            "task": "multi-class",
-            "image_size": list(size),
-            "channels": channels,
-            "windows": None,
-            "splits": splits,
-            "shards": {s: sorted(v for v in shards.values() if v.startswith(f"{s}-")) for s in splits},
-            "quarantined": 0,
-            "record_features": {k: v.format(num_labels=len(labels)) for k, v in RECORD_FEATURES.items()},
-            "sources": {r["spec"]["name"]: [i for i, g in enumerate(groups) if g == j] for j, r in enumerate(kept)},
-            "label_groups": groups,
-            "objective": "source-masked softmax over the union of namespaced labels",
-            "settings": settings,
-        }
-        card = _card(spec, read, kept, stats, labels, channels, size, settings)
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
-        card["size_on_disk_bytes"] = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
-        (tmp / CARD_JSON).write_text(json.dumps(card, indent=2))
-        (tmp / CARD_MD).write_text(card_markdown(card))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    from pipelines.cache.format import pseudonym, serialize_example  # imports TensorFlow
+
+    size, labels, tmp, salt = build.size, build.labels, build.tmp, build.salt
+    shape = (size[0], size[1], build.channels)
+    total = sum(int((r["df"]["split"] != "test").sum()) for r in kept)
+    bar = None
     if progress:
-        dropped = sum(v for s in stats.values() for k, v in s.items() if k.startswith("dropped"))
-        print(f"built {out}: {len(manifest)} images from {len(kept)} sources, {len(labels)} labels, "
-              f"{dropped} duplicates dropped, in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    return out
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="img", desc="corpus", file=sys.stderr, dynamic_ncols=True)
+    seen: dict[str, str] = {}
+    rows_out = []
+    stats = {r["spec"]["name"]: Counter() for r in kept}
+    writers: dict[str, list] = {}
+    offset = 0
+    try:
+        for r in kept:
+            name, df, adapter = r["spec"]["name"], r["df"], r["adapter"]
+            st = stats[name]
+            st["test_rows_left_out"] = int((df["split"] == "test").sum())
+            for row in df[df["split"] != "test"].to_dict("records"):
+                if bar is not None:
+                    bar.update(1)
+                try:
+                    pixels = _pixels(adapter, row, r["spec"]["_data_dir"], size, build.channels)
+                except (DataError, OSError, ValueError):
+                    st["unreadable"] += 1
+                    continue
+                digest = _digest(pixels)
+                if digest in build.test_hashes:
+                    st["dropped_equal_to_a_test_image"] += 1
+                    continue
+                if digest in seen:
+                    st["dropped_duplicate_within_source" if seen[digest] == name else "dropped_duplicate_across_sources"] += 1
+                    continue
+                seen[digest] = name
+                k = int(np.argmax([row[lab] for lab in r["labels"]]))
+                label = np.zeros(len(labels), np.float32)
+                label[offset + k] = 1.0
+                split = str(row["split"])
+                ident = f"{name}{SEP}{row['id']}"
+                patient = pseudonym(salt, f"{name}{SEP}{row.get('patient_id', row['id'])}")
+                writer = _shard_writer(writers, tmp, split, build.shard_size, tf)
+                writer[0].write(serialize_example(pixels.tobytes(), shape, label, ident, patient))
+                writer[1] += 1
+                rows_out.append({"id": ident, "patient_id": patient, "study_id": patient,
+                                 "series_id": patient, "slice": -1, "label": offset + k,
+                                 "split": split, "shard": writer[2], "source": name,
+                                 "source_id": str(row["id"]), "sha256": digest[:16]})
+                st["images"] += 1
+                st[f"class:{r['labels'][k]}"] += 1
+                st[f"modality:{_modality(r['spec'], r['labels'][k])}"] += 1
+                st[f"split:{split}"] += 1
+            offset += len(r["labels"])
+    finally:
+        for shards in writers.values():
+            for w in shards:
+                w[0].close()
+        if bar is not None:
+            bar.close()
+    shards = _rename_shards(tmp, writers)
+    for row in rows_out:
+        row["shard"] = shards[row["shard"]]
+    return rows_out, stats
+
+
+def _write_index(build: _Build, spec, read, kept, rows_out, stats) -> pd.DataFrame:
+    """manifest.csv, quarantine.csv, dataset.json and the corpus card in the temporary folder;
+    returns the manifest."""
+    from pipelines.cache.format import (  # imports TensorFlow
+        FORMAT_VERSION,
+        INFO_FILE,
+        MANIFEST_FILE,
+        RECORD_FEATURES,
+    )
+
+    tmp, labels, groups = build.tmp, build.labels, build.groups
+    table = pd.DataFrame(rows_out)
+    onehot = np.zeros((len(table), len(labels)), dtype="int64")
+    onehot[np.arange(len(table)), table["label"].to_numpy()] = 1
+    columns = {"id": table["id"], "patient_id": table["patient_id"], "study_id": table["study_id"],
+               "series_id": table["series_id"], "slice": table["slice"]}
+    manifest = pd.DataFrame(columns)
+    manifest = pd.concat([manifest, pd.DataFrame(onehot, columns=labels)], axis=1)
+    for column in ("split", "shard", "source", "source_id", "sha256"):
+        manifest[column] = table[column]
+    manifest.to_csv(tmp / MANIFEST_FILE, index=False)
+    (tmp / "quarantine.csv").write_text("path,reason\n")
+    shards = sorted(set(table["shard"]))
+    splits = {s: int((manifest["split"] == s).sum()) for s in ("train", "val") if (manifest["split"] == s).any()}
+    info = {
+        "format_version": FORMAT_VERSION,
+        "dataset": f"corpus:{build.out.name}",
+        "labels": labels,
+        "task": "multi-class",
+        "image_size": list(build.size),
+        "channels": build.channels,
+        "windows": None,
+        "splits": splits,
+        "shards": {s: sorted(v for v in shards if v.startswith(f"{s}-")) for s in splits},
+        "quarantined": 0,
+        "record_features": {k: v.format(num_labels=len(labels)) for k, v in RECORD_FEATURES.items()},
+        "sources": {r["spec"]["name"]: [i for i, g in enumerate(groups) if g == j] for j, r in enumerate(kept)},
+        "label_groups": groups,
+        "objective": "source-masked softmax over the union of namespaced labels",
+        "settings": build.settings,
+    }
+    card = make_card(spec, read, kept, stats, labels, build.channels, build.size, build.settings)
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+    card["size_on_disk_bytes"] = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
+    (tmp / CARD_JSON).write_text(json.dumps(card, indent=2))
+    (tmp / CARD_MD).write_text(card_markdown(card))
+    return manifest
 
 
 def _shard_writer(writers, tmp, split, shard_size, tf):
@@ -385,8 +422,10 @@ def _shard_writer(writers, tmp, split, shard_size, tf):
     return shards[-1]
 
 
-def _rename_shards(tmp, writers, shard_name) -> dict[str, str]:
+def _rename_shards(tmp, writers) -> dict[str, str]:
     """Temp shard names -> ``<split>-NNNNN-of-NNNNN.tfrecord``."""
+    from pipelines.cache.format import shard_name  # imports TensorFlow
+
     mapping = {}
     for split, shards in writers.items():
         for i, w in enumerate(shards):
@@ -394,100 +433,6 @@ def _rename_shards(tmp, writers, shard_name) -> dict[str, str]:
             replace(tmp / w[2], tmp / final)
             mapping[w[2]] = final
     return mapping
-
-
-# -------------------------------------------------------------------------------------- card
-def _card(spec, read, kept, stats, labels, channels, size, settings) -> dict:
-    sources = {}
-    for r in read:
-        name = r["spec"]["name"]
-        st = stats.get(name, Counter())
-        sources[name] = {
-            "dataset": r["spec"]["dataset"],
-            "data_dir": r["spec"]["data_dir"],
-            "options": r["spec"].get("options") or {},
-            "in_corpus": not r["excluded"],
-            "source_channels": r["channels"],
-            "images": int(st["images"]),
-            "per_split": {k[6:]: v for k, v in st.items() if k.startswith("split:")},
-            "per_class": {f"{name}{SEP}{k[6:]}": v for k, v in st.items() if k.startswith("class:")},
-            "per_modality": {k[9:]: v for k, v in st.items() if k.startswith("modality:")},
-            "test_rows_left_out": int(st["test_rows_left_out"]),
-            "duplicates_dropped": {k[8:]: v for k, v in st.items() if k.startswith("dropped_")},
-            "unreadable": int(st["unreadable"]),
-            "licence": r["spec"].get("licence", "unspecified"),
-            "citation": r["spec"].get("citation", "unspecified"),
-        }
-    modality = Counter()
-    for s in sources.values():
-        modality.update(s["per_modality"])
-    return {
-        "spec": spec["_path"],
-        "spec_sha256": spec["_sha256"],
-        "settings": settings,
-        "image_size": list(size),
-        "channels": channels,
-        "channel_rule": "pipelines.preprocessing.to_channels: RGB -> grey by BT.601 luma; grey -> 3 by repetition",
-        "dedup": "sha256 of the harmonised uint8 pixels; first copy in spec order kept; "
-                 "images equal to any source's test image dropped",
-        "objective": "one union label space (namespaced source/class), softmax masked to the image's source",
-        "labels": labels,
-        "images": sum(s["images"] for s in sources.values()),
-        "duplicates_dropped": sum(sum(s["duplicates_dropped"].values()) for s in sources.values()),
-        "per_modality": dict(modality),
-        "excluded": settings["exclude"],
-        "sources": sources,
-    }
-
-
-def card_markdown(card: dict) -> str:
-    lines = [
-        f"# Corpus card: {card['images']} images, {len(card['labels'])} labels",
-        "",
-        f"Spec `{card['spec']}` (sha256 `{card['spec_sha256'][:16]}`), {card['image_size'][0]}x"
-        f"{card['image_size'][1]} px, {card['channels']} channel(s); excluded: "
-        f"{', '.join(card['excluded']) or 'none'}. Size on disk: {card.get('size_on_disk_bytes', 0) / 2**20:.1f} MiB.",
-        "",
-        f"- Channels: {card['channel_rule']}.",
-        f"- Duplicates: {card['dedup']}; dropped {card['duplicates_dropped']}.",
-        f"- Objective: {card['objective']}.",
-        "- Official test splits never enter the corpus.",
-        "",
-        "| source | in corpus | images | train | val | test rows left out | duplicates dropped | licence |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, s in card["sources"].items():
-        lines.append(
-            f"| {name} | {'yes' if s['in_corpus'] else 'no (excluded)'} | {s['images']} | "
-            f"{s['per_split'].get('train', 0)} | {s['per_split'].get('val', 0)} | {s['test_rows_left_out']} | "
-            f"{sum(s['duplicates_dropped'].values())} | {s['licence']} |"
-        )
-    lines += ["", "| class | images |", "|---|---|"]
-    for s in card["sources"].values():
-        lines += [f"| {k} | {v} |" for k, v in s["per_class"].items()]
-    lines += ["", "| modality | images |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in card["per_modality"].items()]
-    lines += ["", "## Citations", ""]
-    lines += [f"- **{name}** ({s['licence']}): {s['citation']}" for name, s in card["sources"].items()]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------ for training
-def corpus_sources(cache) -> dict:
-    """``{"sources": [...], "datasets": [(adapter, data_dir), ...], "card_sha256": ...}`` of a
-    built corpus, or None when ``cache`` is not a corpus (used by the leak check)."""
-    cache = Path(cache)
-    if not (cache / CARD_JSON).is_file():
-        return None
-    text = (cache / CARD_JSON).read_text()
-    card = json.loads(text)
-    kept = {n: s for n, s in card["sources"].items() if s["in_corpus"]}
-    return {
-        "sources": sorted(kept),
-        "datasets": [{"name": n, "dataset": s["dataset"], "data_dir": s["data_dir"],
-                      "options": s.get("options") or {}} for n, s in kept.items()],
-        "card_sha256": hashlib.sha256(text.encode()).hexdigest(),
-    }
 
 
 # --------------------------------------------------------------------------------------- CLI

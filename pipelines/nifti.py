@@ -43,6 +43,7 @@ from typing import NamedTuple
 import nibabel as nib
 import numpy as np
 
+from pipelines import transforms
 from pipelines.dicom import MAX_ABS_VALUE, MAX_PIXELS
 from pipelines.manifest import DataError
 
@@ -266,8 +267,6 @@ def read_windows(path, index: int, windows=None, *, orient: str = "lps",
     and every file that would fail a check, takes the :func:`read_slice` path, so the checks
     and errors are :func:`read_slice`'s.
     """
-    from pipelines import transforms
-
     if orient not in ORIENTS:
         raise ValueError(f"orient must be one of {ORIENTS}, got {orient!r}")
     fast = _fast_stored(path, index, max_pixels)

@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.cache.jobs import PrepareError
+from pipelines.cli import OutputError, check_writable, quiet_tf_startup
+
 
 def _size(text: str):
     try:
@@ -110,10 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.cli import OutputError, check_writable, quiet_tf_startup
-
     quiet_tf_startup()  # before the writer loads TF: no C++ start-up lines (MEDZOO_DEBUG=1 shows them)
-    from pipelines.cache import PrepareError, prepare
+    from pipelines.cache.writer import prepare  # imports TensorFlow, so only after the line above
 
     try:
         check_writable(args.out, "--out")

@@ -294,6 +294,10 @@ def resize(image: np.ndarray, size: int | Sequence[int]) -> np.ndarray:
 # half-to-even rounding, the last-bit differences between two resize implementations (Pillow here,
 # TensorFlow in the serving graph) flipped about 0.5% of the pixels of resized JPEGs by a level.
 ROUND_OFFSET = 0.5 + 2.0**-10
+# The cache's levels (uint8) and the ITU-R BT.601 luma weights, applied to float values in
+# [0, 1]: shared by pipelines.preprocessing and its TensorFlow twins.
+LEVELS = 255
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@
 
     format.py   the on-disk format: file names, FORMAT_VERSION, the record, read_info, shard_files
     decode.py   the worker side of prepare: adapter.load -> resize -> uint8 (no TensorFlow)
-    writer.py   prepare(): manifest -> split -> shard plan -> process pool -> shards -> dataset.json
+    jobs.py     what both runners share: PrepareJob (one row to decode), PrepareError, finish_shard
+    writer.py   prepare(): manifest -> split -> shard plan -> a runner -> shards -> dataset.json
+    pool.py     prepare(runner="pool"): the decode workers on this machine and the shard writing
     beam.py     prepare(runner="beam"): the decode and shard writing as an Apache Beam pipeline
     reader.py   make_dataset(): shards -> tf.data (per-worker sharding, shuffle, balance, augment)
 
@@ -18,7 +20,7 @@ import importlib
 
 _EXPORTS = {
     "prepare": "writer",
-    "PrepareError": "writer",
+    "PrepareError": "jobs",
     "make_dataset": "reader",
     "read_info": "format",
     "shard_files": "format",

@@ -4,8 +4,8 @@ The driver (``pipelines.cache.writer``) does what needs the whole manifest, exac
 process pool path does it: read and validate the manifest, split it by patient, pseudonymise
 the ids and plan the shards. The Beam pipeline then runs what scales with the data::
 
-    Create((shard, task) per row) -> ParDo(decode: decode.work, the same function the pool
-    runs) -> GroupByKey(shard) -> Map(write the shard: records in plan order, quarantine in
+    Create((shard, PrepareJob) per row) -> ParDo(decode: decode.work, the same function the
+    pool runs) -> GroupByKey(shard) -> Map(write the shard: records in plan order, quarantine in
     the shard's marker, rename when complete)
 
 and the driver gathers the markers into manifest.csv, quarantine.csv and dataset.json, as
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from pipelines.cache import decode
+from pipelines.cache.jobs import PrepareError, finish_shard, strict_message
 
 __all__ = ["check_installed", "write_shards", "parse_options"]
 
@@ -35,8 +36,6 @@ def check_installed() -> None:
     try:
         import apache_beam  # noqa: F401
     except ImportError:
-        from pipelines.cache.writer import PrepareError
-
         raise PrepareError(
             "--runner beam needs Apache Beam, which is not installed; run "
             "pip install -e \".[beam]\", or use the default --runner pool."
@@ -67,20 +66,16 @@ class _Decode:
         decode.init_worker(*self.initargs)
 
     def process(self, item):
-        shard, task = item
-        position, record, error = decode.work(task)
-        path = task[2][2] if self.hide_paths else str(task[1].get("path", ""))  # row key
+        shard, job = item
+        position, record, error = decode.work(job)
+        path = job.where(self.hide_paths)
         if error is not None and self.strict:
-            from pipelines.cache.writer import strict_message
-
             raise ValueError(strict_message(path, error))
-        yield shard, (position, task[2][2], record, error, path)
+        yield shard, (position, job.example_id, record, error, path)
 
 
 def _write_shard(item, out, progress_dir):
     """One shard's decoded rows -> the shard file and its marker (as the pool path writes)."""
-    from pipelines.cache.writer import _finish_shard
-
     shard, results = item
     out, progress_dir = Path(out), Path(progress_dir)
     tmp = out / f".{shard}.tmp"
@@ -92,19 +87,19 @@ def _write_shard(item, out, progress_dir):
         else:
             handle.write(decode.frame_record(record))
             written.append(example_id)
-    _finish_shard(handle, tmp, out, progress_dir, shard, written, bad)
+    finish_shard(handle, tmp, out, progress_dir, shard, written=written, bad=bad)
     return shard
 
 
-def write_shards(items, *, out, progress_dir, strict, initargs, workers, options, progress,
+def write_shards(jobs, *, out, progress_dir, strict, initargs, workers, options, progress,
                  hide_paths=False):
-    """Run the Beam pipeline over ``items`` = ``[(shard, decode task), ...]``; returns the
-    (start, end) times of the pipeline and the images after the first, for the steady rate."""
+    """Run the Beam pipeline over ``jobs`` (:class:`~pipelines.cache.jobs.PrepareJob`, keyed
+    by their shard); returns the (start, end) times of the pipeline and the images after the
+    first, for the steady rate."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.cache.writer import PrepareError
-
+    items = [(job.shard, job) for job in jobs]
     flags = parse_options(options, workers)
     decoder = _Decode(initargs, strict, hide_paths)
 

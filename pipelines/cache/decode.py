@@ -24,6 +24,8 @@ import google_crc32c
 import numpy as np
 
 from pipelines import preprocessing, transforms
+from pipelines.cache.jobs import PrepareJob
+from pipelines.datasets import get_adapter
 
 # --------------------------------------------------------------------------------------------
 # Adapter references that survive pickling into a spawned process
@@ -43,8 +45,6 @@ class AdapterRef:
 
     def resolve(self):
         if self.name is not None:
-            from pipelines.datasets import get_adapter
-
             return get_adapter(self.name)
         return self.obj
 
@@ -205,38 +205,37 @@ def keep_freed_memory() -> bool:
 def init_worker(ref: AdapterRef, data_dir: str, windows, size) -> None:
     """Pool initializer: import the decoders and resolve the adapter once per process. It needs
     nothing from the manifest, so the pool can start while the parent still reads it."""
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     keep_freed_memory()
     _WORKER.update(adapter=ref.resolve(), data_dir=data_dir, windows=windows, size=size)
 
 
-def work(task):
-    """Pool task: ``(position, row dict, record)`` -> ``(position, record bytes or None, error
-    or None)``, where ``record = (channels, label values, id, patient_id)`` of the cache row."""
-    position, row, (channels, label, example_id, patient_id) = task
+def work(job: PrepareJob):
+    """Pool task: a :class:`~pipelines.cache.jobs.PrepareJob` -> ``(position, record bytes or
+    None, error or None)``."""
     size = _WORKER["size"]
     try:
         image = decode_row(
-            _WORKER["adapter"], Row(row), _WORKER["data_dir"], _WORKER["windows"], size, channels
+            _WORKER["adapter"], Row(job.row), _WORKER["data_dir"], _WORKER["windows"], size,
+            job.channels,
         )
     except Exception as error:  # noqa: BLE001 - any failure of one file is that file's problem
-        return position, None, describe_error(error)
-    shape = (size[0], size[1], channels)
-    return position, encode_example(image.tobytes(), shape, label, example_id, patient_id), None
+        return job.position, None, describe_error(error)
+    shape = (size[0], size[1], job.channels)
+    record = encode_example(image.tobytes(), shape, job.label, job.example_id, job.patient_id)
+    return job.position, record, None
 
 
 def work_piece(piece):
-    """Pool task: ``(path, [task, ...])`` -> ``(path, [error or None per task])``.
+    """Pool task: ``(path, [job, ...])`` -> ``(path, [error or None per job])``.
 
-    Decodes the tasks (:func:`work`) and writes the framed records of those that decoded to
-    ``path``, in task order; the parent appends the file to the shard and removes it."""
-    path, tasks = piece
+    Decodes the jobs (:func:`work`) and writes the framed records of those that decoded to
+    ``path``, in job order; the parent appends the file to the shard and removes it."""
+    path, jobs = piece
     outcomes = []
     with open(path, "wb") as handle:
-        for task in tasks:
-            _, record, error = work(task)
+        for job in jobs:
+            _, record, error = work(job)
             if record is not None:
                 handle.write(frame_record(record))
             outcomes.append(error)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from pipelines import augment as augmentation
 from pipelines import preprocessing
 from pipelines.cache.format import (
     MANIFEST_FILE,
@@ -84,21 +85,44 @@ def make_dataset(
         drop_remainder: drop a last partial batch.
         shuffle_buffer: records in the shuffle buffer (serialized, so H*W*C bytes each).
     """
-    from pipelines import augment as _augment
-
     cache = Path(cache)
     info = read_info(cache)
     files = shard_files(cache, split, info)
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer.")
     labels = tuple(info["labels"])
-    num_labels = len(labels)
-    height, width = info["image_size"]
-    shape = (height, width, int(info["channels"]))
     table = _split_table(cache, split, labels)
     if len(table) == 0:
         raise ValueError(f"The split {split!r} of the cache {cache} has no examples.")
+    if balanced not in (False, None, True, "class", "source"):
+        raise ValueError(f"balanced={balanced!r} must be False, True / 'class' or 'source'.")
+    if balanced == "source" and "label_groups" not in info:
+        raise ValueError(
+            f"balanced='source' needs a corpus built by pipelines.corpus; {cache} has no sources "
+            "(use balanced=True for classes)."
+        )
 
+    ds, local = _records(files, table, training=training, seed=seed, epoch=epoch,
+                         input_context=input_context)
+    ds = _ordered(ds, local, info, training=training, balanced=balanced, repeat=repeat,
+                  seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = _decoded(ds, info, image_size)
+    if training:
+        ds = _augmented(ds, augment=augment, mixup=mixup, cutmix=cutmix, seed=seed, epoch=epoch)
+    if not with_ids:
+        ds = ds.map(lambda x, y, ids: (x, y))
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _records(files, table, *, training, seed, epoch, input_context):
+    """The shard files -> serialized records of this input pipeline's share: by files when
+    there are at least as many files as pipelines, else by records, always before decoding.
+    Returns the dataset and this pipeline's ``(rows, count)``: its manifest rows (exact when
+    sharded by files) and how many records it reads."""
     pipes, pipe_id = 1, 0
     if input_context is not None:
         pipes, pipe_id = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -123,26 +147,32 @@ def make_dataset(
     )
     if pipes > 1 and not by_files:
         ds = ds.shard(pipes, pipe_id)
+    return ds, (local, local_count)
 
+
+def _ordered(ds, local, info, *, training, balanced, repeat, seed, epoch, shuffle_buffer):
+    """Shuffle (training) or equal-weight sampling (``balanced``), then repeat if asked."""
+    local, local_count = local
     buffer = max(1, min(shuffle_buffer, local_count))
-    if balanced not in (False, None, True, "class", "source"):
-        raise ValueError(f"balanced={balanced!r} must be False, True / 'class' or 'source'.")
-    if balanced == "source" and "label_groups" not in info:
-        raise ValueError(
-            f"balanced='source' needs a corpus built by pipelines.corpus; {cache} has no sources "
-            "(use balanced=True for classes)."
-        )
     if balanced:
         groups = info["label_groups"] if balanced == "source" else None
-        ds = _balanced(ds, local, labels, info["task"], buffer, seed, epoch, num_labels, groups)
+        ds = _balanced(ds, local, labels=tuple(info["labels"]), task=info["task"], buffer=buffer,
+                       seed=seed, epoch=epoch, groups=groups)
         if not repeat:
             ds = ds.take(local_count)
     elif training:
         ds = ds.shuffle(buffer, seed=derive_seed(seed, epoch, 2), reshuffle_each_iteration=True)
     if repeat and not balanced:
         ds = ds.repeat()
+    return ds
 
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+def _decoded(ds, info, image_size):
+    """Batches of serialized records -> ``(images, labels, ids)``, resized through the cache's
+    preprocessing spec when ``image_size`` differs from the cache's."""
+    num_labels = len(info["labels"])
+    height, width = info["image_size"]
+    shape = (height, width, int(info["channels"]))
     out_size = shape[:2] if image_size is None else parse_image_size(image_size)
     spec = preprocessing.from_cache_info(info)
 
@@ -153,42 +183,39 @@ def make_dataset(
             images = tf.clip_by_value(images, 0.0, 1.0)
         return images, y, ids
 
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    if training:
-        augmenter = _augment.build_augmentation(augment, seed=_augment.epoch_seed(seed, epoch))
-        mixer = _augment.build_mix(mixup=mixup, cutmix=cutmix, seed=derive_seed(seed, epoch, 4))
-        if augmenter is not None or mixer is not None:
-            ds = ds.enumerate()
-        if isinstance(augmenter, _augment.Augmentation) and _augment.stateless_ok():
-            # each batch's randomness comes from (seed, epoch, batch index): parallel and
-            # still deterministic
-            ds = ds.map(
-                lambda i, b: (i, (augmenter(b[0], batch_index=i), b[1], b[2])),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True,
-            )
-        elif augmenter is not None:
-            # a callable of the caller's (or another Keras backend): one batch at a time, so
-            # seeded generators advance in batch order
-            ds = ds.map(lambda i, b: (i, (augmenter(b[0], training=True), b[1], b[2])))
-        if mixer is not None:
-            ds = ds.map(
-                lambda i, b: (i, (*mixer(i, b[0], b[1]), b[2])),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True,
-            )
-        if augmenter is not None or mixer is not None:
-            ds = ds.map(lambda i, b: b)
-    if not with_ids:
-        ds = ds.map(lambda x, y, ids: (x, y))
-    options = tf.data.Options()
-    options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _balanced(ds, local, labels, task, buffer, seed, epoch, num_labels, groups=None):
+def _augmented(ds, *, augment, mixup, cutmix, seed, epoch):
+    """The training-only steps on decoded batches: augmentation, then MixUp / CutMix."""
+    augmenter = augmentation.build_augmentation(augment, seed=augmentation.epoch_seed(seed, epoch))
+    mixer = augmentation.build_mix(mixup=mixup, cutmix=cutmix, seed=derive_seed(seed, epoch, 4))
+    if augmenter is not None or mixer is not None:
+        ds = ds.enumerate()
+    if isinstance(augmenter, augmentation.Augmentation) and augmentation.stateless_ok():
+        # each batch's randomness comes from (seed, epoch, batch index): parallel and
+        # still deterministic
+        ds = ds.map(
+            lambda i, b: (i, (augmenter(b[0], batch_index=i), b[1], b[2])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    elif augmenter is not None:
+        # a callable of the caller's (or another Keras backend): one batch at a time, so
+        # seeded generators advance in batch order
+        ds = ds.map(lambda i, b: (i, (augmenter(b[0], training=True), b[1], b[2])))
+    if mixer is not None:
+        ds = ds.map(
+            lambda i, b: (i, (*mixer(i, b[0], b[1]), b[2])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    if augmenter is not None or mixer is not None:
+        ds = ds.map(lambda i, b: b)
+    return ds
+
+
+def _balanced(ds, local, *, labels, task, buffer, seed, epoch, groups=None):
     """Equal-weight sampling over the classes (or, with ``groups``, the label index -> source
     index of a corpus, the sources) present: filter per group, repeat, sample."""
     values = local[list(labels)].to_numpy(dtype=np.float32)
@@ -203,6 +230,7 @@ def _balanced(ds, local, labels, task, buffer, seed, epoch, num_labels, groups=N
             f"balanced=True needs at least two classes in the split, but every example is in "
             f"class {present[0] if present else '-'}; use balanced=False."
         )
+    num_labels = len(labels)
     multi = task == "multi-label" or num_labels == 1
     spec = {"label": tf.io.FixedLenFeature([num_labels], tf.float32)}
 

@@ -1,13 +1,15 @@
 """``prepare``: a dataset adapter's manifest -> a sharded TFRecord cache (see ``format``).
 
-The parent process starts the decode workers first (spawned processes importing the decoders
-while the parent reads the manifest, so their start-up overlaps it), reads and splits the
-manifest, plans the shards (pseudonymised ids, a seeded order), hands the decoding, the
-record encoding and framing to :mod:`pipelines.cache.decode` (in-process with ``workers=1``),
-a piece of consecutive rows at a time, and appends the workers' piece files to the shards in
-plan order. Each shard is written
-under a hidden temp name and renamed when complete, with a marker in ``.progress/``; a re-run
-with the same settings skips the finished shards. ``dataset.json`` is written last.
+The parent process starts the decode workers first (:class:`pipelines.cache.pool.DecodePool`:
+processes importing the decoders while the parent reads the manifest, so their start-up
+overlaps it), reads and splits the manifest, plans the shards (pseudonymised ids, a seeded
+order) and makes one :class:`~pipelines.cache.jobs.PrepareJob` per row still to decode. A
+runner decodes the jobs and writes the shards: the process pool
+(:func:`pipelines.cache.pool.write_shards`: pieces of consecutive rows decoded by
+:mod:`pipelines.cache.decode`, in-process with ``workers=1``, appended to the shards in plan
+order) or Apache Beam (:func:`pipelines.cache.beam.write_shards`). Each shard is written under
+a hidden temp name and renamed when complete, with a marker in ``.progress/``; a re-run with
+the same settings skips the finished shards. ``dataset.json`` is written last.
 """
 
 from __future__ import annotations
@@ -15,19 +17,17 @@ from __future__ import annotations
 import csv
 import json
 import math
-import multiprocessing
-import os
 import secrets
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipelines.cache import decode
-from pipelines.fs import atomic_write_text, replace
+from pipelines.cache import beam, decode, pool
 from pipelines.cache.format import (
     FORMAT_VERSION,
     INFO_FILE,
@@ -44,16 +44,19 @@ from pipelines.cache.format import (
     shard_name,
     split_names,
 )
+from pipelines.cache.jobs import PrepareError, PrepareJob
+from pipelines.datasets import Adapter, get_adapter
+from pipelines.fs import atomic_write_text
+from pipelines.manifest import quarantined, validate_manifest
+from pipelines.preprocessing import Preprocessing
+from pipelines.splits import assert_patient_disjoint, split_manifest
+from pipelines.transforms import format_windows, parse_windows
 
 __all__ = ["PrepareError", "prepare"]
 
 
 # quarantine.csv's path for a file the adapter left out, when paths are withheld
 WITHHELD = "(withheld: prepare with --keep-path-ids to list paths)"
-
-
-class PrepareError(RuntimeError):
-    """A cache could not be prepared (strict mode, changed settings on resume, ...)."""
 
 
 def _jsonable(value):
@@ -71,8 +74,6 @@ def _jsonable(value):
 
 def _resolve_adapter(dataset):
     """A registered name or an Adapter instance -> the adapter; TypeError for anything else."""
-    from pipelines.datasets import Adapter, get_adapter
-
     adapter = get_adapter(dataset) if isinstance(dataset, str) else dataset
     if not isinstance(adapter, Adapter):
         raise TypeError(
@@ -114,25 +115,6 @@ def _plan(
     return pd.concat(pieces, ignore_index=True)
 
 
-def _settings(
-    name, data_dir, size, windows, val_fraction, test_fraction, seed, shard_size, options
-) -> dict:
-    """The arguments that define a cache; a re-run with other values is refused."""
-    return _jsonable(
-        {
-            "dataset": name,
-            "data_dir": str(Path(data_dir).resolve()),
-            "image_size": list(size),
-            "windows": windows,
-            "val_fraction": val_fraction,
-            "test_fraction": test_fraction,
-            "seed": seed,
-            "shard_size": shard_size,
-            "options": options or {},
-        }
-    )
-
-
 def _check_same(settings: dict, stored: dict, out: Path) -> None:
     changed = [k for k in settings if k in stored and stored[k] != settings[k]]
     if changed:
@@ -141,79 +123,6 @@ def _check_same(settings: dict, stored: dict, out: Path) -> None:
             f"The cache {out} was prepared with other settings ({detail}); "
             "use a new --out folder or delete this one."
         )
-
-
-def _worker_context():
-    """A forkserver that has imported the decoders (workers fork from it, already warm); plain
-    spawn where there is no forkserver. Never a bare fork: the parent runs TensorFlow threads."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    # __main__ as spawn would import it (an adapter class defined in a script must unpickle)
-    context.set_forkserver_preload(["__main__", "pipelines.cache.decode", "pipelines.datasets"])
-    return context
-
-
-class DecodePool:
-    """The decode workers: started early, fed later.
-
-    ``DecodePool(workers, ref, data_dir, windows, size)`` spawns the processes at once (their
-    start-up, about a second of imports each, overlaps the parent's manifest reading);
-    ``results(pieces)`` yields ``decode.work_piece`` results in piece order. ``workers=1``
-    decodes in this process. ``close()`` (or the with-block) stops the workers at once.
-
-    Why 2 workers used to be no faster than 1, in four steps:
-
-    * each worker was a fresh spawned interpreter importing numpy, pandas, scipy and pydicom
-      (3.7 to 5 s for a pool of 2 on the loaded 2-core machine), started only after the
-      manifest was read: now they fork from a forkserver that imported the decoders once and
-      start while the manifest is read;
-    * the parent built every ``tf.train.Example`` itself: now the workers encode the records;
-    * every record (196 KB at 256x256x3) still crossed the pool's result pipe, which all
-      workers share under one lock and which holds 64 KB: a worker blocked until the parent
-      was scheduled to drain it, so 2 workers ran 0.9-1.0x of one (280 images/s against 300).
-      Now a worker writes the framed records of a piece (consecutive rows of one shard) to a
-      file beside the shard and sends back one outcome per row; the parent appends the file to
-      the shard (the same pool ran 1.7x of one once only the outcomes came back);
-    * each slice's few MB of arrays went back to the kernel when freed and were faulted in
-      again for the next (twice the decode time in a process that had imported TensorFlow):
-      ``decode.keep_freed_memory`` in every decoding process. 2 workers now run 1.8-2.0x of
-      one once up (``python -m benchmarks.pipeline``).
-    """
-
-    def __init__(self, workers, ref, data_dir, windows, size):
-        self.workers = workers
-        self.initargs = (ref, str(data_dir), windows, tuple(size))
-        self.pool = None
-        if workers > 1:
-            context = _worker_context()
-            self.pool = context.Pool(workers, initializer=decode.init_worker,
-                                     initargs=self.initargs)
-
-    def piece_rows(self, count: int) -> int:
-        """Rows per piece: enough to amortise a piece file, few enough to keep every worker
-        busy to the end (at least 4 pieces per worker)."""
-        return max(1, min(16, count // (self.workers * 4)))
-
-    def results(self, pieces):
-        if self.pool is None:
-            decode.init_worker(*self.initargs)
-            for piece in pieces:
-                yield decode.work_piece(piece)
-            return
-        yield from self.pool.imap(decode.work_piece, pieces)
-
-    def close(self):
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-            self.pool = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def prepare(
@@ -263,8 +172,6 @@ def prepare(
             default: paths often hold MRNs, names or UIDs, so the cache stores row keys
             (:func:`pipelines.cache.format.row_keys`) and quarantine.csv names the row key.
     """
-    from pipelines.transforms import parse_windows
-
     start = time.perf_counter()
     out = Path(out)
     data_dir = Path(data_dir)
@@ -281,13 +188,14 @@ def prepare(
             "dataset's root folder."
         )
     adapter = _resolve_adapter(dataset)
-    name = dataset if isinstance(dataset, str) else adapter.name
-    windows = parse_windows(windows)
-    settings = _settings(
-        name, data_dir, size, windows, val_fraction, test_fraction, seed, shard_size, options
+    request = PrepareRequest(
+        adapter=adapter, name=dataset if isinstance(dataset, str) else adapter.name,
+        data_dir=data_dir, out=out, size=size, windows=parse_windows(windows), workers=workers,
+        strict=strict, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+        progress=progress, shard_size=shard_size, options=options, runner=runner,
+        beam_options=beam_options, keep_path_ids=keep_path_ids, start=start,
     )
-    hide_paths = bool(getattr(adapter, "path_ids", False)) and not keep_path_ids
-    settings["keep_path_ids"] = bool(keep_path_ids)
+    settings = request.settings()
 
     info_path = out / INFO_FILE
     if info_path.is_file():
@@ -301,38 +209,108 @@ def prepare(
         return out
 
     ref = decode.AdapterRef(dataset if isinstance(dataset, str) else adapter)
-    beam = None  # the Beam runner's options, when it runs
     if runner == "beam":
-        from pipelines.cache import beam as beam_module
-
-        beam_module.check_installed()
-        beam = {"options": beam_options}
-    with DecodePool(workers if beam is None else 1, ref, data_dir, windows, size) as pool:
-        return _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
-                        val_fraction, test_fraction, seed, progress, shard_size, options,
-                        settings, start, beam, hide_paths)
+        beam.check_installed()
+    workers_here = workers if runner == "pool" else 1  # Beam starts its own
+    with pool.DecodePool(workers_here, ref, data_dir, request.windows, size) as decode_pool:
+        return _prepare(decode_pool, request, settings)
 
 
-def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict, val_fraction,
-             test_fraction, seed, progress, shard_size, options, settings, start, beam=None,
-             hide_paths=False):
+@dataclass(frozen=True)
+class PrepareRequest:
+    """``prepare()``'s arguments once checked, as the steps after the checks read them."""
+
+    adapter: Adapter
+    name: str
+    data_dir: Path
+    out: Path
+    size: tuple
+    windows: object
+    workers: int
+    strict: bool
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    progress: bool
+    shard_size: int | None
+    options: dict | None
+    runner: str
+    beam_options: object
+    keep_path_ids: bool
+    start: float
+
+    @property
+    def hide_paths(self) -> bool:
+        """Path-derived ids (``Adapter.path_ids``) are replaced by row keys unless kept."""
+        return bool(getattr(self.adapter, "path_ids", False)) and not self.keep_path_ids
+
+    def settings(self) -> dict:
+        """The arguments that define a cache; a re-run with other values is refused."""
+        settings = _jsonable(
+            {
+                "dataset": self.name,
+                "data_dir": str(Path(self.data_dir).resolve()),
+                "image_size": list(self.size),
+                "windows": self.windows,
+                "val_fraction": self.val_fraction,
+                "test_fraction": self.test_fraction,
+                "seed": self.seed,
+                "shard_size": self.shard_size,
+                "options": self.options or {},
+            }
+        )
+        settings["keep_path_ids"] = bool(self.keep_path_ids)
+        return settings
+
+
+def _prepare(decode_pool: pool.DecodePool, request: PrepareRequest, settings: dict) -> Path:
     """prepare() once the arguments are checked and the workers are starting."""
-    from pipelines.manifest import quarantined, validate_manifest
-    from pipelines.preprocessing import Preprocessing
-    from pipelines.splits import assert_patient_disjoint, split_manifest
-    from pipelines.transforms import format_windows
+    out = request.out
+    manifest, facts, left_out = _read_manifest(request)
+    progress_dir = out / PROGRESS_DIR
+    state = _load_state(progress_dir, settings, out)
+    plan, shards, done, jobs = _make_jobs(request, manifest, facts, state["salt"])
+    try:
+        times = _run_jobs(request, decode_pool, jobs, progress_dir=progress_dir,
+                          skipped=len(done), shards=len(shards))
+    except PrepareError:  # a --strict stop: the salt must not outlive the run
+        _discard(out, progress_dir, shards)
+        raise
 
-    # Read, validate, split. This is redone on resume; the stored salt keeps the pseudonyms
-    # and the seed keeps the split and the shard plan the same. Labels, task and channels
-    # come from the manifest where the adapter learns them from the data (folder, csv, ...).
-    manifest = adapter.read_manifest(data_dir, **(options or {}))
+    spec = Preprocessing(kind="ct" if facts["windows"] is not None else "image",
+                         size=request.size, channels=facts["channels"], windows=facts["windows"])
+    facts["preprocessing"] = spec.to_dict()
+    spec.save(out)
+    run_stats = _run_stats(request, len(jobs), *times)
+    info = _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out)
+    if request.progress:
+        _print_summary(out, info)
+    return out
+
+
+def _read_manifest(request: PrepareRequest):
+    """Read, validate, split: ``(manifest, facts, left_out)``, where ``facts`` are the cache's
+    facts for dataset.json and ``left_out`` the rows the adapter quarantined.
+
+    This is redone on resume; the stored salt keeps the pseudonyms and the seed keeps the split
+    and the shard plan the same. Labels, task and channels come from the manifest where the
+    adapter learns them from the data (folder, csv, ...)."""
+    adapter, out, hide_paths = request.adapter, request.out, request.hide_paths
+    manifest = adapter.read_manifest(request.data_dir, **(request.options or {}))
     labels = adapter.manifest_labels(manifest)
-    task = adapter.manifest_task(manifest)
-    channels = int(adapter.manifest_channels(manifest, windows))
     is_ct = adapter.manifest_ct(manifest)
+    facts = {
+        "dataset": request.name,
+        "labels": list(labels),
+        "task": adapter.manifest_task(manifest),
+        "image_size": [request.size[0], request.size[1]],
+        "channels": int(adapter.manifest_channels(manifest, request.windows)),
+        "windows": format_windows(request.windows) if is_ct else None,
+        "ids": "row keys" if hide_paths else "adapter ids",
+    }
     left_out = [[WITHHELD if hide_paths else str(q.get("path", "")), str(q.get("reason", ""))]
                 for q in quarantined(manifest)]
-    if strict and left_out:
+    if request.strict and left_out:
         raise PrepareError(
             f"Could not read {left_out[0][0]} ({left_out[0][1]}); fix or remove the file, or run "
             "without --strict to quarantine it and go on."
@@ -346,12 +324,15 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
             "files (or --data-dir) and run again."
         )
     manifest = validate_manifest(manifest, labels)
-    manifest = split_manifest(
-        manifest, labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
-    )
+    manifest = split_manifest(manifest, labels, val_fraction=request.val_fraction,
+                              test_fraction=request.test_fraction, seed=request.seed)
     assert_patient_disjoint(manifest, name_patients=False)  # raw header ids stay out of logs
+    return manifest, facts, left_out
 
-    progress_dir = out / PROGRESS_DIR
+
+def _load_state(progress_dir: Path, settings: dict, out: Path) -> dict:
+    """The run's state in ``.progress/``: its settings and the pseudonym salt, made on the
+    first run and checked against ``settings`` on a resume."""
     progress_dir.mkdir(parents=True, exist_ok=True)
     state_path = progress_dir / "state.json"
     if state_path.is_file():
@@ -360,156 +341,61 @@ def _prepare(pool, adapter, name, data_dir, out, size, windows, workers, strict,
     else:
         state = {"settings": settings, "salt": secrets.token_hex(16)}
         atomic_write_text(state_path, json.dumps(state, indent=2))
+    return state
 
+
+def _make_jobs(request: PrepareRequest, manifest: pd.DataFrame, facts: dict, salt: str):
+    """The shard plan and the decode jobs of the shards not yet finished: ``(plan, shards,
+    done, jobs)``."""
+    out, labels, size = request.out, facts["labels"], request.size
     original = {str(r["id"]): r for r in manifest.to_dict("records")}
-    if hide_paths:  # path-derived ids -> row keys before anything is written
+    if request.hide_paths:  # path-derived ids -> row keys before anything is written
         keys = row_keys(original)
         manifest = manifest.assign(id=manifest["id"].astype(str).map(keys))
         original = {keys[k]: row for k, row in original.items()}
-    plan = _plan(manifest, labels, state["salt"], seed, size[0] * size[1] * channels, shard_size)
-
+    plan = _plan(manifest, labels, salt, request.seed, size[0] * size[1] * facts["channels"],
+                 request.shard_size)
     shards = list(dict.fromkeys(plan["shard"]))
+    progress_dir = out / PROGRESS_DIR
     done = {s for s in shards if (out / s).is_file() and (progress_dir / f"{s}.json").is_file()}
-    todo = plan[~plan["shard"].isin(done)].reset_index(drop=True)
-    rows = todo.to_dict("records")
-    payloads = [original[row["id"]] for row in rows]
-
-    tasks = [
-        (i, payloads[i], (channels, [row[k] for k in labels], row["id"], row["patient_id"]))
+    rows = plan[~plan["shard"].isin(done)].reset_index(drop=True).to_dict("records")
+    jobs = [
+        PrepareJob(position=i, row=original[row["id"]], shard=row["shard"],
+                   channels=facts["channels"], label=[row[k] for k in labels],
+                   example_id=row["id"], patient_id=row["patient_id"])
         for i, row in enumerate(rows)
     ]
-    try:
-        if beam is not None:
-            from pipelines.cache import beam as beam_module
+    return plan, shards, done, jobs
 
-            first_result, last_result, steady_images = beam_module.write_shards(
-                list(zip((row["shard"] for row in rows), tasks)), out=out,
-                progress_dir=progress_dir, strict=strict, initargs=pool.initargs, workers=workers,
-                options=beam["options"], progress=progress, hide_paths=hide_paths)
-        else:
-            bar = _progress_bar(len(todo), progress, skipped=len(done), shards=len(shards))
-            first_result, last_result, steady_images = _write_shards(
-                pool, tasks, rows, payloads, out, progress_dir, strict, bar, hide_paths)
-    except PrepareError:  # a --strict stop: the salt must not outlive the run
-        _discard(out, progress_dir, shards)
-        raise
 
-    facts = {
-        "dataset": name,
-        "labels": list(labels),
-        "task": task,
-        "image_size": [size[0], size[1]],
-        "channels": channels,
-        "windows": format_windows(windows) if is_ct else None,
-        "ids": "row keys" if hide_paths else "adapter ids",
-    }
-    spec = Preprocessing(kind="ct" if is_ct else "image", size=size, channels=channels,
-                         windows=facts["windows"])
-    facts["preprocessing"] = spec.to_dict()
-    spec.save(out)
+def _run_jobs(request: PrepareRequest, decode_pool, jobs, *, progress_dir, skipped, shards):
+    """Decode ``jobs`` and write their shards with the chosen runner; ``(t0, t1, images)``
+    for the steady rate."""
+    if request.runner == "beam":
+        return beam.write_shards(
+            jobs, out=request.out, progress_dir=progress_dir, strict=request.strict,
+            initargs=decode_pool.initargs, workers=request.workers,
+            options=request.beam_options, progress=request.progress,
+            hide_paths=request.hide_paths)
+    bar = _progress_bar(len(jobs), request.progress, skipped=skipped, shards=shards)
+    return pool.write_shards(decode_pool, jobs, out=request.out, progress_dir=progress_dir,
+                             strict=request.strict, bar=bar, hide_paths=request.hide_paths)
+
+
+def _run_stats(request: PrepareRequest, images: int, first_result, last_result,
+               steady_images) -> dict:
+    """dataset.json's ``prepare`` entry: the runner, the time and the rates of this run."""
     run_stats = {
-        "workers": workers,
-        "runner": "beam" if beam is not None else "pool",
-        "seconds_last_run": round(time.perf_counter() - start, 3),
-        "images_last_run": len(todo),
+        "workers": request.workers,
+        "runner": request.runner,
+        "seconds_last_run": round(time.perf_counter() - request.start, 3),
+        "images_last_run": images,
     }
     if steady_images and first_result is not None and last_result > first_result:
         # decode + write rate once the workers are up (reading the manifest, splitting and
         # starting the processes excluded): the throughput a large dataset sees
         run_stats["images_per_s_steady"] = round(steady_images / (last_result - first_result), 2)
-    info = _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out)
-    if progress:
-        _print_summary(out, info)
-    return out
-
-
-PIECE_SUFFIX = ".part"
-
-
-def _pieces(rows, out, piece_rows):
-    """Consecutive rows of one shard, at most ``piece_rows`` of them: ``[(shard, first row
-    index, row count, piece path), ...]`` in plan order."""
-    pieces = []
-    first = 0
-    while first < len(rows):
-        shard = rows[first]["shard"]
-        stop = first + 1
-        while stop < len(rows) and stop - first < piece_rows and rows[stop]["shard"] == shard:
-            stop += 1
-        pieces.append((shard, first, stop - first, out / f".{shard}.{len(pieces):06d}{PIECE_SUFFIX}"))
-        first = stop
-    return pieces
-
-
-def _remove_pieces(out: Path) -> None:
-    for path in out.glob(f".*{PIECE_SUFFIX}"):
-        path.unlink(missing_ok=True)
-
-
-def _write_shards(pool, tasks, rows, payloads, out, progress_dir, strict, bar, hide_paths=False):
-    """The workers' piece files -> shard files, in plan order. Returns ``(t0, t1, images)``
-    for the steady rate: ``t0`` when each worker has delivered a piece (the first ``workers``
-    pieces, which include the start-up), ``t1`` at the last piece, ``images`` those of the
-    pieces after ``t0``."""
-    pieces = _pieces(rows, out, pool.piece_rows(len(rows)))
-    last_piece = {shard: k for k, (shard, *_rest) in enumerate(pieces)}
-    _remove_pieces(out)  # a killed run's leftovers
-    quarantined = 0
-    handle = None
-    current = tmp = None
-    written: list[str] = []
-    bad: list[list[str]] = []
-    results = pool.results((path, tasks[first:first + count])
-                           for _, first, count, path in pieces)
-    first_result = last_result = None
-    steady_images = 0
-    warm_up = max(1, pool.workers)
-    try:
-        for k, ((shard, first, count, path), (_, outcomes)) in enumerate(zip(pieces, results)):
-            last_result = time.perf_counter()
-            if k + 1 == warm_up:  # every worker has delivered a piece: the steady window opens
-                first_result = last_result
-            elif k + 1 > warm_up:
-                steady_images += count
-            if shard != current:
-                current, written, bad = shard, [], []
-                tmp = out / f".{current}.tmp"
-                handle = open(tmp, "wb")
-            for position, error in zip(range(first, first + count), outcomes):
-                row = rows[position]
-                if error is not None:
-                    where = row["id"] if hide_paths else str(payloads[position].get("path", ""))
-                    if strict:
-                        raise PrepareError(strict_message(where, error))
-                    bad.append([where, error])
-                    quarantined += 1
-                    if bar is not None:
-                        bar.set_postfix(quarantined=quarantined)
-                else:
-                    written.append(row["id"])
-            with open(path, "rb") as piece:
-                shutil.copyfileobj(piece, handle, 1 << 20)
-            os.unlink(path)
-            if bar is not None:
-                bar.update(count)
-            if last_piece[shard] == k:  # the shard is complete: finish it now
-                _finish_shard(handle, tmp, out, progress_dir, current, written, bad)
-                handle = None
-    finally:
-        results.close()
-        pool.close()  # stops the workers at once when strict mode raised
-        if handle is not None:
-            handle.close()
-            tmp.unlink(missing_ok=True)
-        _remove_pieces(out)
-        if bar is not None:
-            bar.close()
-    return first_result, last_result, steady_images
-
-
-def strict_message(path, error) -> str:
-    return (f"Could not decode {path} ({error}); fix or remove the file, or run without "
-            "--strict to quarantine it and go on.")
+    return run_stats
 
 
 def _progress_bar(total, progress, *, skipped, shards):
@@ -527,14 +413,6 @@ def _discard(out: Path, progress_dir: Path, shards) -> None:
     for shard in shards:
         (out / shard).unlink(missing_ok=True)
     shutil.rmtree(progress_dir, ignore_errors=True)
-
-
-def _finish_shard(handle, tmp, out, progress_dir, shard, written, bad) -> None:
-    """Close, then mark done: the sidecar (ids, quarantine) first, the shard rename last."""
-    handle.close()
-    marker = {"shard": shard, "ids": written, "quarantine": bad}
-    atomic_write_text(progress_dir / f"{shard}.json", json.dumps(marker))
-    replace(tmp, out / shard)
 
 
 def _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, left_out) -> dict:

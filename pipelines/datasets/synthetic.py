@@ -42,8 +42,8 @@ import numpy as np
 
 from pipelines import phantoms
 from pipelines.datasets.base import Adapter, get_adapter, register_adapter
-from pipelines.labels import RSNA_ICH
 from pipelines.fs import pid_alive
+from pipelines.labels import RSNA_ICH
 
 LABELS = RSNA_ICH
 TASK = "multi-label"
@@ -161,6 +161,71 @@ def _hex_ids(rng: np.random.Generator, n: int, digits: int, taken: set) -> list[
     return out
 
 
+def _write_head_patient(out: Path, rng: np.random.Generator, p_index: int, *, seed: int,
+                        slices: int, size: int, p_normal: float, encodings, patient_id: str,
+                        image_ids) -> list:
+    """One phantom patient's slices: DICOM files and mask PNGs. ``image_ids(n)`` draws the
+    slices' ids (from the dataset's one id stream, so ids stay unique across patients).
+    Returns the rows ``[(image id, {subtype: 0/1}), ...]``."""
+    patient = phantoms.sample_head_patient(rng, n_slices=slices, p_normal=p_normal)
+    encoding = encodings[int(rng.integers(len(encodings)))]
+    multi_window = bool(rng.random() < 0.5)
+    z0_mm = float(rng.uniform(-60.0, 40.0))
+    coverage_mm = float(rng.uniform(110.0, 130.0))
+    table_y = float(rng.uniform(-20.0, 20.0))
+    names = [f"ID_{i}" for i in image_ids(slices)]
+    study_uid = _uid(seed, p_index, "study")
+    series_uid = _uid(seed, p_index, "series")
+    spacing = patient.fov_mm / size
+    step = coverage_mm / max(slices - 1, 1)
+    rows = []
+    for k, z in enumerate(phantoms.slice_heights(patient, slices)):
+        hu, masks = phantoms.render_head_slice(patient, float(z), size, rng)
+        stored, pixel_attrs = _encode(hu, encoding)
+        z_mm = round(z0_mm + k * step, 3)
+        header = dict(
+            PatientID=f"ID_{patient_id}",
+            PatientName=f"Phantom^Head{p_index:04d}",
+            StudyInstanceUID=study_uid,
+            SeriesInstanceUID=series_uid,
+            SOPInstanceUID=_uid(seed, p_index, "image", k),
+            StudyID=f"{p_index + 1}",
+            SeriesNumber=1,
+            InstanceNumber=k + 1,
+            ImagePositionPatient=[
+                round(-patient.fov_mm / 2, 3),
+                round(-patient.fov_mm / 2 + table_y, 3),
+                z_mm,
+            ],
+            ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+            SliceLocation=z_mm,
+            SliceThickness=SLICE_THICKNESS_MM,
+            PixelSpacing=[round(spacing, 6), round(spacing, 6)],
+            WindowCenter=[40, 40] if multi_window else 40,
+            WindowWidth=[80, 80] if multi_window else 80,
+        )
+        name = names[k]
+        _write_dicom(out / "stage_2_train" / f"{name}.dcm", stored, pixel_attrs, header)
+        union = np.zeros(hu.shape, dtype=bool)
+        for m in masks.values():
+            union |= m
+        _write_png(out / "masks" / f"{name}.png", union.astype(np.uint8) * 255)
+        labels = {s: int(s in masks) for s in phantoms.SUBTYPES}
+        labels["any"] = int(bool(masks))
+        rows.append((name, labels))
+    return rows
+
+
+def _write_kaggle_labels(out: Path, rows, seed: int) -> None:
+    """stage_2_train.csv: the Kaggle file lists images in no particular order, six rows each."""
+    order = np.random.default_rng([seed, 2]).permutation(len(rows))
+    lines = ["ID,Label"]
+    for i in order:
+        name, labels = rows[i]
+        lines.extend(f"{name}_{s},{labels[s]}" for s in KAGGLE_ORDER)
+    (out / "stage_2_train.csv").write_text("\n".join(lines) + "\n")
+
+
 def write_head_ct(
     out_dir,
     *,
@@ -200,60 +265,12 @@ def write_head_ct(
     rows = []  # (image id, {subtype: 0/1})
     children = np.random.SeedSequence(seed).spawn(patients)
     for p_index, child in enumerate(children):
-        rng = np.random.default_rng(child)
-        patient = phantoms.sample_head_patient(rng, n_slices=slices, p_normal=p_normal)
-        encoding = encodings[int(rng.integers(len(encodings)))]
-        multi_window = bool(rng.random() < 0.5)
-        z0_mm = float(rng.uniform(-60.0, 40.0))
-        coverage_mm = float(rng.uniform(110.0, 130.0))
-        table_y = float(rng.uniform(-20.0, 20.0))
-        image_ids = _hex_ids(id_rng, slices, 9, taken)
-        study_uid = _uid(seed, p_index, "study")
-        series_uid = _uid(seed, p_index, "series")
-        spacing = patient.fov_mm / size
-        step = coverage_mm / max(slices - 1, 1)
-        for k, z in enumerate(phantoms.slice_heights(patient, slices)):
-            hu, masks = phantoms.render_head_slice(patient, float(z), size, rng)
-            stored, pixel_attrs = _encode(hu, encoding)
-            z_mm = round(z0_mm + k * step, 3)
-            header = dict(
-                PatientID=f"ID_{patient_ids[p_index]}",
-                PatientName=f"Phantom^Head{p_index:04d}",
-                StudyInstanceUID=study_uid,
-                SeriesInstanceUID=series_uid,
-                SOPInstanceUID=_uid(seed, p_index, "image", k),
-                StudyID=f"{p_index + 1}",
-                SeriesNumber=1,
-                InstanceNumber=k + 1,
-                ImagePositionPatient=[
-                    round(-patient.fov_mm / 2, 3),
-                    round(-patient.fov_mm / 2 + table_y, 3),
-                    z_mm,
-                ],
-                ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
-                SliceLocation=z_mm,
-                SliceThickness=SLICE_THICKNESS_MM,
-                PixelSpacing=[round(spacing, 6), round(spacing, 6)],
-                WindowCenter=[40, 40] if multi_window else 40,
-                WindowWidth=[80, 80] if multi_window else 80,
-            )
-            name = f"ID_{image_ids[k]}"
-            _write_dicom(out / "stage_2_train" / f"{name}.dcm", stored, pixel_attrs, header)
-            union = np.zeros(hu.shape, dtype=bool)
-            for m in masks.values():
-                union |= m
-            _write_png(out / "masks" / f"{name}.png", union.astype(np.uint8) * 255)
-            labels = {s: int(s in masks) for s in phantoms.SUBTYPES}
-            labels["any"] = int(bool(masks))
-            rows.append((name, labels))
-
-    # the Kaggle file lists images in no particular order, six rows each
-    order = np.random.default_rng([seed, 2]).permutation(len(rows))
-    lines = ["ID,Label"]
-    for i in order:
-        name, labels = rows[i]
-        lines.extend(f"{name}_{s},{labels[s]}" for s in KAGGLE_ORDER)
-    (out / "stage_2_train.csv").write_text("\n".join(lines) + "\n")
+        rows += _write_head_patient(
+            out, np.random.default_rng(child), p_index, seed=seed, slices=slices, size=size,
+            p_normal=p_normal, encodings=encodings, patient_id=patient_ids[p_index],
+            image_ids=lambda n: _hex_ids(id_rng, n, 9, taken),
+        )
+    _write_kaggle_labels(out, rows, seed)
 
     counts = {s: int(sum(r[1][s] for r in rows)) for s in LABELS}
     info = {

@@ -10,6 +10,8 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
 from pipelines import dicom
+from pipelines.dicom import header as dicom_header
+from pipelines.dicom import pixels as dicom_pixels
 from pipelines.manifest import DataError
 
 COMPRESSED = [
@@ -151,7 +153,7 @@ def test_the_private_pydicom_jpeg_header_reader_is_still_there():
     reader = getattr(utils, "_get_jpg_parameters", None)
     assert callable(reader), (
         f"pydicom {pydicom.__version__} no longer has pixels.utils._get_jpg_parameters: update "
-        "pipelines.dicom._codestream_size."
+        "pipelines.dicom.pixels._codestream_size."
     )
 
 
@@ -166,8 +168,8 @@ def test_plain_files_decode_exactly_as_pydicom(tmp_path, bits_stored, signed, st
     stored = np.array(stored, dtype=np.int16 if signed else np.uint16)
     path = write_dicom(tmp_path / "p.dcm", stored, bits_stored=bits_stored, signed=signed, intercept=-1024.0)
     ds = pydicom.dcmread(path)
-    with dicom._quiet():
-        ours = dicom._native_frame(ds, path, None)
+    with dicom_header.quiet():
+        ours = dicom_pixels._native_frame(ds, path, None)
     assert ours is not None  # the fast path was taken
     np.testing.assert_array_equal(ours, ds.pixel_array)
     assert ours.dtype == ds.pixel_array.dtype
@@ -179,7 +181,7 @@ def test_plain_file_of_the_wrong_length_goes_through_pydicom(tmp_path):
     path = write_dicom(tmp_path / "short.dcm", np.zeros((4, 4), np.int16))
     ds = pydicom.dcmread(path)
     ds.PixelData = ds.PixelData[:-6]
-    assert dicom._native_frame(ds, path, None) is None
+    assert dicom_pixels._native_frame(ds, path, None) is None
     with pytest.raises(DataError, match="pixel data cannot be decoded"):
         dicom.hu_from_dataset(ds, path=path)
 
@@ -233,9 +235,9 @@ def test_header_fast_path_agrees_with_pydicom_and_defers_odd_values(tmp_path):
     from pydicom.tag import Tag
 
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    for keyword in dicom._FAST_VR:
-        fast = dicom._raw_value(ds, Tag(keyword), keyword)
-        if fast is not dicom._SLOW:
+    for keyword in dicom_header._FAST_VR:
+        fast = dicom_header._raw_value(ds, Tag(keyword), keyword)
+        if fast is not dicom_header._SLOW:
             expected = ds[keyword].value if keyword in ds else None
             assert fast == expected, keyword
     # values pydicom must judge (multi-valued, unusual text) are left to it
@@ -245,4 +247,4 @@ def test_header_fast_path_agrees_with_pydicom_and_defers_odd_values(tmp_path):
         odd["RescaleIntercept"].value = "1_000"  # Python's float() would accept this
     odd.save_as(path)
     raw = pydicom.dcmread(path)
-    assert dicom._raw_value(raw, Tag("RescaleIntercept"), "RescaleIntercept") is dicom._SLOW
+    assert dicom_header._raw_value(raw, Tag("RescaleIntercept"), "RescaleIntercept") is dicom_header._SLOW

@@ -19,6 +19,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from pipelines import dicom, nifti, preprocessing
+from pipelines.dicom import header as dicom_header
 from pipelines.manifest import DataError
 
 CT = preprocessing.Preprocessing(kind="ct", size=(8, 8), channels=3, windows="brain,subdural,bone")
@@ -103,7 +104,7 @@ def test_identifying_text_in_a_numeric_tag_is_never_echoed(tmp_path, caplog, key
     caplog.set_level(logging.DEBUG)
     if keyword == "WindowCenter":  # the spec's windows are used, so the image still reads
         assert preprocessing.load_file(path, CT).shape == (8, 8, 3)
-        ds = dicom._dcmread(path)
+        ds = dicom_header.read_dataset(path)
         _error(lambda: dicom.stored_windows(ds, path), path, "WindowCenter", never=(secret.decode(),))
     else:
         text = _error(lambda: preprocessing.load_file(path, CT), path, keyword, never=(secret.decode(),))

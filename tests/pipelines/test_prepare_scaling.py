@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipelines.cache import decode
+from pipelines.cache.jobs import PrepareJob
 from pipelines.datasets import Adapter
 
 # The adapter below is pickled into spawned workers, which import this module: TensorFlow is
@@ -45,13 +46,15 @@ def test_the_workers_framing_is_tfrecordwriters(tmp_path):
 
 def test_a_piece_holds_the_records_that_decoded_and_says_why_the_others_did_not(tmp_path):
     decode.init_worker(decode.AdapterRef(Slow()), str(tmp_path), None, (6, 6))
-    tasks = [(k, {"id": f"i{k}", "path": ""}, (1, [k % 2], f"i{k}", f"p{k}")) for k in range(3)]
-    tasks.insert(1, (9, {"id": "bad", "path": ""}, (1, [0], "bad", "p")))  # load raises
+    tasks = [PrepareJob(position=k, row={"id": f"i{k}", "path": ""}, shard="s", channels=1,
+                        label=[k % 2], example_id=f"i{k}", patient_id=f"p{k}") for k in range(3)]
+    tasks.insert(1, PrepareJob(position=9, row={"id": "bad", "path": ""}, shard="s", channels=1,
+                               label=[0], example_id="bad", patient_id="p"))  # load raises
     path, outcomes = decode.work_piece((tmp_path / ".s.000000.part", tasks))
     assert outcomes[0] is None and outcomes[2] is None and outcomes[3] is None
     assert outcomes[1].startswith("ValueError")
     data = Path(path).read_bytes()
-    frames = [decode.frame_record(decode.work(t)[1]) for t in tasks if t[0] != 9]
+    frames = [decode.frame_record(decode.work(t)[1]) for t in tasks if t.position != 9]
     assert data == b"".join(frames)
 
 
@@ -66,6 +69,7 @@ def test_a_decoding_process_keeps_freed_memory_for_the_next_image():
     code = """
 import resource, numpy as np
 from pipelines.cache import decode
+from pipelines.cache.jobs import PrepareJob
 image = np.random.default_rng(0).random((512, 512, 3), dtype=np.float32)
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
