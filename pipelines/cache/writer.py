@@ -281,6 +281,7 @@ def prepare(
             "dataset's root folder."
         )
     adapter = _resolve_adapter(dataset)
+    options = adapter.check_options(options)  # an unknown option: one sentence listing them
     name = dataset if isinstance(dataset, str) else adapter.name
     windows = parse_windows(windows)
     settings = _settings(

@@ -42,8 +42,8 @@ import numpy as np
 
 from pipelines import phantoms
 from pipelines.datasets.base import Adapter, get_adapter, register_adapter
-from pipelines.labels import RSNA_ICH
 from pipelines.fs import pid_alive
+from pipelines.labels import RSNA_ICH
 
 LABELS = RSNA_ICH
 TASK = "multi-label"
@@ -454,6 +454,10 @@ class Synthetic(Adapter):
     def ensure_data(self, data_dir=None) -> Path:
         """The head-CT folder (``data_dir`` or ``default_data_dir``), generated on first use."""
         return ensure_head_ct(data_dir)
+
+    def option_names(self):
+        """The rsna adapter's options, which :meth:`read_manifest` passes on to it."""
+        return get_adapter("rsna").option_names()
 
     def read_manifest(self, data_dir=None, **options):
         """Manifest of the synthetic head CT (generated first if absent), with ``mask_path``."""
