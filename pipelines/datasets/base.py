@@ -118,6 +118,14 @@ class Adapter:
             del options["channels"]
         return options
 
+    def picture_options(self, channels: int) -> dict:
+        """The options that make this adapter's pictures ``channels`` deep: ``{"channels": 3}``
+        where ``read_manifest`` takes ``channels`` (folder, csv), else none; so data prepared
+        for a colour model (``zoo.evaluate --data-dir``) is read in colour."""
+        names = self.option_names()
+        takes = names is not None and "channels" in names
+        return {"channels": int(channels)} if takes and int(channels) != 1 else {}
+
     def channels(self, windows=None) -> int:
         """Channels ``load`` returns: one per window for CT data, else 1 (grey)."""
         return ct_channels(windows) if self.ct else 1
@@ -215,6 +223,18 @@ def as_int(value, name: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise ValueError(f"option {name}={value!r} is not an integer") from None
+
+
+def option_channels(options, channels=None) -> dict:
+    """``options`` with a separately given ``channels`` (a corpus source's ``channels:``)
+    folded in; ValueError when both give it and disagree."""
+    options = dict(options or {})
+    if channels is not None:
+        if "channels" in options and str(options["channels"]) != str(channels):
+            raise ValueError(f"channels is given twice ({channels!r} and options: channels "
+                             f"{options['channels']!r}); keep one")
+        options["channels"] = channels
+    return options
 
 
 def field(row, key, default=None):
