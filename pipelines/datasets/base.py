@@ -34,7 +34,7 @@ options an adapter takes are the keyword parameters of its ``read_manifest``
 sentence that lists them, before any file is read.
 
 Pictures load grey unless the manifest asks for colour: the ``folder`` and ``csv`` adapters
-take ``channels=1|3|auto`` (:mod:`pipelines.datasets.colour`), record it in
+take ``channels=1|3|auto`` (:mod:`pipelines.colour`), record it in
 ``df.attrs["channels"]`` and, for colour, in a ``image_channels`` column that
 :func:`load_image` reads in the decode workers.
 """
@@ -51,8 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import dicom, nifti, transforms
-from pipelines.datasets import colour
+from pipelines import colour, dicom, nifti, transforms
 from pipelines.manifest import DataError, safe_join
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

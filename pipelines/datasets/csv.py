@@ -22,7 +22,7 @@ Options (Python keywords, or ``--option KEY=VALUE`` from ``pipelines.prepare``):
   repeated to 3 planes), or 3 when any listed picture is colour, read from the files' headers
   alone. Choose 3 where colour is signal: fundus photographs, dermoscopy, microscopy and
   stained pathology (H&E, blood smears). The rules for modes, palettes, mixed lists, alpha and
-  CMYK are in :mod:`pipelines.datasets.colour`.
+  CMYK are in :mod:`pipelines.colour`.
 
 Paths must stay inside ``data_dir``. ``.dcm`` files load as windowed CT (C = number of
 windows), ``.nii``/``.nii.gz`` slices likewise, other images as grey (H, W, 1) or, with
@@ -36,7 +36,8 @@ import difflib
 
 import pandas as pd
 
-from pipelines.datasets import base, colour
+from pipelines import colour
+from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import (
     DataError,

@@ -22,7 +22,7 @@ path) extracts one, e.g. ``patient_pattern=^[^/]+/(P\\d+)_``.
 colour (RGB; grey pictures repeated to 3 planes) and ``channels=auto`` picks 3 when any
 picture is colour, from the files' headers alone. Choose 3 where colour is signal: fundus
 photographs, dermoscopy, microscopy and stained pathology (H&E, blood smears). The rules for
-modes, palettes, mixed folders, alpha and CMYK are in :mod:`pipelines.datasets.colour`.
+modes, palettes, mixed folders, alpha and CMYK are in :mod:`pipelines.colour`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipelines.datasets import base, colour
+from pipelines import colour
+from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import DataError, relative_posix, require_dir
 

@@ -95,7 +95,7 @@ EXPECTED_COLOUR = {"grey.png": False, "deep16.png": False, "grey_alpha.png": Fal
 def test_colour_is_decided_by_mode_and_palette_from_the_header(name, tmp_path, monkeypatch):
     from PIL import Image, ImageFile
 
-    from pipelines.datasets import colour
+    from pipelines import colour
 
     path = cf.save_image(cf.mode_images()[name], tmp_path / name)
     with Image.open(path) as image:
