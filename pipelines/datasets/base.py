@@ -100,9 +100,10 @@ class Adapter:
         return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
     def check_options(self, options) -> dict:
-        """``options`` checked against :meth:`option_names` (ValueError naming an unknown one
-        and the options there are), as a dict; ``channels=1``, the default, is dropped so an
-        explicit grey cache keeps the key of the default one."""
+        """``options`` as a dict, checked against :meth:`option_names`: an unknown one is a
+        ValueError that names it and lists the adapter's options. ``channels=1``, the default
+        of the adapters that take ``channels``, is dropped, so an explicit grey cache keeps the
+        key (the settings) of a default one."""
         options = dict(options or {})
         known = self.option_names()
         if known is not None:
@@ -113,7 +114,8 @@ class Adapter:
                     takes = f"its options are {', '.join(known)}" if known else "it takes no options"
                     raise ValueError(f"The {self.name or type(self).__name__} dataset has no option "
                                      f"{key!r}{hint}; {takes}.")
-        if "channels" in options and colour.parse_channels(options["channels"]) == 1:
+        takes_channels = known is not None and "channels" in known
+        if takes_channels and "channels" in options and colour.parse_channels(options["channels"]) == 1:
             del options["channels"]
         return options
 
