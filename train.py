@@ -40,6 +40,14 @@ from zoo.training.config import (  # noqa: E402
 S = argparse.SUPPRESS  # unset flags stay out of the namespace, so --config values survive
 
 
+def _option(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(
+            f"--option {text!r} is not KEY=VALUE; write e.g. --option channels=3.")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -70,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the training device (tf.data only reads, decodes and batches); 'cpu' = "
                         f"in the tf.data map; the same batches either way (default {d.augment_on})")
     g.add_argument("--prepare-workers", type=int, help="processes for preparing the cache (default 1)")
+    g.add_argument("--option", action="append", type=_option, metavar="KEY=VALUE",
+                   help="an option of the dataset adapter, repeatable, as for python -m pipelines.prepare, "
+                        "e.g. --option channels=3 (colour for the folder and csv datasets)")
     g.add_argument("--pretrain", metavar="CORPUS_DIR",
                    help="pretrain on a corpus from python -m pipelines.corpus; writes backbone.weights.h5 and backbone.json")
     g.add_argument("--sampling", choices=("auto", "shuffle", "class", "source"),
@@ -134,6 +145,8 @@ def config_from_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     config_file = given.pop("config", None)
     given.pop("list_models", None)
     values = load_yaml(config_file) if config_file else {}
+    if "option" in given:  # flags add to (and override) the config file's options
+        values["options"] = {**(values.get("options") or {}), **dict(given.pop("option"))}
     if "model_kwargs" in given:
         given["model_kwargs"] = parse_model_kwargs(given["model_kwargs"])
     values.update(given)

@@ -14,6 +14,7 @@ The spec (YAML) lists the sources; each is an existing dataset adapter with its 
         dataset: mednist         # an adapter name (pipelines.datasets.list_adapters())
         data_dir: ../shared/data/mednist/MedNIST.tar.gz
         options: {}              # the adapter's read_manifest keywords
+        channels: 1              # folder/csv pictures: 1 (grey), 3 (colour) or auto
         modality: {Hand: X-ray, CXR: X-ray, ChestCT: CT}   # or one string for the source
         licence: CC BY-SA 4.0
         citation: B. J. Erickson, MedNIST (Mayo Clinic)
@@ -66,6 +67,7 @@ import yaml
 from pipelines.cache.decode import Row, to_cache_pixels
 from pipelines.corpus_card import CARD_JSON, CARD_MD, SEP, card_markdown, corpus_sources, make_card
 from pipelines.datasets import get_adapter
+from pipelines.datasets.base import option_channels
 from pipelines.fs import replace
 from pipelines.manifest import DataError
 from pipelines.preprocessing import to_channels
@@ -105,11 +107,15 @@ def load_spec(path) -> dict:
             raise CorpusError(f"Source name {name!r} appears twice in {path}; give each source its own name.")
         seen.add(name)
         try:
-            get_adapter(source["dataset"])
+            adapter = get_adapter(source["dataset"])
         except ValueError as err:
             raise CorpusError(f"Source {name!r} in {path}: {err}") from None
         if source.get("options") is not None and not isinstance(source["options"], dict):
             raise CorpusError(f"The options of source {name!r} in {path} must be a mapping of keyword: value.")
+        try:  # channels: folded into the options; an option the adapter lacks is refused
+            source["options"] = adapter.check_options(option_channels(source.get("options"), source.get("channels")))
+        except ValueError as err:
+            raise CorpusError(f"Source {name!r} in {path}: {err}") from None
         data_dir = _resolve_dir(source["data_dir"], path)
         if data_dir is None:
             raise CorpusError(f"The data_dir {source['data_dir']!r} of source {name!r} in {path} does not exist; fix the path or remove the source.")

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_option,
         default=[],
         metavar="KEY=VALUE",
-        help="extra keyword for the adapter's read_manifest (repeatable)",
+        help="an option of the adapter's read_manifest (repeatable), e.g. channels=3 for colour "
+        "folder/csv pictures (1 grey, the default; auto: colour if any picture is); an option "
+        "the adapter lacks is refused with the list of its options",
     )
     out = parser.add_argument_group("cache")
     out.add_argument("--out", required=True, help="cache folder to create or resume")

@@ -150,7 +150,9 @@ class Preprocessing:
                 "alpha dropped, palette expanded"
                 if self.kind == "image"
                 else "DICOM modality LUT to HU (pipelines.dicom.read_hu), then the windows",
-                "channels": "grey kept; colour to 1 channel by BT.601 luma "
+                "channels": "colour kept as RGB; grey repeated to 3 planes; alpha dropped, not "
+                "composited" if self.kind == "image" and self.channels == 3 else
+                "grey kept; colour to 1 channel by BT.601 luma "
                 f"{list(GREY_WEIGHTS)} on floats; 1 channel repeated to {self.channels}",
                 "resize": {"method": self.resize, "antialias": self.antialias,
                            "to": list(self.size), "skipped_when_size_matches": True},

@@ -226,11 +226,15 @@ def _prepare_for(source: ModelSource, dataset: str, data_dir, out: Path, *, val_
                  test_fraction, seed) -> Path:
     """Prepare ``dataset`` at the model's input size and windows into ``out/cache``."""
     from pipelines.cache import prepare
+    from pipelines.datasets import get_adapter
 
-    h, w, _ = source.input_shape
+    h, w, c = source.input_shape
     cache = out / "cache"
+    # a colour model reads colour pictures (folder/csv: channels=3)
+    options = get_adapter(dataset).picture_options(c) if source.spec.kind == "image" else {}
     prepare(dataset, data_dir, cache, image_size=(h, w), windows=source.windows,
-            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, progress=False)
+            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, progress=False,
+            options=options or None)
     return cache
 
 

@@ -188,6 +188,7 @@ def prepare(
             "dataset's root folder."
         )
     adapter = _resolve_adapter(dataset)
+    options = adapter.check_options(options)  # an unknown option: one sentence listing them
     request = PrepareRequest(
         adapter=adapter, name=dataset if isinstance(dataset, str) else adapter.name,
         data_dir=data_dir, out=out, size=size, windows=parse_windows(windows), workers=workers,

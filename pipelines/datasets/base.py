@@ -27,14 +27,23 @@ than PneumoniaMNIST): the manifest's ``df.attrs`` then holds the truth (``labels
 :meth:`Adapter.manifest_channels`, which fall back to the class attributes.
 
 Options reach ``read_manifest`` either as Python values or as strings from
-``python -m pipelines.prepare --option KEY=VALUE``; :func:`as_list`, :func:`as_bool` and
-:func:`as_int` accept both.
+``python -m pipelines.prepare --option KEY=VALUE``, ``train.py --option KEY=VALUE`` or a corpus
+spec's ``options:``; :func:`as_list`, :func:`as_bool` and :func:`as_int` accept both. The
+options an adapter takes are the keyword parameters of its ``read_manifest``
+(:meth:`Adapter.option_names`), and :meth:`Adapter.check_options` refuses any other with one
+sentence that lists them, before any file is read.
+
+Pictures load grey unless the manifest asks for colour: the ``folder`` and ``csv`` adapters
+take ``channels=1|3|auto`` (:mod:`pipelines.colour`), record it in
+``df.attrs["channels"]`` and, for colour, in a ``image_channels`` column that
+:func:`load_image` reads in the decode workers.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -42,11 +51,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import dicom, nifti, transforms
+from pipelines import colour, dicom, nifti, transforms
 from pipelines.manifest import DataError, safe_join
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TASKS = ("multi-label", "multi-class", "binary")
+# The manifest column that asks load_image for colour (present only when channels is 3).
+CHANNELS_COLUMN = "image_channels"
 
 
 # ------------------------------------------------------------------------------------- adapter
@@ -79,6 +90,42 @@ class Adapter:
         if lower.endswith((".nii", ".nii.gz")):
             return nifti.read_windows(safe_join(data_dir, rel), max(row_slice(row), 0), windows)
         return load_image(row, data_dir)
+
+    def option_names(self) -> tuple[str, ...] | None:
+        """The options ``read_manifest`` takes: its keyword parameters after ``data_dir``, read
+        from its signature; None when it takes any (``**options``)."""
+        params = list(inspect.signature(self.read_manifest).parameters.values())[1:]
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+    def check_options(self, options) -> dict:
+        """``options`` as a dict, checked against :meth:`option_names`: an unknown one is a
+        ValueError that names it and lists the adapter's options. ``channels=1``, the default
+        of the adapters that take ``channels``, is dropped, so an explicit grey cache keeps the
+        key (the settings) of a default one."""
+        options = dict(options or {})
+        known = self.option_names()
+        if known is not None:
+            for key in options:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    takes = f"its options are {', '.join(known)}" if known else "it takes no options"
+                    raise ValueError(f"The {self.name or type(self).__name__} dataset has no option "
+                                     f"{key!r}{hint}; {takes}.")
+        takes_channels = known is not None and "channels" in known
+        if takes_channels and "channels" in options and colour.parse_channels(options["channels"]) == 1:
+            del options["channels"]
+        return options
+
+    def picture_options(self, channels: int) -> dict:
+        """The options that make this adapter's pictures ``channels`` deep: ``{"channels": 3}``
+        where ``read_manifest`` takes ``channels`` (folder, csv), else none; so data prepared
+        for a colour model (``zoo.evaluate --data-dir``) is read in colour."""
+        names = self.option_names()
+        takes = names is not None and "channels" in names
+        return {"channels": int(channels)} if takes and int(channels) != 1 else {}
 
     def channels(self, windows=None) -> int:
         """Channels ``load`` returns: one per window for CT data, else 1 (grey)."""
@@ -179,6 +226,18 @@ def as_int(value, name: str) -> int:
         raise ValueError(f"option {name}={value!r} is not an integer") from None
 
 
+def option_channels(options, channels=None) -> dict:
+    """``options`` with a separately given ``channels`` (a corpus source's ``channels:``)
+    folded in; ValueError when both give it and disagree."""
+    options = dict(options or {})
+    if channels is not None:
+        if "channels" in options and str(options["channels"]) != str(channels):
+            raise ValueError(f"channels is given twice ({channels!r} and options: channels "
+                             f"{options['channels']!r}); keep one")
+        options["channels"] = channels
+    return options
+
+
 def field(row, key, default=None):
     """``row[key]`` for a pandas Series, dict or namedtuple row."""
     if isinstance(row, dict):
@@ -217,9 +276,10 @@ def scan_headers(paths: Sequence, workers: int = 1) -> list:
         return list(pool.map(_header_or_error, paths, chunksize=chunk))
 
 
-def class_manifest(rows: list[dict], names: Sequence[str], task: str):
+def class_manifest(rows: list[dict], names: Sequence[str], task: str, channels: int = 1):
     """Rows naming their class in ``"__class__"`` -> a validated manifest with one 0/1 column
-    per class name (binary for two classes, else ``task``), for class-per-folder datasets."""
+    per class name (binary for two classes, else ``task``), for class-per-folder datasets;
+    ``channels`` as :func:`with_channels` records it."""
     import pandas as pd
 
     from pipelines.manifest import validate_manifest
@@ -228,7 +288,23 @@ def class_manifest(rows: list[dict], names: Sequence[str], task: str):
     for name in names:
         df[name] = (df["__class__"] == name).astype("int64")
     df = df.drop(columns="__class__")
-    return validate_manifest(df, list(names), task="binary" if len(names) == 2 else task, channels=1)
+    df = validate_manifest(df, list(names), task="binary" if len(names) == 2 else task, channels=1)
+    return with_channels(df, channels)
+
+
+def with_channels(df, channels: int):
+    """Record the picture channels of a validated manifest: ``df.attrs["channels"]``, and for
+    colour (3) a ``image_channels`` column that :func:`load_image` reads (a grey manifest is
+    left exactly as it was)."""
+    if int(channels) == 1:
+        return df
+    if CHANNELS_COLUMN in df.columns:
+        raise DataError(None, f"a label or column is named {CHANNELS_COLUMN!r}, which colour "
+                              "manifests use; rename it or prepare with channels=1")
+    out = df.copy()
+    out[CHANNELS_COLUMN] = int(channels)
+    out.attrs = {**df.attrs, "channels": int(channels)}
+    return out
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -243,20 +319,25 @@ def load_dicom(row, data_dir, windows) -> np.ndarray:
     return dicom.read_windows(path, windows, frame=None if index < 0 else index)
 
 
-def read_image(path) -> np.ndarray:
-    """An 8/16-bit image file -> (H, W, 1) float32 grey in [0, 1].
+def read_image(path, channels: int = 1) -> np.ndarray:
+    """An 8/16-bit image file -> (H, W, channels) float32 in [0, 1]; grey by default.
 
     The decode and channel rule of :mod:`pipelines.preprocessing` (8-bit / 255, 16-bit /
-    65535, colour to grey by BT.601 luma on the float values, alpha dropped), so the cache
-    reads a picture exactly as the serving signature decodes it.
+    65535, colour to grey by BT.601 luma on the float values, grey repeated to 3 planes for
+    colour, alpha dropped), so the cache reads a picture exactly as the serving signature
+    decodes it.
     """
     from pipelines import preprocessing
 
-    return preprocessing.to_channels(preprocessing.read_pixels(path), 1)
+    return preprocessing.to_channels(preprocessing.read_pixels(path), channels)
 
 
 def load_image(row, data_dir) -> np.ndarray:
-    return read_image(safe_join(data_dir, field(row, "path")))
+    """A picture row -> float32 (H, W, C): grey, or RGB where the row's ``image_channels``
+    says 3 (see :func:`with_channels`)."""
+    wanted = field(row, CHANNELS_COLUMN, None)
+    channels = 1 if wanted is None or wanted != wanted else int(wanted)  # NaN: a grey row
+    return read_image(safe_join(data_dir, field(row, "path")), channels)
 
 
 def list_images(folder: Path, suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[Path]:

@@ -17,11 +17,17 @@ Options (Python keywords, or ``--option KEY=VALUE`` from ``pipelines.prepare``):
   order; a value outside it is an error naming the value) or the sorted distinct values;
 * ``patient_column`` (default: each image is its own patient), ``split_column`` (values
   train/val/test), ``slice_column`` (index into a volume / multi-frame file), ``mask_column``;
-* ``task``: overrides the inferred one.
+* ``task``: overrides the inferred one;
+* ``channels=1|3|auto`` (pictures only): grey (the default), colour (RGB; grey pictures
+  repeated to 3 planes), or 3 when any listed picture is colour, read from the files' headers
+  alone. Choose 3 where colour is signal: fundus photographs, dermoscopy, microscopy and
+  stained pathology (H&E, blood smears). The rules for modes, palettes, mixed lists, alpha and
+  CMYK are in :mod:`pipelines.colour`.
 
 Paths must stay inside ``data_dir``. ``.dcm`` files load as windowed CT (C = number of
-windows), ``.nii``/``.nii.gz`` slices likewise, other images as grey (H, W, 1).
-``df.attrs["ct"]`` tells which (see :meth:`pipelines.datasets.base.Adapter.manifest_channels`).
+windows), ``.nii``/``.nii.gz`` slices likewise, other images as grey (H, W, 1) or, with
+``channels=3``, RGB (H, W, 3). ``df.attrs["ct"]`` tells which (see
+:meth:`pipelines.datasets.base.Adapter.manifest_channels`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import difflib
 
 import pandas as pd
 
+from pipelines import colour
 from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import (
@@ -68,6 +75,11 @@ def _csv_inside(root, csv):
     return full
 
 
+def _with_channels(df, root, channels):
+    """A picture manifest with its ``channels`` option resolved (auto: from file headers)."""
+    return base.with_channels(df, colour.resolve_channels(channels, (root / p for p in df["path"])))
+
+
 @register_adapter
 class Csv(Adapter):
     """Any CSV listing image paths with labels; labels, task and ct from ``df.attrs``."""
@@ -79,8 +91,9 @@ class Csv(Adapter):
 
     def read_manifest(self, data_dir, *, csv=None, path_column="path", label_columns=None, label_column=None,
                       labels=None, patient_column=None, split_column=None, slice_column=None,
-                      mask_column=None, task=None):
+                      mask_column=None, task=None, channels=1):
         root = require_dir(data_dir, "data directory")
+        colour.parse_channels(channels)  # a bad value fails before the CSV is read
         if csv is None:
             found = sorted(root.glob("*.csv"))
             if len(found) != 1:
@@ -151,9 +164,11 @@ class Csv(Adapter):
         ct = bool(df["path"].map(_is_ct).all())
         if not ct and df["path"].map(_is_ct).any():
             raise DataError(csv_path, "mixes CT files (.dcm/.nii) with 8-bit images; use one kind per CSV")
+        if ct and colour.parse_channels(channels) == 3:
+            raise ValueError("option channels=3 is for pictures; CT files get one channel per window (--windows)")
         dup = df["id"][df["id"].duplicated()]
         if len(dup):
             raise DataError(csv_path, f"lists {dup.iloc[0]!r} more than once")
         out = validate_manifest(df, names, task=task or inferred, channels=None if ct else 1)
         out.attrs["ct"] = ct
-        return out
+        return out if ct else _with_channels(out, root, channels)

@@ -16,7 +16,13 @@ folder that ``labels=`` leaves out, is an error naming it. Labels are one-hot (m
 at ``masks/<class>/<rel>`` then ``masks/<rel>`` and ``masks/<stem>.png`` (any image suffix);
 "" when none. ``patient_id`` defaults to the image id (no grouping information in this
 layout); ``patient_pattern=`` (a regular expression with one group, applied to the relative
-path) extracts one, e.g. ``patient_pattern=^[^/]+/(P\\d+)_``. Images load grey (H, W, 1).
+path) extracts one, e.g. ``patient_pattern=^[^/]+/(P\\d+)_``.
+
+``channels``: images load grey (H, W, 1) by default (``channels=1``); ``channels=3`` keeps
+colour (RGB; grey pictures repeated to 3 planes) and ``channels=auto`` picks 3 when any
+picture is colour, from the files' headers alone. Choose 3 where colour is signal: fundus
+photographs, dermoscopy, microscopy and stained pathology (H&E, blood smears). The rules for
+modes, palettes, mixed folders, alpha and CMYK are in :mod:`pipelines.colour`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pipelines import colour
 from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import DataError, relative_posix, require_dir
@@ -53,8 +60,9 @@ class Folder(Adapter):
     task = "multi-class"
     path_ids = True  # "<class>/<file name>" -> id: pseudonymised in the cache
 
-    def read_manifest(self, data_dir, *, labels=None, classes=None, patient_pattern=None):
+    def read_manifest(self, data_dir, *, labels=None, classes=None, patient_pattern=None, channels=1):
         root = require_dir(data_dir, "image folder")
+        colour.parse_channels(channels)  # a bad value fails before the folder is walked
         folders = sorted(
             p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS
         )
@@ -90,4 +98,5 @@ class Folder(Adapter):
                 if has_masks:
                     row["mask_path"] = _find_mask(root, cls, path.relative_to(root / cls))
                 rows.append(row)
-        return base.class_manifest(rows, names, self.task)
+        channels = colour.resolve_channels(channels, (root / row["path"] for row in rows))
+        return base.class_manifest(rows, names, self.task, channels)

@@ -472,6 +472,10 @@ class Synthetic(Adapter):
         """The head-CT folder (``data_dir`` or ``default_data_dir``), generated on first use."""
         return ensure_head_ct(data_dir)
 
+    def option_names(self):
+        """The rsna adapter's options, which :meth:`read_manifest` passes on to it."""
+        return get_adapter("rsna").option_names()
+
     def read_manifest(self, data_dir=None, **options):
         """Manifest of the synthetic head CT (generated first if absent), with ``mask_path``."""
         root = self.ensure_data(data_dir)

@@ -46,19 +46,19 @@ def _sharpen(model, gain: float = 10.0):
     return model
 
 
-def _pixel_probe(input_shape, seed: int = 0):
+def _pixel_probe(input_shape, seed: int = 0, classes: int = 2):
     """A linear read-out of every pixel (softmax over 2 classes): a model that, unlike a random
     CNN with global pooling, cannot average a resize difference away."""
     import keras
 
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Flatten()(inputs)
-    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name="pixel_probe")
     rng = np.random.default_rng(seed)
     n = int(np.prod(input_shape))
-    kernel = rng.normal(0, 4.0 / np.sqrt(n), (n, 2)).astype(np.float32)
-    model.get_layer("predictions").set_weights([kernel, np.zeros(2, np.float32)])
+    kernel = rng.normal(0, 4.0 / np.sqrt(n), (n, classes)).astype(np.float32)
+    model.get_layer("predictions").set_weights([kernel, np.zeros(classes, np.float32)])
     return model
 
 
@@ -202,3 +202,105 @@ def test_dicom_cache_path_equals_serving_default_on_the_windowed_file(tmp_path):
         if name == "pixel_probe":  # the CNN is a real architecture; the probe has the teeth
             assert spread > 0.02, f"{name}: the probabilities hardly move ({spread:.3f})"
         assert max(diffs.values()) <= TOLERANCE, (name, diffs)
+
+
+# ------------------------------------------------------------------------------------ colour
+TINY_ICHNET = {"stem": 8, "stages": [[8, 1], [8, 1]], "head": 16}  # ichnet_small, two narrow stages
+
+
+@pytest.fixture(scope="module")
+def colour_run(shared_data, tmp_path_factory):
+    """Real blood-cell smears (8 JPEGs of each PBC class) plus a ninth class of every awkward
+    mode (RGBA, colour and grey palettes, CMYK JPEG, 16-bit, grey+alpha), prepared with
+    ``--option channels=3`` and trained with ichnet_small at 64 px for two epochs."""
+    from tests import colour_files as cf
+    from zoo.training import run
+
+    root = tmp_path_factory.mktemp("colour")
+    folder = cf.extract_pbc(shared_data, root / "pbc", per_class=8)
+    for name, image in cf.mode_images(seed=3).items():
+        cf.save_image(image.resize((96, 80)) if image.mode != "P" else image, folder / "modes" / name)
+    metrics = run({"dataset": "folder", "data_dir": str(folder), "options": {"channels": "3"},
+                   "cache_dir": str(root / "cache"), "model": "ichnet_small",
+                   "model_kwargs": TINY_ICHNET, "image_size": 64, "epochs": 2, "batch_size": 8,
+                   "test_fraction": 0.3, "bn_calibration_batches": 1, "output_dir": str(root / "run"),
+                   "export_dir": str(root / "exports"), "verbose": 0})
+    return folder, root / "cache", Path(metrics["export"])
+
+
+def test_colour_cache_path_equals_serving_bytes_on_the_original_files(colour_run, tmp_path):
+    """Colour end to end: the cache holds three distinct planes, the export's spec says 3
+    channels, and ``serving_bytes`` on the original JPEGs and PNGs gives the cache path's
+    probabilities, for the trained ichnet_small and for a pixel probe (which cannot average a
+    difference away), on every split."""
+    import keras
+
+    from pipelines.cache.format import row_keys
+    from pipelines.datasets import get_adapter
+    from pipelines.preprocessing import Preprocessing
+    from pipelines.records import make_dataset, read_info
+    from zoo.export import export_saved_model
+
+    folder, cache, version = colour_run
+    spec = Preprocessing.load(cache)
+    assert spec == Preprocessing(kind="image", size=(64, 64), channels=3)
+    assert read_info(cache)["channels"] == 3
+    assert Preprocessing.load(version / "assets.extra") == spec
+    images = np.concatenate([x.numpy() for x, _ in make_dataset(cache, "train", batch_size=64)])
+    planes = [images[..., k] for k in range(3)]
+    assert min(np.abs(planes[a] - planes[b]).mean() for a, b in ((0, 1), (1, 2), (0, 2))) > 0.02
+
+    # the cache stores row keys for path ids: map them back to the files, as evaluate does
+    rows = get_adapter("folder").read_manifest(folder, channels=3).to_dict("records")
+    keys = row_keys({str(r["id"]): r for r in rows})
+    paths = {keys[str(r["id"])]: folder / r["path"] for r in rows}
+    labels = list(read_info(cache)["labels"])
+    probe = _pixel_probe((64, 64, 3), classes=len(labels))
+    models = {"ichnet_small": (keras.models.load_model(version.parents[2] / "run" / "model.keras"), version),
+              "pixel_probe": (probe, export_saved_model(probe, tmp_path / "exports", model_name="probe",
+                                                        labels=labels, preprocessing=spec))}
+    worst = {}
+    for name, (model, served_version) in models.items():
+        cached = {}
+        for split in ("train", "val", "test"):
+            for images, _, meta in make_dataset(cache, split, batch_size=16, with_ids=True):
+                probs = model(images, training=False).numpy()
+                cached.update({i.decode(): p for i, p in zip(meta["id"].numpy(), probs)})
+        assert len(cached) == len(paths) == 72
+        jobs = {k: {"kind": "bytes", "path": str(paths[k])} for k in cached}
+        served = _serve_fresh(served_version, jobs, tmp_path)
+        worst[name] = max(float(np.abs(np.asarray(served[k]) - cached[k]).max()) for k in jobs)
+    print(f"colour parity on {len(paths)} files, max |p_serving - p_cache|: {worst}")
+    assert max(worst.values()) <= TOLERANCE, worst
+
+
+def test_colour_evaluate_through_serving_and_explain_follow_the_spec(colour_run, tmp_path,
+                                                                    monkeypatch):
+    """``zoo.evaluate`` (through serving, and preparing the folder itself) and ``zoo.explain``
+    read the pictures in colour because the export's spec says 3 channels; the CAM overlay is
+    drawn on the colour image."""
+    from zoo import evaluate as E
+    from zoo import explain, plots
+
+    folder, cache, version = colour_run
+    report = E.evaluate(version, dataset="folder", data_dir=folder, cache=cache, split="all",
+                        out=tmp_path / "served", through="serving", n_boot=0, plots=False)
+    assert report["serving"]["requests"] == {"serving_bytes": 72, "serving_default": 0}
+    assert report["serving"]["max_abs_diff_vs_cache"] <= TOLERANCE
+    fresh = E.evaluate(version, dataset="folder", data_dir=folder, split="test",
+                       out=tmp_path / "fresh", n_boot=0, plots=False)  # prepares it in colour
+    assert fresh["data"]["images"] > 0
+
+    drawn = {}
+    real = plots.overlay_png
+
+    def spy(image, heatmap, path, **kwargs):
+        drawn.update(image=np.asarray(image), rgb=kwargs.get("rgb"))
+        return real(image, heatmap, path, **kwargs)
+
+    monkeypatch.setattr(plots, "overlay_png", spy)
+    smear = sorted((folder / "eosinophil").glob("*.jpg"))[0]
+    explain.explain_image(version, smear, out=tmp_path / "cam")
+    assert drawn["rgb"] is True and drawn["image"].shape == (64, 64, 3)
+    assert np.abs(drawn["image"][..., 0] - drawn["image"][..., 2]).mean() > 0.02
+    assert (tmp_path / "cam" / "explain.json").is_file()

@@ -33,9 +33,13 @@ def default_output_dir(cfg: TrainConfig) -> str:
 
 
 def default_cache_dir(cfg: TrainConfig) -> str:
-    """``data/cache/<dataset>-<size>px-<key>``: one cache per data dir, size, windows, split."""
-    key = json.dumps([os.path.abspath(cfg.data_dir) if cfg.data_dir else None, cfg.image_size,
-                      cfg.windows, cfg.val_fraction, cfg.test_fraction, cfg.seed])
+    """``data/cache/<dataset>-<size>px-<key>``: one cache per data dir, size, windows, split
+    (and adapter options)."""
+    parts = [os.path.abspath(cfg.data_dir) if cfg.data_dir else None, cfg.image_size,
+             cfg.windows, cfg.val_fraction, cfg.test_fraction, cfg.seed]
+    if cfg.options:  # only when given, so caches made without options keep their key
+        parts.append(dict(sorted(cfg.options.items())))
+    key = json.dumps(parts)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return os.path.join("data", "cache", f"{cfg.dataset}-{cfg.image_size}px-{digest}")
 
@@ -95,7 +99,7 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
                 prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
                         windows=cfg.windows, workers=cfg.prepare_workers,
                         val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                        seed=cfg.seed, progress=bool(cfg.verbose))
+                        seed=cfg.seed, progress=bool(cfg.verbose), options=cfg.options)
             except PrepareError as err:  # all files quarantined, changed settings, ...
                 raise ConfigError(str(err)) from None
         else:  # other workers wait for the chief's cache (shared filesystem)
@@ -197,6 +201,11 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
         adapter = _adapter(cfg.dataset)
         if adapter is not None and adapter.default_data_dir and cfg.data_dir is None and not cfg.cache_dir:
             cfg.data_dir = adapter.default_data_dir  # generated when absent
+        if adapter is not None:
+            try:  # an option the adapter lacks: one sentence listing its options
+                cfg.options = adapter.check_options(cfg.options)
+            except ValueError as err:
+                raise ConfigError(f"--option: {err}") from None
         cfg.cache_dir = cfg.cache_dir or default_cache_dir(cfg)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
     _check_outputs(cfg, source)

@@ -44,7 +44,7 @@ RESUME_KEYS = (
     "model", "model_kwargs", "weights", "batch_size", "lr", "optimizer", "weight_decay",
     "schedule", "warmup_epochs", "loss", "focal_gamma", "class_weights", "label_smoothing",
     "mixed_precision", "seed", "steps_per_epoch", "bn_calibration_batches",
-    "pretrain", "sampling", "freeze_backbone", "backbone_lr_mult",
+    "pretrain", "sampling", "freeze_backbone", "backbone_lr_mult", "options",
 )
 SAMPLINGS = ("shuffle", "class", "source")
 
@@ -69,6 +69,7 @@ class TrainConfig:
     augment: bool | str = True
     augment_on: str = "device"  # "device": inside the train step; "cpu": in the tf.data map
     prepare_workers: int = 1
+    options: dict = field(default_factory=dict)  # the adapter's read_manifest options (--option)
     pretrain: str | None = None        # a corpus (pipelines.corpus): pretrain a backbone on it
     sampling: str = "auto"             # shuffle | class | source; auto = source for --pretrain
     # model
@@ -152,6 +153,7 @@ class TrainConfig:
 
         if isinstance(self.model_kwargs, str):
             self.model_kwargs = parse_model_kwargs(self.model_kwargs)
+        need(isinstance(self.options, dict), f"options must be a mapping of the dataset adapter's options such as {{'channels': 3}}, got {self.options!r}.")
         need(isinstance(self.model_kwargs, dict), f"model_kwargs must be a JSON object such as '{{\"dropout\": 0.2}}', got {self.model_kwargs!r}.")
         reserved = {"input_shape", "num_classes", "activation", "weights"} & set(self.model_kwargs)
         need(not reserved, f"model_kwargs may not set {', '.join(sorted(reserved))}: use --image-size, the dataset's labels and --weights instead.")
