@@ -72,6 +72,15 @@ def test_the_docs_switch_table_lists_exactly_the_claims():
             f"docs/RESULTS.md lists {switch} twins {twins}, zoo.ablations {claim.twin_values}")
 
 
+def test_the_readme_names_every_switch_and_value():
+    """The README's "Use" section lists each switch with its paper form first, then its twins."""
+    use = (ROOT / "README.md").read_text().split("## Use", 1)[1].split("\n## ", 1)[0]
+    use = " ".join(use.split())
+    for claim in CLAIMS:
+        listed = " | ".join(f'"{v}"' for v in claim.values)
+        assert f"{claim.switch}={listed}" in use, f"README.md's Use section lacks {claim.switch}"
+
+
 @pytest.mark.parametrize("name, switch, value", _cases(), ids=lambda v: str(v))
 def test_a_documented_value_builds_what_it_names(name, switch, value):
     """Through the registry, the same model the variant builds with that value given directly."""
