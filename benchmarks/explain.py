@@ -35,8 +35,8 @@ by product (``zoo.explain --method layercam``) and by max (LayerCAM's own fusion
 Every trained model's figures are also written to a result file (:mod:`zoo.results`), e.g.
 ``benchmarks/results/explain-ichnet-head-ct-seed0.json``, with the command, date, software
 versions and configuration; a run whose arguments differ from the defaults gets the
-differences as a variant in its name (``...-seed0-pooling=lse.json``). The README's explanation
-table (``python scripts/results_tables.py``) and the model cards (``zoo.results.measured``) read
+differences as a variant in its name (``...-seed0-pooling=lse.json``). The explanation
+table of docs/RESULTS.md (``python scripts/results_tables.py``) and the model cards (``zoo.results.measured``) read
 those files, never typed figures. ``--results-dir`` writes elsewhere, ``--no-results`` nowhere.
 """
 
@@ -383,7 +383,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", help="where phantoms and caches go (default: a temp folder)")
     p.add_argument("--results-dir", type=Path, default=RESULTS,
-                   help="where the result files go (default benchmarks/results, which the README "
+                   help="where the result files go (default benchmarks/results, which the docs/RESULTS.md "
                    "table and the model cards read)")
     p.add_argument("--no-results", action="store_true", help="write no result files")
     defaults = vars(p.parse_args([]))

@@ -24,7 +24,7 @@ slices), in one run:
 ``decode_nifti_vs_nibabel``,
 ``prepare_scaling_2_workers`` (2-worker over 1-worker throughput once the workers are up) and
 ``input_images_per_sec_256``, plus the command, date and software: written under
-``benchmarks/results/pipeline-*.json`` it becomes a column of the README's speed table
+``benchmarks/results/pipeline-*.json`` it becomes a column of docs/RESULTS.md's speed table
 (``python scripts/results_tables.py``). The defaults take about 10 to 20 minutes on 2 busy
 cores; ``--quick`` takes 1 to 2 minutes, for iterating.
 

@@ -26,7 +26,7 @@ shows scratch vs corpus fine-tune Grad-CAM on the same test images. Outputs (``-
 
 Default: 32 px, resnet18 + vit_tiny + ichnet_small, BreastMNIST, RetinaMNIST and PneumoniaMNIST
 downstream, 3 seeds, pretraining 2 x 150 steps of 64, downstream 6 epochs of at most 30 steps:
-sized for about an hour on 2 CPU cores (the README gives the measured wall time).
+sized for about an hour on 2 CPU cores (docs/RESULTS.md gives the measured wall time).
 ``--image-size 64 --epochs 30 --max-steps 200 --pretrain-epochs 10`` scale it up on a GPU.
 ``--quick`` is a smoke configuration: a pocket ichnet_small, one epoch of two steps, two seeds,
 20 bootstrap resamples, and the loop's tf.functions run eagerly (tracing would cost more than

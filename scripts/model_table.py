@@ -90,9 +90,9 @@ def render_table(table_rows: list[dict] | None = None) -> str:
 
 def replace_section(text: str, table: str, start: str = START, end: str = END) -> str:
     """``text`` with everything between the ``start`` and ``end`` markers replaced by ``table``
-    (the README tables generated here and by ``scripts/results_tables.py``)."""
+    (the README's model table generated here; docs/RESULTS.md's by ``scripts/results_tables.py``)."""
     if start not in text or end not in text or text.index(start) > text.index(end):
-        raise ValueError(f"README.md has no '{start}' ... '{end}' section; add the two markers "
+        raise ValueError(f"The file has no '{start}' ... '{end}' section; add the two markers "
                          "where the table belongs.")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
@@ -100,7 +100,8 @@ def replace_section(text: str, table: str, start: str = START, end: str = END) -
 
 
 def sync_readme(readme: Path, text: str, new: str, *, check: bool, what: str, command: str) -> int:
-    """Write ``new`` over ``readme`` (or, with ``check``, report whether it is stale: exit 1)."""
+    """Write ``new`` over ``readme`` (the README or a docs/ page; or, with ``check``, report
+    whether it is stale: exit 1)."""
     if check:
         if new != text:
             print(f"{readme} {what} is stale; run `{command}`.")

@@ -1,7 +1,7 @@
-"""Regenerate the README's measured-results tables from the benchmark result files.
+"""Regenerate the measured-results tables of docs/RESULTS.md from the benchmark result files.
 
-    python scripts/results_tables.py           # rewrite README.md between the markers
-    python scripts/results_tables.py --check   # exit 1 if README.md's tables are stale
+    python scripts/results_tables.py           # rewrite docs/RESULTS.md between the markers
+    python scripts/results_tables.py --check   # exit 1 if docs/RESULTS.md's tables are stale
 
 The explanation table sits between ``<!-- explain:start -->`` and ``<!-- explain:end -->``
 (the ablation table between ``ablations:`` markers, the transfer study between ``transfer:``
@@ -11,7 +11,7 @@ outside the markers is left alone. Figures come only from
 ``benchmarks/results/explain-*.json`` (read by :func:`zoo.results.load_results`): the
 default-configuration runs of ``python -m benchmarks.explain`` on the head-CT phantom, one column
 value per seed. To change a figure, rerun the benchmark (it rewrites its result file) and then
-this script. ``python scripts/model_table.py`` keeps the models table.
+this script. ``python scripts/model_table.py`` keeps the README's models table.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from model_table import replace_section as _replace_section  # noqa: E402  (one README writer)
+from model_table import replace_section as _replace_section  # noqa: E402  (one section writer)
 from model_table import sync_readme  # noqa: E402
 
-README = ROOT / "README.md"
+RESULTS = ROOT / "docs" / "RESULTS.md"
 START, END = "<!-- explain:start -->", "<!-- explain:end -->"
 ABL_START, ABL_END = "<!-- ablations:start -->", "<!-- ablations:end -->"
 MODELS = ("ichnet", "rensenet")
@@ -97,7 +97,7 @@ def replace_section(text: str, table: str, start: str = START, end: str = END) -
 
 
 def render_ablation_table(folder=None) -> str:
-    """The "Do the paper blocks help?" table, from ``benchmarks/results/ablations.json``."""
+    """docs/RESULTS.md's "Do the paper blocks help?" table, from ``benchmarks/results/ablations.json``."""
     import json
 
     from benchmarks.ablations import markdown
@@ -170,10 +170,12 @@ def render_speed_table(folder=None) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README's tables are stale")
-    parser.add_argument("--readme", type=Path, default=README, help="README path")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if docs/RESULTS.md's tables are stale")
+    parser.add_argument("--doc", type=Path, default=RESULTS,
+                        help="the Markdown file holding the sections (default docs/RESULTS.md)")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
+    text = args.doc.read_text()
     new = replace_section(text, render_explain_table())
     if ABL_START in new:
         new = replace_section(new, render_ablation_table(), ABL_START, ABL_END)
@@ -181,7 +183,7 @@ def main(argv=None) -> int:
         new = replace_section(new, render_transfer_table(), TRANSFER_START, TRANSFER_END)
     if SPEED_START in new:
         new = replace_section(new, render_speed_table(), SPEED_START, SPEED_END)
-    return sync_readme(args.readme, text, new, check=args.check, what="results table",
+    return sync_readme(args.doc, text, new, check=args.check, what="results table",
                        command="python scripts/results_tables.py")
 
 

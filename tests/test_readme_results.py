@@ -1,6 +1,7 @@
-"""README.md's measured figures come from the result files; model cards quote none by hand.
+"""docs/RESULTS.md's measured figures come from the result files; model cards quote none by hand.
 
-Regenerate the README table with ``python scripts/results_tables.py`` after a benchmark run.
+The generated sections moved from README.md to docs/RESULTS.md (the README links it); regenerate
+them with ``python scripts/results_tables.py`` after a benchmark run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "RESULTS.md"
 
 
 def _script():
@@ -31,7 +33,7 @@ def _script():
     ("transfer", "benchmarks/results/transfer/transfer.json"),
 ])
 def test_readme_tables_are_current(section, files):
-    """Each generated README section equals what its result files render today."""
+    """Each generated section of docs/RESULTS.md equals what its result files render today."""
     rt = _script()
     render, start, end = {
         "explain": (rt.render_explain_table, rt.START, rt.END),
@@ -39,10 +41,11 @@ def test_readme_tables_are_current(section, files):
         "speed": (rt.render_speed_table, rt.SPEED_START, rt.SPEED_END),
         "transfer": (rt.render_transfer_table, rt.TRANSFER_START, rt.TRANSFER_END),
     }[section]
-    text = (ROOT / "README.md").read_text()
-    assert start in text and end in text, f"README.md lacks the {section} markers"
+    text = RESULTS.read_text()
+    assert start in text and end in text, f"docs/RESULTS.md lacks the {section} markers"
     assert rt.replace_section(text, render(), start, end) == text, (
-        f"README.md's {section} table differs from {files}; run `python scripts/results_tables.py`.")
+        f"docs/RESULTS.md's {section} table differs from {files}; run "
+        "`python scripts/results_tables.py`.")
 
 
 def test_table_follows_the_files_and_marks_a_missing_seed():

@@ -3,7 +3,10 @@
 Modelled on timm's registry with tf-models' strictness: names are keyed by the variant
 function's name, duplicates raise, unknown names raise with close matches, ``None`` kwargs are
 dropped (so unset CLI flags fall back to model defaults) and caller kwargs override the
-variant's defaults. Like timm's, each entry records the module that registered it and its
+variant's defaults. Where ``None`` is itself a documented value (``activation=None``: logits, for
+every model; a switch such as myositisnet's ``attention=None``: no attention), dropping it would
+silently build the default instead, so :data:`NONE_MEANS` and a variant's ``none_means`` name the
+spelling that ``None`` stands for there, and ``get_model`` passes that spelling. Like timm's, each entry records the module that registered it and its
 family (the card's ``family``, else that module's last name), and the lookups are public:
 :func:`model_entry`, :func:`model_family`, :func:`list_families`.
 """
@@ -25,7 +28,12 @@ __all__ = [
     "model_family",
     "model_info",
     "ModelEntry",
+    "NONE_MEANS",
 ]
+
+# Keyword arguments every model takes whose None is a value, not "unset": the spelling passed
+# instead (the builders accept both; only the spelling survives the dropping of None kwargs).
+NONE_MEANS = {"activation": "logits"}
 
 
 @dataclass(frozen=True)
@@ -38,17 +46,21 @@ class ModelEntry:
     info: dict = field(default_factory=dict)
     family: str = ""
     module: str = ""
+    none_means: dict = field(default_factory=dict)  # the variant's own, beside NONE_MEANS
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _PARAM_CACHE: dict[str, int] = {}
 
 
-def register_model(fn=None, *, info: dict | None = None, **defaults):
+def register_model(fn=None, *, info: dict | None = None, none_means: dict | None = None,
+                   **defaults):
     """Register a model variant; use bare (``@register_model``) or with card facts and defaults.
 
     ``@register_model(info=CARD, depth=18)`` registers the decorated function under its own name;
-    ``get_model(name, **kw)`` then calls it with ``{**defaults, **kw}``.
+    ``get_model(name, **kw)`` then calls it with ``{**defaults, **kw}``. ``none_means`` maps a
+    switch whose ``None`` is a documented value to the spelling of it that ``get_model`` passes
+    (``{"attention": "none"}``), as :data:`NONE_MEANS` does for every model's ``activation``.
     """
 
     def wrap(f):
@@ -66,6 +78,7 @@ def register_model(fn=None, *, info: dict | None = None, **defaults):
             info=dict(info or {}),
             family=family,
             module=module,
+            none_means=dict(none_means or {}),
         )
         return f
 
@@ -103,9 +116,13 @@ def list_models(pattern: str = "*", *, family: str | None = None) -> list[str]:
 
 
 def get_model(name: str, **kwargs):
-    """Build the registered model ``name``; ``None``-valued kwargs are ignored."""
+    """Build the registered model ``name``; ``None``-valued kwargs are ignored (unset), except
+    where ``None`` is a documented value (:data:`NONE_MEANS`, the variant's ``none_means``): there
+    it is passed as the spelling it stands for, so ``activation=None`` builds logits."""
     entry = model_entry(name)
-    given = {k: v for k, v in kwargs.items() if v is not None}
+    spelled = {**NONE_MEANS, **entry.none_means}
+    given = {k: (spelled[k] if v is None else v) for k, v in kwargs.items()
+             if v is not None or k in spelled}
     return entry.fn(**{**entry.defaults, **given})
 
 

@@ -1,4 +1,4 @@
-"""Measured results: the benchmark result files, read for model cards and the README.
+"""Measured results: the benchmark result files, read for model cards and docs/RESULTS.md.
 
     from zoo.results import measured
     measured("ichnet")    # {"pointing_game": [...], "source": "..."}; {} for a model never measured
@@ -19,7 +19,7 @@ package data of ``benchmarks``, so an installed medzoo reads the same files)::
       "summary": {...}          # optional: figures that are not one row per map
     }
 
-Nothing here imports TensorFlow; the README generator and the card builder both read through
+Nothing here imports TensorFlow; the results-table generator and the card builder both read through
 :func:`load_results`, so a figure appears in prose only if it is in a result file.
 """
 

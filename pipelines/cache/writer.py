@@ -182,12 +182,13 @@ def prepare(
         raise ValueError(f"runner={runner!r} is not 'pool' or 'beam'.")
     if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
         raise ValueError(f"shard_size={shard_size!r} must be a positive integer or None.")
-    if not data_dir.is_dir():
+    adapter = _resolve_adapter(dataset)
+    if not (data_dir.is_dir() or (adapter.accepts_file and data_dir.is_file())):
         raise FileNotFoundError(
             f"The data directory {data_dir} does not exist; pass --data-dir pointing at the "
-            "dataset's root folder."
+            "dataset's root folder"
+            + (" or its file." if adapter.accepts_file else ".")
         )
-    adapter = _resolve_adapter(dataset)
     options = adapter.check_options(options)  # an unknown option: one sentence listing them
     request = PrepareRequest(
         adapter=adapter, name=dataset if isinstance(dataset, str) else adapter.name,

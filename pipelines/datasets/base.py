@@ -72,6 +72,7 @@ class Adapter:
     label_map: dict[str, str] | None = None
     default_data_dir: str | None = None
     path_ids: bool = False  # ids come from file paths: the cache stores row keys instead
+    accepts_file: bool = False  # data_dir may be one file (a .npz, a tarball), not only a folder
 
     def read_manifest(self, data_dir, **options):
         """The dataset's manifest (:mod:`pipelines.manifest` schema); options are adapter keywords."""

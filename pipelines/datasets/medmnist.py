@@ -106,6 +106,7 @@ class Medmnist(Adapter):
     by default)."""
 
     name = "medmnist"
+    accepts_file = True
     labels = ("normal", "pneumonia")
     task = "binary"
 

@@ -96,6 +96,7 @@ class Mednist(Adapter):
     """MedNIST, from the extracted folders or straight from ``MedNIST.tar.gz``."""
 
     name = "mednist"
+    accepts_file = True
     labels = CLASSES
     task = "multi-class"
 

@@ -1,4 +1,4 @@
-"""The gRPC client of docs/serving.md (the README's serving section) works against an export.
+"""The gRPC client of docs/SERVING.md (linked from the README's Serve section) works against an export.
 
 TF Serving cannot be installed here, so a minimal PredictionService runs in this process over a
 real gRPC channel: like TF Serving, it looks up the requested signature of the loaded SavedModel
@@ -19,7 +19,7 @@ import tensorflow as tf
 from tests.export.support import keras_probs, served_input, tiny_model
 from zoo import export as zx
 
-DOC = Path(__file__).resolve().parents[2] / "README.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "SERVING.md"
 
 
 class _PredictionService:
@@ -58,7 +58,7 @@ def test_doc_grpc_client_against_export(tmp_path, monkeypatch):
     server.start()
     try:
         text = DOC.read_text()
-        block = re.search(r"### gRPC \(Python\).*?```python\n(.*?)```", text, re.S).group(1)
+        block = re.search(r"## gRPC \(Python\).*?```python\n(.*?)```", text, re.S).group(1)
         code = (block.replace("localhost:8500", f"127.0.0.1:{port}")
                 .replace("saved_models/ichnet/1", str(version)))
         monkeypatch.chdir(tmp_path)  # the doc opens slice.png from the working directory

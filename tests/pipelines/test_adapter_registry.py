@@ -1,4 +1,4 @@
-"""The adapter interface: registration, lookup, the facts each adapter carries, the README."""
+"""The adapter interface: registration, lookup, the facts each adapter carries, docs/DATA.md."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_a_new_adapter_needs_only_read_manifest(tmp_path):
 
 
 def _readme_adapters() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "DATA.md").read_text()
     section = text.split("## Data pipelines", 1)[1].split("\n## ", 1)[0]
     table = section.split("| adapter | reads |", 1)[1].split("\n\n", 1)[0]
     names = []
@@ -94,10 +94,10 @@ def _readme_adapters() -> list[str]:
 
 def test_readme_adapter_table_lists_exactly_the_registered_adapters():
     listed = _readme_adapters()
-    assert len(listed) == len(set(listed)), f"README.md lists an adapter twice: {listed}"
+    assert len(listed) == len(set(listed)), f"docs/DATA.md lists an adapter twice: {listed}"
     missing = sorted(set(list_adapters()) - set(listed))
     extra = sorted(set(listed) - set(list_adapters()))
     assert not missing and not extra, (
-        f"README.md's adapter table (## Data pipelines) is out of date: add {missing}, "
+        f"docs/DATA.md's adapter table (## Data pipelines) is out of date: add {missing}, "
         f"remove {extra}."
     )

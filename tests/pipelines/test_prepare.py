@@ -115,6 +115,26 @@ def test_cli_errors_are_one_sentence(tmp_path, capsys):
         main(["--dataset", "medmnist", "--data-dir", ".", "--out", "c", "--image-size", "big"])
 
 
+def test_a_data_file_is_taken_where_the_adapter_reads_a_file(shared_data, tmp_path, capsys):
+    """--data-dir breastmnist.npz (the README's CPMID fine-tune) prepares like its folder does;
+    an adapter that reads folders only still refuses a file in one sentence."""
+    from pipelines.datasets import get_adapter
+
+    assert get_adapter("medmnist").accepts_file and get_adapter("mednist").accepts_file
+    assert not get_adapter("rsna").accepts_file
+    npz = shared_data / "medmnist-extra" / "breastmnist.npz"
+    out = tmp_path / "breast"
+    assert main(["--dataset", "medmnist", "--data-dir", str(npz), "--out", str(out),
+                 "--image-size", "28"]) == 0
+    counts = read_info(out)["splits"]
+    with np.load(npz) as arrays:
+        assert counts == {s: len(arrays[f"{s}_labels"]) for s in ("train", "val", "test")}
+    capsys.readouterr()
+    assert main(["--dataset", "rsna", "--data-dir", str(npz), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and "root folder." in err and len(err.splitlines()) == 1
+
+
 @pytest.fixture(scope="module")
 def head_ct(tmp_path_factory):
     """A tiny synthetic head CT in the RSNA layout, with one slice truncated mid-pixel-data."""

@@ -44,7 +44,7 @@ __all__ = ["build_myositisnet", "MYOSITISNET_SPECS", "ATTENTIONS", "CONVS", "myo
 
 KINDS = ("conv", "separable")
 # ablation switches (python -m benchmarks.ablations); the first value is the paper's form.
-# "none" is the spelling of None that survives the registry (which drops None kwargs).
+# "none" is the spelling of None that get_model passes (the registry drops other None kwargs).
 ATTENTIONS = ("soft_threshold", "se", None, "none")
 CONVS = ("alternating", "dsc", "conventional")
 
@@ -195,8 +195,9 @@ def build_myositisnet(
         attention: ablation switch for the attention before each residual addition:
             ``"soft_threshold"`` (default, the paper: ``SoftThresholdAttention``, layers
             ``stage*_shrink``), ``"se"`` (squeeze-and-excitation with the same reduction,
-            layers ``stage*_se*``) or ``None`` / ``"none"`` (no attention; ``"none"`` survives
-            the registry, which drops None). ``channel_shared`` needs soft thresholding.
+            layers ``stage*_se*``) or ``"none"`` / ``None`` (no attention; the variant registers
+            ``none_means``, so ``get_model(..., attention=None)`` passes ``"none"`` rather than
+            dropping it as unset). ``channel_shared`` needs soft thresholding.
         convs: ablation switch for the stages' convolutions, widths and strides kept:
             ``"alternating"`` (default, the paper: the kinds in ``stages``), ``"dsc"`` (every
             stage depthwise-separable) or ``"conventional"`` (every stage ordinary 3x3).
@@ -253,7 +254,7 @@ def build_myositisnet(
     )
 
 
-@register_model(info=CARD, **MYOSITISNET_SPECS["myositisnet"])
+@register_model(info=CARD, none_means={"attention": "none"}, **MYOSITISNET_SPECS["myositisnet"])
 def myositisnet(**kwargs):
     """MyositisNet (~35 MFLOPs at 224x224x1): conv / separable shrinkage units, 2 softmax outputs."""
     return build_myositisnet(**kwargs)

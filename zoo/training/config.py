@@ -230,7 +230,7 @@ def switch(name: str, value) -> str:
 
 def resolve_switch(value, gpu: bool) -> bool:
     """auto -> on for GPUs and off for CPUs, where XLA and reduced precision slowed training
-    down (README, Speed); on/off as given."""
+    down (docs/RESULTS.md, Speed); on/off as given."""
     value = switch("switch", value)
     return gpu if value == "auto" else value == "on"
 
