@@ -16,6 +16,9 @@ from typing import Any
 
 import yaml
 
+from pipelines.datasets import get_adapter, list_adapters
+from zoo.models.common import MIN_SIZE
+
 __all__ = [
     "ConfigError",
     "TrainConfig",
@@ -186,8 +189,6 @@ class TrainConfig:
         self.mixed_precision = switch("mixed_precision", self.mixed_precision)
         self.jit_compile = switch("jit_compile", self.jit_compile)
         self.class_weights = parse_class_weights(self.class_weights)
-        from zoo.models.common import MIN_SIZE  # light module: keras only, no model is built
-
         need(self.image_size >= MIN_SIZE,
              f"--image-size {self.image_size} is below the models' minimum of {MIN_SIZE} pixels; pass --image-size {MIN_SIZE} or more.")
         if self.data_dir is not None and self.data_dir != _default_data_dir(self.dataset):
@@ -198,8 +199,6 @@ class TrainConfig:
 
 def _default_data_dir(dataset: str):
     """The folder the ``dataset`` adapter generates itself (synthetic), else None."""
-    from pipelines.datasets import get_adapter, list_adapters
-
     return get_adapter(dataset).default_data_dir if dataset in list_adapters() else None
 
 
