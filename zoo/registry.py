@@ -5,7 +5,9 @@ function's name, duplicates raise, unknown names raise with close matches, ``Non
 dropped (so unset CLI flags fall back to model defaults) and caller kwargs override the
 variant's defaults. Like timm's, each entry records the module that registered it and its
 family (the card's ``family``, else that module's last name), and the lookups are public:
-:func:`model_entry`, :func:`model_family`, :func:`list_families`.
+:func:`model_entry`, :func:`model_family`, :func:`list_families`. Each entry also carries its
+training recipe (:class:`zoo.recipes.Recipe`, the only module of ours imported here: a plain
+record): the variant's own, else its family's, else the default.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from zoo.recipes import Recipe, family_recipe
 
 __all__ = [
     "register_model",
@@ -30,7 +34,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One registered variant: its builder, defaults, card facts, family and defining module."""
+    """One registered variant: its builder, defaults, card facts, family, defining module and
+    training recipe."""
 
     name: str
     fn: Callable[..., Any]
@@ -38,18 +43,23 @@ class ModelEntry:
     info: dict = field(default_factory=dict)
     family: str = ""
     module: str = ""
+    recipe: Recipe = field(default_factory=Recipe)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _PARAM_CACHE: dict[str, int] = {}
 
 
-def register_model(fn=None, *, info: dict | None = None, **defaults):
+def register_model(fn=None, *, info: dict | None = None, recipe: Recipe | None = None,
+                   **defaults):
     """Register a model variant; use bare (``@register_model``) or with card facts and defaults.
 
     ``@register_model(info=CARD, depth=18)`` registers the decorated function under its own name;
-    ``get_model(name, **kw)`` then calls it with ``{**defaults, **kw}``.
+    ``get_model(name, **kw)`` then calls it with ``{**defaults, **kw}``. ``recipe`` is how
+    ``train.py`` trains it unless flags say otherwise (default: the family's recipe).
     """
+    if recipe is not None and not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a zoo.recipes.Recipe, got {type(recipe).__name__}.")
 
     def wrap(f):
         name = f.__name__
@@ -66,6 +76,7 @@ def register_model(fn=None, *, info: dict | None = None, **defaults):
             info=dict(info or {}),
             family=family,
             module=module,
+            recipe=recipe or family_recipe(family),
         )
         return f
 
@@ -123,6 +134,7 @@ def model_info(name: str, *, count_params: bool = True) -> dict:
         "family": entry.family,
         "module": entry.module,
         "defaults": dict(entry.defaults),
+        "recipe": entry.recipe.to_dict(),
     }
     if "summary" not in info:
         doc = (entry.fn.__doc__ or "").strip()

@@ -31,6 +31,9 @@ BEST_WEIGHTS = "best.weights.h5"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 
+# early stopping's columns: the patience state on every row; how the run ended on its last row
+STOPPING_FIELDS = ("best_epoch", "epochs_since_best", "stopped_early", "still_improving")
+
 # TensorBoard reads a tensor summary as a scalar when it carries the scalars plugin's metadata
 SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
@@ -47,7 +50,8 @@ def write_scalar(tag: str, value, step: int) -> None:
 def history_fields(labels) -> list[str]:
     """history.csv's columns: one AUROC column per label, between the losses and the timing."""
     return (["epoch", "train_loss", "val_loss", "val_auroc_mean"]
-            + [f"val_auroc_{name}" for name in labels] + ["lr", "seconds", "images_per_sec"])
+            + [f"val_auroc_{name}" for name in labels] + ["lr", "seconds", "images_per_sec"]
+            + list(STOPPING_FIELDS))
 
 
 def read_history(path) -> list[dict]:
@@ -98,9 +102,10 @@ class Recorder:
             self.history_path.unlink()
 
     def history_row(self, epoch: int, train_loss: float, scores: dict, *, lr: float,
-                    seconds: float, rate: float) -> None:
+                    seconds: float, rate: float, stopping: dict | None = None) -> None:
         """Write epoch ``epoch``'s row (0-based) into history.csv, replacing rows of this epoch
-        and later ones."""
+        and later ones. ``stopping`` fills the :data:`STOPPING_FIELDS` it names (None and
+        absent ones stay empty; booleans as ``true``/``false``)."""
         if not self.chief:
             return
         mean = scores["auroc_mean"]
@@ -110,6 +115,9 @@ class Recorder:
                "lr": f"{lr:.6g}", "seconds": f"{seconds:.2f}", "images_per_sec": f"{rate:.1f}"}
         for name, value in scores["auroc"].items():
             row[f"val_auroc_{name}"] = "" if value is None else f"{value:.6f}"
+        for key, value in (stopping or {}).items():
+            if key in STOPPING_FIELDS:
+                row[key] = "" if value is None else str(value).lower()
         rows = [r for r in read_history(self.history_path) if int(r["epoch"]) < epoch + 1]
         write_history(self.history_path, self.history_fields, rows + [row])
 

@@ -14,6 +14,13 @@ device that trains: the input pipeline only reads, decodes and batches, and tags
 ``[epoch seed, batch index]`` (its position in the pipeline's stream, counted before a resumed
 epoch skips batches). The step augments with exactly the seed and index the tf.data map uses on
 the CPU path (``--augment-on cpu``), so both paths, and a resumed run, see the same batches.
+
+Early stopping (``--early-stop PATIENCE``): after each epoch the run stops when the scored
+split's mean AUROC (the score that picks best.weights.h5) has not improved for PATIENCE epochs;
+``--epochs`` stays the ceiling. The decision reads only the checkpointed state (completed
+epochs and the best epoch), so a run resumed inside a patience window stops at the epoch an
+uninterrupted run stops at, and every worker of a cluster takes it together. The exported model
+holds the best epoch's weights, early stop or not.
 """
 
 from __future__ import annotations
@@ -53,7 +60,11 @@ from zoo.training.strategy import (
     worker_id,
 )
 
-__all__ = ["Trainer", "fit"]
+__all__ = ["STILL_IMPROVING_EPOCHS", "Trainer", "fit"]
+
+# a run that reaches --epochs with its best epoch among the last 1 + this many epochs is
+# "still improving": more epochs would probably have helped
+STILL_IMPROVING_EPOCHS = 2
 
 
 def log_line(chief: bool, strategy, message: str) -> None:
@@ -103,6 +114,8 @@ class Trainer:
                                             reduce_retracing=True)
                                 if self.jit else self._forward_backward)
         self.recorder = Recorder(self.run_dir, self.labels, chief=self.chief, strategy=strategy)
+        self.patience = int(cfg.early_stop or 0)
+        self.stopped_early = False
         self.rate = 0.0            # images/s of the latest epoch, so far
         self.epoch_seconds = 0.0   # training time of the latest epoch, so far
         self._t_start = self._t_epoch = time.perf_counter()
@@ -134,6 +147,11 @@ class Trainer:
         if self.class_weights is not None:
             self.log("Class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(labels, self.class_weights)))
         self._t_start = time.perf_counter()
+        epoch0 = self.state.position()[0]
+        self.stopped_early = epoch0 < cfg.epochs and self.patience_exhausted()
+        if self.stopped_early:
+            self.log(f"This run stopped early after epoch {epoch0} (--early-stop {self.patience}); "
+                     "nothing more to train.")
         return self.state.position()
 
     def begin_epoch(self, epoch: int, skip: int = 0):
@@ -264,12 +282,77 @@ class Trainer:
             state.best.assign(mean)
             state.best_epoch.assign(epoch + 1)
             self.recorder.save_best(self.model)
-        self.recorder.history_row(epoch, train_loss, scores, lr=self.current_lr(),
-                                  seconds=self.epoch_seconds, rate=self.rate)
         state.epoch.assign(epoch + 1)
         state.step.assign(0)
         state.loss_sum.assign(0.0)
+        self.stopped_early = epoch + 1 < self.cfg.epochs and self.patience_exhausted()
+        last = self.stopped_early or epoch + 1 >= self.cfg.epochs
+        self.recorder.history_row(epoch, train_loss, scores, lr=self.current_lr(),
+                                  seconds=self.epoch_seconds, rate=self.rate,
+                                  stopping=self.ending() if last else self.patience_state())
+        if last:
+            self.announce_ending()
         state.save()
+
+    def patience_exhausted(self) -> bool:
+        """True when the scored split's mean AUROC has not improved for ``--early-stop`` epochs.
+
+        A function of the checkpointed state only (completed epochs, best epoch), so a resumed
+        run decides as an uninterrupted one. Every worker computes it and the replicas sum
+        their votes: one that stops stops all, and no worker is left waiting in a collective.
+        """
+        if self.patience <= 0:
+            return False
+        vote = tf.constant(float(self.state.epochs_since_best() >= self.patience))
+        return float(self._sum_over_replicas(vote)) > 0
+
+    @tf.function
+    def _sum_over_replicas(self, value):
+        per_replica = self.strategy.run(lambda: tf.identity(value))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def patience_state(self) -> dict:
+        """The best epoch so far (None while no epoch had a defined score) and the completed
+        epochs since it, as history.csv records them each epoch."""
+        best = int(self.state.best_epoch.numpy())
+        return {"best_epoch": best if best > 0 else None,
+                "epochs_since_best": self.state.epochs_since_best()}
+
+    def ending(self) -> dict:
+        """How the run ended, as history.csv's last row and metrics.json record it.
+
+        ``stopped_early``: early stopping ended it before ``--epochs``. ``epochs_run``: the
+        completed epochs. ``best_epoch``: the epoch of best.weights.h5 (None when no epoch had
+        a defined score). ``still_improving``: the run reached the ``--epochs`` ceiling (did not
+        stop early) with its best epoch the last one or one of the
+        :data:`STILL_IMPROVING_EPOCHS` before it, i.e. ``epochs_run - best_epoch <= 2``: the
+        validation score was still rising, and more epochs would probably have helped.
+        """
+        facts = self.patience_state()
+        epochs_run = int(self.state.epoch.numpy())
+        best = facts["best_epoch"]
+        facts.update(
+            epochs_run=epochs_run,
+            stopped_early=bool(self.stopped_early),
+            still_improving=(not self.stopped_early and epochs_run >= self.cfg.epochs
+                             and best is not None
+                             and epochs_run - best <= STILL_IMPROVING_EPOCHS),
+        )
+        return facts
+
+    def announce_ending(self) -> None:
+        """One clear console line when the run stopped early, or reached the ceiling while the
+        validation score was still improving."""
+        end, split = self.ending(), self.split
+        if end["stopped_early"]:
+            self.log(f"Early stopping after epoch {end['epochs_run']} of at most {self.cfg.epochs}: "
+                     f"no better {split} AUROC than epoch {end['best_epoch']}'s "
+                     f"{float(self.state.best.numpy()):.4f} for {self.patience} epochs "
+                     f"(--early-stop {self.patience}); the best epoch's weights are kept.")
+        elif end["still_improving"]:
+            self.log(f"Reached --epochs {self.cfg.epochs} with the {split} AUROC still improving "
+                     f"(best at epoch {end['best_epoch']} of {end['epochs_run']}); more epochs "
+                     "would probably help.")
 
     def current_lr(self) -> float:
         """The head optimizer's learning rate at its current iteration."""
@@ -297,6 +380,8 @@ class Trainer:
                 "auroc_mean": float(state.best.numpy()) if best_epoch > 0 else None,
                 "auroc": self.recorder.epoch_auroc(self.recorder.history(), best_epoch),
             },
+            "early_stop": self.patience,
+            **self.ending(),
             "val_auroc": final["auroc"],
             "val_auroc_mean": final["auroc_mean"],
             "train_images_per_sec": round(self.rate, 2),
@@ -323,12 +408,15 @@ def fit(cfg: TrainConfig, source: DataSource, *, strategy, run_dir, model_fn: Ca
 
     Writes (chief only) into ``run_dir``: checkpoints/, logs/ (TensorBoard), history.csv,
     best.weights.h5 and metrics.json. The model holds the final weights (best.weights.h5 the
-    best ones).
+    best ones, which ``zoo.training.run`` saves and exports). Ends at ``--epochs``, or earlier
+    when ``--early-stop`` runs out of patience.
     """
     trainer = Trainer(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
     try:
         epoch0, step0 = trainer.resume()
         for epoch in range(epoch0, cfg.epochs):
+            if trainer.stopped_early:  # by resume(), or by the previous epoch's end
+                break
             skip = step0 if epoch == epoch0 else 0
             iterator = trainer.begin_epoch(epoch, skip)
             for step in range(skip, trainer.steps):
