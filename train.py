@@ -11,8 +11,11 @@
     python train.py --dataset medmnist --data-dir ../shared/data/medmnist-extra/breastmnist.npz \
         --model resnet18 --image-size 64 --weights runs/resnet18-corpus/backbone.weights.h5
 
-Precedence: built-in defaults < --config FILE.yaml < flags. The resolved config is saved as
-config.yaml in the run directory; running the same command again resumes from its checkpoint.
+Precedence: built-in defaults < the model's training recipe (zoo.recipes: optimiser, lr, batch,
+warmup, schedule, weight decay, label smoothing, augmentation, epochs, early stopping) <
+--config FILE.yaml < flags. The resolved config is saved as config.yaml in the run directory,
+with ``origins`` naming where each recipe option came from; running the same command again
+resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pipelines.cli import debug, quiet_tf_startup  # noqa: E402
 
 quiet_tf_startup()  # zoo imports Keras, which loads TensorFlow: silence its C++ start-up first
 
+from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS  # noqa: E402
 from zoo.training.config import (  # noqa: E402
     AUGMENT_ON,
     LOSSES,
@@ -50,6 +54,11 @@ def _option(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
+    r = DEFAULT_RECIPE  # the optimisation flags default to the model's recipe
+
+    def recipe(name):
+        return f"(default: the model's recipe; {getattr(r, name)} in the default recipe)"
+
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train a medzoo model. With no flags: the main job (synthetic head CT, ichnet).",
@@ -70,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", "--eval-split", dest="eval_split",
                    help=f"split scored each epoch (default {d.eval_split})")
     g.add_argument("--augment", nargs="?", const=True,
-                   help="augment training batches (on by default); optional spec such as "
-                        "flip,rotation=10,zoom=0.1")
+                   help="augment training batches (on in the default recipe); optional spec "
+                        "such as flip,rotation=10,zoom=0.1")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation")
     g.add_argument("--augment-on", choices=AUGMENT_ON,
                    help=f"where augmentation runs: 'device' = inside the replicated train step on "
@@ -97,17 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backbone-lr-mult", type=float, help="backbone learning rate = --lr x this (default 1)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
-    g.add_argument("--batch-size", type=int, help=f"GLOBAL batch, split over replicas (default {d.batch_size})")
-    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default {d.optimizer})")
-    g.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
-    g.add_argument("--schedule", choices=SCHEDULES, help=f"decay after warmup (default {d.schedule})")
-    g.add_argument("--warmup-epochs", type=float, help=f"linear warmup length (default {d.warmup_epochs})")
+    g.add_argument("--epochs", type=int, help=f"the ceiling on epochs {recipe('epochs')}")
+    g.add_argument("--early-stop", type=int, metavar="PATIENCE",
+                   help="stop when the scored split's mean AUROC has not improved for PATIENCE "
+                        "epochs (the best epoch's weights are kept and exported); 0 = off "
+                        f"{recipe('early_stop')}")
+    g.add_argument("--batch-size", type=int, help=f"GLOBAL batch, split over replicas {recipe('batch_size')}")
+    g.add_argument("--lr", type=float, help=f"peak learning rate {recipe('lr')}")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=recipe("optimizer"))
+    g.add_argument("--weight-decay", type=float, help=recipe("weight_decay"))
+    g.add_argument("--schedule", choices=SCHEDULES, help=f"decay after warmup {recipe('schedule')}")
+    g.add_argument("--warmup-epochs", type=float, help=f"linear warmup length {recipe('warmup_epochs')}")
     g.add_argument("--loss", choices=LOSSES, help="auto = bce for multi-label, ce for multi-class")
     g.add_argument("--focal-gamma", type=float, help=f"focal loss gamma (default {d.focal_gamma})")
     g.add_argument("--class-weights", help="'balanced' or one comma-separated weight per label")
-    g.add_argument("--label-smoothing", type=float, help="(default 0)")
+    g.add_argument("--label-smoothing", type=float, help=recipe("label_smoothing"))
     g.add_argument("--mixed-precision", nargs="?", const="on", choices=SWITCHES,
                    help="float16 compute with loss scaling on GPUs, bfloat16 on CPUs; auto = on "
                         "for GPUs, off for CPUs; the bare flag means on "
@@ -147,9 +160,13 @@ def config_from_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     values = load_yaml(config_file) if config_file else {}
     if "option" in given:  # flags add to (and override) the config file's options
         values["options"] = {**(values.get("options") or {}), **dict(given.pop("option"))}
+    values.pop("origins", None)  # a saved config.yaml: its values are given now, by the file
     if "model_kwargs" in given:
         given["model_kwargs"] = parse_model_kwargs(given["model_kwargs"])
+    origins = {k: f"config file {config_file}" for k in values if k in RECIPE_FIELDS}
+    origins.update({k: "flag" for k in given if k in RECIPE_FIELDS})
     values.update(given)
+    values["origins"] = origins
     source = f"config file {config_file}" if config_file else "flags"
     return TrainConfig.from_dict(values, source=source), args
 

@@ -2,8 +2,9 @@
 
 Covers MirroredStrategy over two logical CPU devices, two real workers under
 MultiWorkerMirroredStrategy (identical weights, only the chief writes and exports, a restarted
-cluster resumes from the chief's checkpoint), SIGKILL mid-epoch then resume (same final
-metrics as an uninterrupted run), a worker SIGKILLed mid-epoch (the survivor ends with one
+cluster resumes from the chief's checkpoint, early stopping votes on every worker), SIGKILL
+mid-epoch then resume (same final metrics as an uninterrupted run; with --early-stop, the same
+stopping epoch), a worker SIGKILLed mid-epoch (the survivor ends with one
 sentence; slow: the restarted cluster ends on the uninterrupted run's weights), and bad flags
 that need a strategy to be detected.
 """
@@ -144,6 +145,28 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(cache, tmp_path
         assert float(a[1]) == pytest.approx(float(b[1]), abs=1e-3)   # train loss per epoch
 
 
+def test_early_stop_killed_inside_the_patience_window_resumes_to_the_same_end(cache, tmp_path):
+    """--early-stop through train.py: a run SIGKILLed inside its patience window (mid-epoch,
+    after the best epoch) resumes and ends at the epoch, with the best epoch, of an
+    uninterrupted run. Epoch k saves ckpt-(2k-1) at its step 2 and ckpt-2k at its end."""
+    common = ["--epochs", "4", "--steps-per-epoch", "4", "--checkpoint-steps", "2",
+              "--early-stop", "1", "--no-export"]
+    _ok(_run(_args(cache, tmp_path / "straight", *common), cwd=tmp_path))
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert straight["early_stop"] == 1 and straight["epochs_run"] <= 4
+    # inside the window: mid-epoch of the epoch after the best one (or of epoch 2)
+    after_best = min((straight["best_epoch"] or 1) + 1, straight["epochs_run"])
+    args = _args(cache, tmp_path / "killed", *common)
+    _kill_at_checkpoint(args, tmp_path, tmp_path / "killed", f"ckpt-{2 * after_best - 1}")
+    resumed = _ok(_run(args, cwd=tmp_path))
+    assert "Resuming from" in resumed
+    killed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    for key in ("stopped_early", "best_epoch", "epochs_run", "still_improving"):
+        assert killed[key] == straight[key], key
+    if straight["stopped_early"]:
+        assert "Early stopping after epoch" in resumed
+
+
 def _free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -195,12 +218,16 @@ def test_two_workers_identical_weights_chief_alone_writes_and_restart_resumes(ca
     assert len((run_dir / "history.csv").read_text().splitlines()) == 2
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("medzoo-worker1-*"))
 
-    # restart the whole cluster with a longer schedule: both resume from the chief's checkpoint
-    chief2, worker2 = _cluster(args + ["--epochs", "2", "--no-export"], cwd=tmp_path)
+    # restart the whole cluster with a longer schedule: both resume from the chief's checkpoint;
+    # with early stopping on, every worker votes at resume and at each epoch end (a collective)
+    chief2, worker2 = _cluster(args + ["--epochs", "2", "--no-export", "--early-stop", "2"],
+                               cwd=tmp_path)
     for out in (chief2, worker2):
         assert "epoch 2/2, step 0/3" in out and "Resuming from" in out, out[-2000:]
     assert _digest(chief2) == _digest(worker2) != _digest(chief)
     assert len((run_dir / "history.csv").read_text().splitlines()) == 3
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["early_stop"], metrics["stopped_early"], metrics["epochs_run"]) == (2, False, 2)
 
 
 def _final_weights(run_dir):

@@ -89,7 +89,7 @@ def _registry_facts(model_name: str) -> dict:
     # for the big ones); the card counts the exported or evaluated model instead.
     info = zoo.model_info(model_name, count_params=False)
     keep = ("summary", "paper", "doi", "task", "labels", "input_shape", "feature_layer",
-            "from_paper", "our_reading", "parameters")
+            "from_paper", "our_reading", "parameters", "recipe")
     facts = {k: info[k] for k in keep if k in info}
     for key in ("input_shape", "parameters", "labels"):
         if key in facts:
@@ -273,6 +273,7 @@ def _facts_lines(card: dict) -> list[str]:
         if card.get(key):
             lines += ["", f"### {title}", ""] + [f"- {item}" for item in card[key]]
     lines += _measured_lines(card.get("measured") or {})
+    lines += _recipe_lines(card.get("recipe") or {})
     lines += ["", "## Serving signatures", ""]
     lines += [f"- `{name}`: {desc}" for name, desc in card.get("signatures", {}).items()]
     if card.get("training"):
@@ -289,11 +290,20 @@ def _facts_lines(card: dict) -> list[str]:
         lines += ["", "## Intended use", "", str(card["intended_use"])]
     shown = {"model_name", "version", "summary", "task", "paper", "doi", "input_shape",
              "parameters", "labels", "exported_at", "software", "from_paper", "our_reading",
-             "signatures", "training", "metrics", "intended_use", "measured", *_OWN_KEYS}
+             "signatures", "training", "metrics", "intended_use", "measured", "recipe", *_OWN_KEYS}
     other = {k: v for k, v in card.items() if k not in shown and v not in (None, "", [], {})}
     if other:
         lines += ["", "## Other facts", ""] + [f"- {k}: {_md_value(v)}" for k, v in other.items()]
     return lines
+
+
+def _recipe_lines(recipe: dict) -> list[str]:
+    """The registered training recipe (``zoo.recipes``) as a two-column table; [] without one."""
+    if not recipe:
+        return []
+    lines = ["", "### Training recipe (train.py's defaults for this model; flags override)", "",
+             "| option | value |", "|---|---|"]
+    return lines + [f"| {key} | {_md_value(value)} |" for key, value in recipe.items()]
 
 
 def _measured_lines(measured: dict) -> list[str]:

@@ -8,7 +8,9 @@ every model; a switch such as myositisnet's ``attention=None``: no attention), d
 silently build the default instead, so :data:`NONE_MEANS` and a variant's ``none_means`` name the
 spelling that ``None`` stands for there, and ``get_model`` passes that spelling. Like timm's, each entry records the module that registered it and its
 family (the card's ``family``, else that module's last name), and the lookups are public:
-:func:`model_entry`, :func:`model_family`, :func:`list_families`.
+:func:`model_entry`, :func:`model_family`, :func:`list_families`. Each entry also carries its
+training recipe (:class:`zoo.recipes.Recipe`, the only module of ours imported here: a plain
+record): the variant's own, else its family's, else the default.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from zoo.recipes import Recipe, family_recipe
 
 __all__ = [
     "register_model",
@@ -38,7 +42,8 @@ NONE_MEANS = {"activation": "logits"}
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One registered variant: its builder, defaults, card facts, family and defining module."""
+    """One registered variant: its builder, defaults, card facts, family, defining module and
+    training recipe."""
 
     name: str
     fn: Callable[..., Any]
@@ -47,6 +52,7 @@ class ModelEntry:
     family: str = ""
     module: str = ""
     none_means: dict = field(default_factory=dict)  # the variant's own, beside NONE_MEANS
+    recipe: Recipe = field(default_factory=Recipe)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -54,6 +60,7 @@ _PARAM_CACHE: dict[str, int] = {}
 
 
 def register_model(fn=None, *, info: dict | None = None, none_means: dict | None = None,
+                   recipe: Recipe | None = None,
                    **defaults):
     """Register a model variant; use bare (``@register_model``) or with card facts and defaults.
 
@@ -61,7 +68,11 @@ def register_model(fn=None, *, info: dict | None = None, none_means: dict | None
     ``get_model(name, **kw)`` then calls it with ``{**defaults, **kw}``. ``none_means`` maps a
     switch whose ``None`` is a documented value to the spelling of it that ``get_model`` passes
     (``{"attention": "none"}``), as :data:`NONE_MEANS` does for every model's ``activation``.
+    ``recipe`` is how ``train.py`` trains it unless flags say otherwise (default: the family's
+    recipe).
     """
+    if recipe is not None and not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a zoo.recipes.Recipe, got {type(recipe).__name__}.")
 
     def wrap(f):
         name = f.__name__
@@ -79,6 +90,7 @@ def register_model(fn=None, *, info: dict | None = None, none_means: dict | None
             family=family,
             module=module,
             none_means=dict(none_means or {}),
+            recipe=recipe or family_recipe(family),
         )
         return f
 
@@ -140,6 +152,7 @@ def model_info(name: str, *, count_params: bool = True) -> dict:
         "family": entry.family,
         "module": entry.module,
         "defaults": dict(entry.defaults),
+        "recipe": entry.recipe.to_dict(),
     }
     if "summary" not in info:
         doc = (entry.fn.__doc__ or "").strip()

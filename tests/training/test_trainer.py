@@ -9,10 +9,11 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 import zoo
+from zoo.training.batchnorm import batchnorm_layers
 from zoo.training.config import TrainConfig
 from zoo.training.data import ArraySource
 from zoo.training.metrics import weights_digest
-from zoo.training.trainer import Trainer, batchnorm_layers, fit
+from zoo.training.trainer import Trainer, fit
 
 LABELS = ("left", "top")
 
@@ -58,7 +59,7 @@ def _scores(mean):
 
 
 def _history(trainer):
-    with open(trainer.history_path, newline="") as f:
+    with open(trainer.recorder.history_path, newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -99,7 +100,7 @@ def test_evaluate_returns_per_label_auroc_of_the_validation_predictions(source, 
 
 def test_on_epoch_end_writes_history_and_keeps_best_weights_only_when_auroc_improves(source, tmp_path):
     trainer = _trainer(source, tmp_path)
-    best = trainer.write_dir / "best.weights.h5"
+    best = trainer.recorder.write_dir / "best.weights.h5"
     trainer.on_epoch_end(0, _scores(0.6))
     assert [int(r["epoch"]) for r in _history(trainer)] == [1]
     assert best.is_file() and int(trainer.state.best_epoch.numpy()) == 1
@@ -144,7 +145,7 @@ def test_batchnorm_layers_finds_every_bn_layer_of_a_registered_model():
     assert total > 1 and missed == 0, (
         f"batchnorm_layers missed {missed} of the {total} BatchNormalization layers of "
         f"rensenet_small under Keras {keras.__version__}: the private Layer._flatten_layers "
-        "it relies on has changed; update zoo.training.trainer.batchnorm_layers.")
+        "it relies on has changed; update zoo.training.batchnorm.batchnorm_layers.")
     assert len({id(layer) for layer in found}) == len(found) == total
 
 

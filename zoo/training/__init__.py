@@ -23,7 +23,22 @@ import shutil
 import time
 from pathlib import Path
 
-from zoo.training.config import ConfigError, TrainConfig
+import keras
+import yaml
+
+import zoo
+from pipelines.cache import PrepareError, prepare
+from pipelines.cli import check_writable
+from pipelines.corpus import corpus_sources
+from pipelines.datasets import get_adapter, list_adapters
+from pipelines.fs import atomic_write_json
+from zoo.export import export_saved_model
+from zoo.models.backbone import is_backbone_file, read_metadata
+from zoo.training.config import RESUME_KEYS, ConfigError, TrainConfig, resolve_switch
+from zoo.training.data import CacheSource, DataSource
+from zoo.training.strategy import configure_cpu_replicas, has_gpu, is_chief, make_strategy
+from zoo.training.trainer import fit
+from zoo.training.transfer import backbone_metadata, check_leak, write_backbone
 
 __all__ = ["run", "TrainConfig", "ConfigError", "default_cache_dir", "default_output_dir"]
 
@@ -46,8 +61,6 @@ def default_cache_dir(cfg: TrainConfig) -> str:
 
 def _check_names(cfg: TrainConfig, *, data: bool = True) -> None:
     """Model and dataset names against the registry and the adapters (before heavy work)."""
-    import zoo
-
     try:
         zoo.registry.model_entry(cfg.model)
     except KeyError as err:
@@ -56,7 +69,6 @@ def _check_names(cfg: TrainConfig, *, data: bool = True) -> None:
         return
     if cfg.cache_dir and (Path(cfg.cache_dir) / "dataset.json").is_file():
         return  # a prepared cache is enough, whatever the dataset name
-    from pipelines.datasets import get_adapter, list_adapters
 
     known = list_adapters()
     if cfg.dataset not in known:
@@ -72,20 +84,14 @@ def _check_names(cfg: TrainConfig, *, data: bool = True) -> None:
 
 def _adapter(name: str):
     """The registered dataset adapter ``name``, or None (a prepared cache may carry any name)."""
-    from pipelines.datasets import get_adapter, list_adapters
-
     return get_adapter(name) if name in list_adapters() else None
 
 
 def _prepare_data(cfg: TrainConfig, chief: bool):
     """Make sure the cache exists (only the chief writes it); return a CacheSource."""
-    from zoo.training.data import CacheSource
-
     cache = Path(cfg.cache_dir)
     if not (cache / "dataset.json").is_file():
         if chief:
-            from pipelines.cache import prepare
-
             adapter = _adapter(cfg.dataset)
             if adapter is not None and adapter.default_data_dir is not None:
                 if not Path(cfg.data_dir or adapter.default_data_dir).is_dir():
@@ -93,8 +99,6 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
                 made = adapter.ensure_data(cfg.data_dir)
                 cfg.data_dir = cfg.data_dir or os.fspath(made)
             print(f"Preparing {cfg.dataset} from {cfg.data_dir} into {cache} ...", flush=True)
-            from pipelines.cache import PrepareError
-
             try:
                 prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
                         windows=cfg.windows, workers=cfg.prepare_workers,
@@ -115,8 +119,6 @@ def _pretrain_setup(cfg: TrainConfig):
     """``--pretrain CORPUS``: train on the corpus cache; returns its sources (or None)."""
     if not cfg.pretrain:
         return None
-    from pipelines.corpus import corpus_sources
-
     corpus = corpus_sources(cfg.pretrain)
     if corpus is None:
         raise ConfigError(f"--pretrain {cfg.pretrain!r} is not a corpus folder (no corpus_card.json); "
@@ -132,9 +134,6 @@ def _check_backbone(cfg: TrainConfig, *, data: bool):
     downstream data (the leak check). Returns its metadata, or None for other weights."""
     if not cfg.weights:
         return None
-    from zoo.models.backbone import is_backbone_file, read_metadata
-    from zoo.training.transfer import check_leak
-
     if not is_backbone_file(cfg.weights):
         return None
     meta = read_metadata(cfg.weights)
@@ -150,8 +149,6 @@ def _check_backbone(cfg: TrainConfig, *, data: bool):
 
 def _check_outputs(cfg: TrainConfig, source) -> None:
     """Every folder the run will write, proved writable before any heavy work (one sentence)."""
-    from pipelines.cli import check_writable
-
     check_writable(cfg.output_dir, "--output-dir")
     if cfg.export:
         check_writable(cfg.export_dir, "--export-dir")
@@ -160,8 +157,6 @@ def _check_outputs(cfg: TrainConfig, source) -> None:
 
 
 def _registry_model_fn(cfg: TrainConfig):
-    import zoo
-
     def model_fn(input_shape, num_classes, activation):
         try:
             return zoo.get_model(cfg.model, input_shape=tuple(input_shape), num_classes=num_classes,
@@ -175,22 +170,21 @@ def _registry_model_fn(cfg: TrainConfig):
 def _config_mismatch(old: dict, new: dict) -> list[str]:
     """RESUME_KEYS whose values differ; mixed_precision compares as resolved on this machine
     (a run saved with ``false`` resumes under the ``auto`` default on a CPU)."""
-    from zoo.training.config import RESUME_KEYS, resolve_switch
-    from zoo.training.trainer import _gpu
-
     def same(key):
         if key == "mixed_precision":
-            return resolve_switch(old[key], _gpu()) == resolve_switch(new.get(key), _gpu())
+            return resolve_switch(old[key], has_gpu()) == resolve_switch(new.get(key), has_gpu())
         return old.get(key) == new.get(key)
 
     return [k for k in RESUME_KEYS if k in old and not same(k)]
 
 
-def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None) -> dict:
+def run(config: TrainConfig | dict | None = None, *, source: DataSource | None = None,
+        model_fn=None) -> dict:
     """Train as ``config`` says and return the metrics (also written to metrics.json).
 
-    ``source`` (a :class:`zoo.training.data.CacheSource` or ``ArraySource``) replaces the dataset
-    options; ``model_fn(input_shape, num_classes, activation)`` replaces the registry model.
+    ``source`` (any :class:`zoo.training.data.DataSource`: a ``CacheSource``, an ``ArraySource``
+    or a user's own) replaces the dataset options; ``model_fn(input_shape, num_classes,
+    activation)`` replaces the registry model.
     """
     cfg = TrainConfig.coerce(config).validate()
     corpus = _pretrain_setup(cfg)
@@ -210,8 +204,6 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
     _check_outputs(cfg, source)
 
-    from zoo.training.strategy import configure_cpu_replicas, is_chief, make_strategy
-
     configure_cpu_replicas(cfg.cpu_replicas)
     strategy = make_strategy(cfg.strategy, cfg.cpu_replicas)
     if cfg.batch_size % strategy.num_replicas_in_sync:
@@ -230,8 +222,6 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     has_checkpoint = (run_dir / "checkpoints" / "checkpoint").is_file()
     if has_checkpoint and config_path.is_file():
-        import yaml
-
         old = yaml.safe_load(config_path.read_text()) or {}
         differ = _config_mismatch(old, cfg.to_dict())
         if differ:
@@ -252,15 +242,11 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(config_path)
 
-    from zoo.training.trainer import fit
-
     model, metrics = fit(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
     if chief:
         final_model = _final_model(model, model_fn, source, run_dir)
         final_model.save(run_dir / "model.keras")
         if cfg.pretrain:
-            from zoo.training.transfer import backbone_metadata, write_backbone
-
             path = write_backbone(final_model, run_dir, backbone_metadata(cfg, source, corpus))
             metrics["backbone"] = os.fspath(path)
             print(f"Wrote {path} and backbone.json", flush=True)
@@ -271,14 +257,12 @@ def run(config: TrainConfig | dict | None = None, *, source=None, model_fn=None)
             version = _export(final_model, cfg, source, metrics)
             metrics["export"] = os.fspath(version)
             print(f"Exported {version}", flush=True)
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
 def _final_model(model, model_fn, source, run_dir):
     """A plain (undistributed, float32) copy of the model holding the best weights."""
-    import keras
-
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
@@ -293,8 +277,6 @@ def _final_model(model, model_fn, source, run_dir):
 
 
 def _export(model, cfg: TrainConfig, source, metrics):
-    from zoo.export import export_saved_model
-
     # the cache's preprocessing spec, so both signatures decode, resize and round as it did
     preprocessing = getattr(source, "spec", None) or dict(source.description)
     training_facts = {"labels": list(source.labels), "activation": source.activation,

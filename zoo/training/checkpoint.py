@@ -8,7 +8,9 @@ The state is a ``tf.train.Checkpoint`` of
   loss scale under mixed precision),
 * ``epoch`` (the epoch in progress), ``step`` (batches of it already consumed), ``loss_sum``
   (the epoch's running loss, so history.csv is the same after a resume) and ``best`` (the best
-  validation AUROC so far, with ``best_epoch``).
+  validation AUROC so far, with ``best_epoch``). ``epoch`` and ``best_epoch`` are also early
+  stopping's patience state (:meth:`TrainState.epochs_since_best`), so a resumed run stops
+  where an uninterrupted one does.
 
 Saved through a ``tf.train.CheckpointManager`` at every epoch end and every
 ``checkpoint_steps`` steps. In a multi-worker run every worker calls :meth:`save` (saving may
@@ -89,6 +91,11 @@ class TrainState:
             tf.train.CheckpointManager(self.checkpoint, tmp, max_to_keep=1).save()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def epochs_since_best(self) -> int:
+        """Completed epochs since the best one; all completed epochs while no epoch has had a
+        defined score (``best_epoch`` is -1 then)."""
+        return int(self.epoch.numpy()) - max(int(self.best_epoch.numpy()), 0)
 
     def position(self) -> tuple[int, int]:
         return int(self.epoch.numpy()), int(self.step.numpy())

@@ -2,6 +2,13 @@
 
 Everything here is cheap (no TensorFlow): :meth:`TrainConfig.validate` runs before any data is
 generated or any model is built, so a bad value costs the user a sentence, not a traceback.
+
+The optimisation options a model's recipe sets (:data:`zoo.recipes.RECIPE_FIELDS`: optimizer,
+lr, batch size, warmup, schedule, weight decay, label smoothing, augmentation, epochs, early
+stopping) default to None, "from the recipe": a config is resolved when it is made, each unset
+option taking the value of ``zoo.model_info(model)["recipe"]``, and ``origins`` records where
+every one of them came from ("flag", "config file ...", "given", "recipe <model>"). The config
+saved with a run therefore shows the effective values and their sources.
 """
 
 from __future__ import annotations
@@ -16,6 +23,11 @@ from typing import Any
 
 import yaml
 
+from pipelines.datasets import get_adapter, list_adapters
+from zoo.models.common import MIN_SIZE
+from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
+from zoo.registry import list_models, model_entry
+
 __all__ = [
     "ConfigError",
     "TrainConfig",
@@ -28,6 +40,7 @@ __all__ = [
     "switch",
     "resolve_switch",
     "RESUME_KEYS",
+    "recipe_for",
 ]
 
 LOSSES = ("auto", "bce", "ce", "focal")
@@ -53,9 +66,21 @@ class ConfigError(ValueError):
     """A value the user gave is wrong; the message is one sentence naming it and the fix."""
 
 
+def recipe_for(model) -> tuple[Recipe, str]:
+    """``(recipe, where it comes from)`` for a model name: the registered model's recipe, or the
+    default recipe for a name the registry does not know (a ``model_fn`` passed to ``run``)."""
+    if isinstance(model, str) and model in list_models():
+        return model_entry(model).recipe, f"recipe {model}"
+    return DEFAULT_RECIPE, "default recipe"
+
+
 @dataclass
 class TrainConfig:
-    """Every knob of a training run; defaults are the README's main job (``python train.py``)."""
+    """Every knob of a training run; defaults are the README's main job (``python train.py``).
+
+    Options left None are taken from the model's recipe when the config is made (see the module
+    docstring); ``origins`` says where each recipe option came from.
+    """
 
     # data
     dataset: str = "synthetic"
@@ -66,7 +91,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     eval_split: str = "val"
-    augment: bool | str = True
+    augment: bool | str | None = None    # None: from the recipe (True = the default spec)
     augment_on: str = "device"  # "device": inside the train step; "cpu": in the tf.data map
     prepare_workers: int = 1
     options: dict = field(default_factory=dict)  # the adapter's read_manifest options (--option)
@@ -80,17 +105,20 @@ class TrainConfig:
     freeze_backbone: bool = False      # linear probe: only the head trains
     backbone_lr_mult: float = 1.0      # the backbone's learning rate = lr * this
     # optimisation
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 3e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.5
+    # (None = from the model's recipe, zoo.recipes; the default recipe: 20 epochs, batch 32,
+    # lr 3e-3, adamw, weight decay 1e-4, cosine, 0.5 warmup epochs, no smoothing, no early stop)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_epochs: float | None = None
+    early_stop: int | None = None        # patience in epochs on the scored split; 0 = off
     loss: str = "auto"
     focal_gamma: float = 2.0
     class_weights: str | list | None = None
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
     mixed_precision: bool | str = "auto"  # auto | on | off (true/false still read as on/off)
     jit_compile: bool | str = "auto"      # auto | on | off: XLA for the train step
     seed: int = 0
@@ -107,6 +135,23 @@ class TrainConfig:
     keep_checkpoints: int = 2
     fresh: bool = False
     verbose: int = 1
+    # where each recipe option came from: "flag", "config file ...", "given", "recipe <model>"
+    origins: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.origins = dict(self.origins or {})
+        self.apply_recipe(*recipe_for(self.model))
+
+    def apply_recipe(self, recipe: Recipe, where: str = "recipe") -> TrainConfig:
+        """Fill every recipe option that is None from ``recipe`` (``origins[option] = where``);
+        options already set keep their value and their recorded origin ("given" if none)."""
+        for key in RECIPE_FIELDS:
+            if getattr(self, key) is None:
+                setattr(self, key, getattr(recipe, key))
+                self.origins[key] = where
+            else:
+                self.origins.setdefault(key, "given")
+        return self
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -165,6 +210,8 @@ class TrainConfig:
              f"--steps-per-epoch must be a positive integer, got {self.steps_per_epoch!r}.")
         need(isinstance(self.bn_calibration_batches, int) and self.bn_calibration_batches >= 0,
              f"--bn-calibration-batches must be 0 (off) or a positive integer, got {self.bn_calibration_batches!r}.")
+        need(isinstance(self.early_stop, int) and not isinstance(self.early_stop, bool) and self.early_stop >= 0,
+             f"--early-stop must be 0 (off) or a positive number of epochs, got {self.early_stop!r}.")
         need(isinstance(self.cpu_replicas, int) and self.cpu_replicas >= 0,
              f"--cpu-replicas must be 0 (off) or a positive integer, got {self.cpu_replicas!r}.")
         need(float(self.lr) > 0, f"--lr must be positive, got {self.lr!r}.")
@@ -188,8 +235,6 @@ class TrainConfig:
         self.mixed_precision = switch("mixed_precision", self.mixed_precision)
         self.jit_compile = switch("jit_compile", self.jit_compile)
         self.class_weights = parse_class_weights(self.class_weights)
-        from zoo.models.common import MIN_SIZE  # light module: keras only, no model is built
-
         need(self.image_size >= MIN_SIZE,
              f"--image-size {self.image_size} is below the models' minimum of {MIN_SIZE} pixels; pass --image-size {MIN_SIZE} or more.")
         if self.data_dir is not None and self.data_dir != _default_data_dir(self.dataset):
@@ -200,8 +245,6 @@ class TrainConfig:
 
 def _default_data_dir(dataset: str):
     """The folder the ``dataset`` adapter generates itself (synthetic), else None."""
-    from pipelines.datasets import get_adapter, list_adapters
-
     return get_adapter(dataset).default_data_dir if dataset in list_adapters() else None
 
 

@@ -3,7 +3,9 @@
 A source answers the same few questions for the loop: labels, task, input shape, how many
 training examples, the training labels (for balanced class weights), a training dataset for a
 given epoch (the order is a function of seed and epoch only, so a resumed run can skip exactly
-the batches it had consumed), and an evaluation dataset.
+the batches it had consumed), and an evaluation dataset. :class:`DataSource` writes those
+questions down as a ``typing.Protocol``: the Trainer is annotated with it, and any object that
+answers them (a user's own source) trains without subclassing anything here.
 
 Training datasets are built inside ``strategy.distribute_datasets_from_function``: they receive
 the ``tf.distribute.InputContext``, shard by worker before decoding, and are batched with the
@@ -14,14 +16,54 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from pipelines import preprocessing
+from pipelines.cache import make_dataset, read_info
 
-__all__ = ["CacheSource", "ArraySource", "activation_for"]
+__all__ = ["DataSource", "CacheSource", "ArraySource", "activation_for"]
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """What the Trainer reads: the questions every source answers (see the module docstring).
+
+    Optional extras the loop uses when present: ``label_groups`` (a corpus: label -> source
+    index, for the grouped loss), ``spec`` (the preprocessing spec the export serves) and
+    ``balanced`` (the sampling that ``zoo.training.run`` sets).
+    """
+
+    labels: tuple
+    task: str
+    input_shape: tuple
+    description: dict
+
+    @property
+    def activation(self) -> str:
+        """``"sigmoid"`` or ``"softmax"``, from the task and the number of labels."""
+        ...
+
+    def num_examples(self, split: str) -> int:
+        """Examples in ``split`` (0 when the source has no such split)."""
+        ...
+
+    def split_labels(self, split: str) -> np.ndarray:
+        """The ``[N, K]`` float32 labels of ``split`` (balanced class weights read them)."""
+        ...
+
+    def train_dataset(self, *, epoch: int, batch_size: int, seed: int, input_context=None,
+                      augment=False) -> tf.data.Dataset:
+        """Endless batches of ``(images, labels)``, in an order that depends on ``(seed,
+        epoch)`` only, sharded by ``input_context`` and batched per replica."""
+        ...
+
+    def eval_dataset(self, split: str, *, batch_size: int) -> tf.data.Dataset:
+        """One pass over ``split`` in file order, as ``(images, labels)`` batches."""
+        ...
 
 
 def activation_for(task: str, num_labels: int) -> str:
@@ -62,8 +104,6 @@ class CacheSource(_Source):
     """A cache written by :func:`pipelines.cache.prepare` (dataset.json, manifest.csv, TFRecords)."""
 
     def __init__(self, cache_dir):
-        from pipelines.cache import read_info
-
         self.cache_dir = Path(cache_dir)
         self.info = read_info(self.cache_dir)
         self.labels = tuple(self.info["labels"])
@@ -98,8 +138,6 @@ class CacheSource(_Source):
         return df[list(self.labels)].to_numpy(dtype=np.float32)
 
     def train_dataset(self, *, epoch, batch_size, seed, input_context=None, augment=False):
-        from pipelines.cache import make_dataset
-
         return make_dataset(
             self.cache_dir, "train", batch_size=batch_size, training=True, seed=seed, epoch=epoch,
             input_context=input_context, augment=augment or None, repeat=True, drop_remainder=True,
@@ -107,8 +145,6 @@ class CacheSource(_Source):
         )
 
     def eval_dataset(self, split, *, batch_size):
-        from pipelines.cache import make_dataset
-
         return make_dataset(self.cache_dir, split, batch_size=batch_size, training=False)
 
 

@@ -28,7 +28,14 @@ __all__ = [
     "worker_id",
     "writable_dir",
     "cleanup_writable_dir",
+    "has_gpu",
 ]
+
+
+def has_gpu() -> bool:
+    """True when TensorFlow sees a GPU: the ``auto`` switches (mixed precision, XLA) and the
+    float16 loss scaling depend on it."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def configure_cpu_replicas(n: int) -> None:

@@ -14,294 +14,115 @@ device that trains: the input pipeline only reads, decodes and batches, and tags
 ``[epoch seed, batch index]`` (its position in the pipeline's stream, counted before a resumed
 epoch skips batches). The step augments with exactly the seed and index the tf.data map uses on
 the CPU path (``--augment-on cpu``), so both paths, and a resumed run, see the same batches.
+
+Early stopping (``--early-stop PATIENCE``): after each epoch the run stops when the scored
+split's mean AUROC (the score that picks best.weights.h5) has not improved for PATIENCE epochs;
+``--epochs`` stays the ceiling. The decision reads only the checkpointed state (completed
+epochs and the best epoch), so a run resumed inside a patience window stops at the epoch an
+uninterrupted run stops at, and every worker of a cluster takes it together. The exported model
+holds the best epoch's weights, early stop or not.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
-from pipelines.fs import atomic_path, atomic_write_json
-from pipelines.augment import Augmentation, build_augmentation, epoch_seed
+from pipelines.augment import epoch_seed
+from zoo.training.batchnorm import BatchNormCalibrator
+from zoo.training.build import (
+    OptimizerVariables,
+    build_augmenter,
+    build_backbone_optimizer,
+    build_loss,
+    build_model,
+    build_optimizer,
+    class_weights_for,
+    split_backbone,
+    steps_per_epoch,
+)
 from zoo.training.checkpoint import TrainState
-from zoo.training.config import ConfigError, TrainConfig, resolve_switch
-from zoo.training.losses import balanced_class_weights, make_loss
+from zoo.training.config import TrainConfig, resolve_switch
+from zoo.training.data import DataSource
 from zoo.training.metrics import format_auroc_table, score, weights_digest
-from zoo.training.optim import WarmupSchedule, make_optimizer
+from zoo.training.recorder import Recorder
 from zoo.training.strategy import (
     PEER_ERRORS,
     cluster_error,
+    has_gpu,
     is_chief,
     strategy_name,
     worker_id,
 )
 
-__all__ = ["Trainer", "fit", "batchnorm_layers"]
+__all__ = ["STILL_IMPROVING_EPOCHS", "Trainer", "fit"]
+
+# a run that reaches --epochs with its best epoch among the last 1 + this many epochs is
+# "still improving": more epochs would probably have helped
+STILL_IMPROVING_EPOCHS = 2
 
 
-def _log(chief, strategy, message):
+def log_line(chief: bool, strategy, message: str) -> None:
+    """Print ``message``; a worker other than the chief prefixes its id."""
     if chief:
         print(message, flush=True)
     else:
         print(f"[{worker_id(strategy)}] {message}", flush=True)
 
 
-def _scalar(tag, value, step):
-    """A TensorBoard scalar through the core ``tf.summary.write`` op (no tensorboard package
-    needed to write; TensorBoard reads it as a scalar thanks to the plugin metadata)."""
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_SCALAR_META)
-
-
-_SCALAR_META = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-).SerializeToString()
-
-
-def _gpu() -> bool:
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
-def batchnorm_layers(model) -> list:
-    """Every ``BatchNormalization`` layer in ``model``, however deep: inside nested models and
-    inside custom layers (a RenseBlock's sublayers).
-
-    The one use of a private Keras API in the zoo: ``Layer._flatten_layers``. The public
-    ``model.layers`` stops at a functional model's own layers and never enters a custom layer
-    (it finds 1 of the 29 BN layers of rensenet_small), and Keras 3 has no public recursive
-    walk. tests/training/test_trainer.py checks the result against the model's BN variables,
-    so a change in Keras fails there, and here, with a message that says what to do.
-    """
-    try:
-        found = list(model._flatten_layers(include_self=False, recursive=True))
-    except (AttributeError, TypeError) as err:
-        raise RuntimeError(
-            f"Keras {keras.__version__} no longer has the private Layer._flatten_layers("
-            f"include_self, recursive) that zoo.training.trainer.batchnorm_layers uses to find "
-            f"the BatchNormalization layers to calibrate ({err}); update batchnorm_layers, or "
-            "pass --bn-calibration-batches 0 meanwhile."
-        ) from err
-    return [layer for layer in found if isinstance(layer, keras.layers.BatchNormalization)]
-
-
-class BatchNormCalibrator:
-    """Precise batch-norm statistics: exact averages over training batches, not a lagging EMA.
-
-    With few steps (small datasets, short schedules) and many BN layers, the EMA moving
-    statistics (momentum 0.99) lag far behind the weights and inference-mode predictions are
-    poor although training-mode ones are good. Before each evaluation we set every moving
-    mean/variance to the plain average over ``batches`` training batches (batch i uses momentum
-    i/(i+1)), as in "Rethinking 'Batch' in BatchNorm" (Wu and Johnson, 2021). The data is the
-    unshuffled, unsharded training split, so every worker computes the same statistics.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.layers = batchnorm_layers(model)
-
-        @tf.function(reduce_retracing=True)
-        def update(x, momentum):
-            saved = [layer.momentum for layer in self.layers]
-            for layer in self.layers:  # traced once: momentum is a tensor in the graph
-                layer.momentum = momentum
-            try:
-                self.model(x, training=True)
-            finally:
-                for layer, value in zip(self.layers, saved):
-                    layer.momentum = value
-
-        self._update = update
-
-    def __call__(self, dataset, batches: int) -> int:
-        if not self.layers or batches <= 0:
-            return 0
-        done = 0
-        for i, batch in enumerate(dataset.take(batches)):
-            self._update(batch[0], tf.constant(i / (i + 1), tf.float32))
-            done += 1
-        return done
-
-
-def _history_fields(labels):
-    return (["epoch", "train_loss", "val_loss", "val_auroc_mean"]
-            + [f"val_auroc_{name}" for name in labels] + ["lr", "seconds", "images_per_sec"])
-
-
-def _read_history(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_history(path, fields, rows):
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-class _Variables:
-    """What the checkpoint needs of the optimizers: their variables, together."""
-
-    def __init__(self, optimizers):
-        self.variables = [v for opt in optimizers for v in opt.variables]
-
-
 class Trainer:
     """One training run: the model, optimizer, loss and checkpoint state, and what a step, an
     evaluation and an epoch end do. :func:`fit` is the loop that calls them.
 
-    Every worker builds a Trainer and runs every method (collective ops need all of them); only
-    the chief writes into ``run_dir`` (history.csv, logs/, best.weights.h5, metrics.json), the
-    others write the same files into a private temporary folder that :meth:`close` deletes.
+    The parts are built by :mod:`zoo.training.build`; what the run leaves behind (history.csv,
+    logs/, best.weights.h5, metrics.json) is written by its :class:`Recorder`. Every worker
+    builds a Trainer and runs every method (collective ops need all of them); only the chief's
+    recorder writes into ``run_dir``.
     """
 
-    def __init__(self, cfg: TrainConfig, source, *, strategy, run_dir, model_fn):
+    def __init__(self, cfg: TrainConfig, source: DataSource, *, strategy, run_dir,
+                 model_fn: Callable):
         self.cfg, self.source, self.strategy = cfg, source, strategy
         self.chief = is_chief(strategy)
         self.run_dir = Path(run_dir)
         self.replicas = strategy.num_replicas_in_sync
         self.global_batch = cfg.batch_size
-        self.steps = self._steps_per_epoch()
+        self.steps = steps_per_epoch(cfg, source, self.replicas)
         self.labels, self.split = source.labels, cfg.eval_split
-        self.class_weights = cfg.class_weights
-        self.mixed = resolve_switch(cfg.mixed_precision, _gpu())
-        self.jit = resolve_switch(cfg.jit_compile, _gpu())
-        if self.class_weights == "balanced":
-            self.class_weights = balanced_class_weights(source.split_labels("train"), source.activation)
-        self.loss_fn = make_loss(cfg.loss, activation=source.activation, num_classes=len(self.labels),
-                                 class_weights=self.class_weights, label_smoothing=cfg.label_smoothing,
-                                 gamma=cfg.focal_gamma, groups=getattr(source, "label_groups", None))
-        self.model = self._build_model(model_fn)
-        self.head_vars, self.backbone_vars = self._split_backbone()
-        self.schedule, self.optimizer = self._build_optimizer()
-        self.backbone_optimizer = self._build_backbone_optimizer()
-        optimizers = [self.optimizer] + ([self.backbone_optimizer] if self.backbone_optimizer else [])
-        self.state = TrainState(self.model, _Variables(optimizers), self.run_dir / "checkpoints",
+        self.mixed = resolve_switch(cfg.mixed_precision, has_gpu())
+        self.jit = resolve_switch(cfg.jit_compile, has_gpu())
+        self.class_weights = class_weights_for(cfg, source)
+        self.loss_fn = build_loss(cfg, source, self.class_weights)
+        self.model = build_model(cfg, source, strategy, model_fn, mixed=self.mixed)
+        self.head_vars, self.backbone_vars = split_backbone(cfg, self.model, mixed=self.mixed,
+                                                            log=self.log)
+        self.schedule, self.optimizer = build_optimizer(cfg, self.steps, strategy, self.head_vars,
+                                                        mixed=self.mixed)
+        self.backbone_optimizer = build_backbone_optimizer(cfg, self.steps, strategy,
+                                                           self.backbone_vars, log=self.log)
+        optimizers = OptimizerVariables([self.optimizer, self.backbone_optimizer])
+        self.state = TrainState(self.model, optimizers, self.run_dir / "checkpoints",
                                 strategy=strategy, max_to_keep=cfg.keep_checkpoints)
         self.calibrate = BatchNormCalibrator(self.model) if cfg.bn_calibration_batches else None
-        self.augmenter = self._build_augmenter()
+        self.augmenter = build_augmenter(cfg)
         self._loss_and_grads = (tf.function(self._forward_backward, jit_compile=True,
                                             reduce_retracing=True)
                                 if self.jit else self._forward_backward)
-        self.write_dir = (self.run_dir if self.chief else
-                          Path(tempfile.mkdtemp(prefix=f"medzoo-{worker_id(strategy)}-")))
-        self.write_dir.mkdir(parents=True, exist_ok=True)
-        self.history_path = self.write_dir / "history.csv"
-        self.history_fields = _history_fields(self.labels)
-        self.train_writer = tf.summary.create_file_writer(os.fspath(self.write_dir / "logs" / "train"))
-        self.val_writer = tf.summary.create_file_writer(os.fspath(self.write_dir / "logs" / "val"))
+        self.recorder = Recorder(self.run_dir, self.labels, chief=self.chief, strategy=strategy)
+        self.patience = int(cfg.early_stop or 0)
+        self.stopped_early = False
         self.rate = 0.0            # images/s of the latest epoch, so far
         self.epoch_seconds = 0.0   # training time of the latest epoch, so far
         self._t_start = self._t_epoch = time.perf_counter()
         self._bar = None
 
-    def _steps_per_epoch(self) -> int:
-        cfg, source, replicas, global_batch = self.cfg, self.source, self.replicas, self.global_batch
-        if global_batch % replicas:
-            raise ConfigError(
-                f"--batch-size {global_batch} is the global batch and must be divisible by the "
-                f"{replicas} replicas; pass a multiple of {replicas}."
-            )
-        n_train = source.num_examples("train")
-        steps = cfg.steps_per_epoch or n_train // global_batch
-        if n_train == 0 or steps < 1:
-            raise ConfigError(
-                f"The training split has {n_train} examples, fewer than one global batch of "
-                f"{global_batch}; lower --batch-size or add data."
-            )
-        if source.num_examples(cfg.eval_split) == 0:
-            raise ConfigError(f"The {cfg.eval_split!r} split is empty; raise --val-fraction or "
-                              "pick another --eval-split.")
-        return steps
-
-    def _build_model(self, model_fn):
-        """The model under the strategy, seeded, in mixed precision when asked (float16 with loss
-        scaling on GPUs, bfloat16 on CPUs); the global policy is restored afterwards."""
-        cfg, source = self.cfg, self.source
-        policy = keras.mixed_precision.global_policy()
-        if self.mixed:
-            keras.mixed_precision.set_global_policy("mixed_float16" if _gpu() else "mixed_bfloat16")
-        try:
-            with self.strategy.scope():
-                keras.utils.set_random_seed(cfg.seed)
-                return model_fn(source.input_shape, len(self.labels), source.activation)
-        finally:
-            keras.mixed_precision.set_global_policy(policy)
-
-    def _split_backbone(self):
-        """(head variables, backbone variables): the backbone is every layer up to ``features``.
-
-        ``--freeze-backbone`` (or a multiplier of 0) freezes it (a linear probe: batch norm runs
-        in inference mode too); another ``--backbone-lr-mult`` gives it its own optimizer whose
-        learning rate is ``lr x mult`` on the same schedule. Otherwise one optimizer for all.
-        """
-        cfg, model = self.cfg, self.model
-        mult = float(cfg.backbone_lr_mult)
-        if not cfg.freeze_backbone and mult == 1.0:
-            return list(model.trainable_variables), []
-        from zoo.models.backbone import backbone_layers
-
-        layers = backbone_layers(model)
-        if cfg.freeze_backbone or mult == 0.0:
-            for layer in layers:
-                layer.trainable = False
-            self.log(f"Backbone frozen ({len(layers)} layers up to 'features'); training the head only.")
-            return list(model.trainable_variables), []
-        if self.mixed and _gpu():
-            raise ConfigError("--backbone-lr-mult with --mixed-precision on a GPU is not supported; drop one of them.")
-        ids = {id(v) for layer in layers for v in layer.trainable_variables}
-        backbone = [v for v in model.trainable_variables if id(v) in ids]
-        head = [v for v in model.trainable_variables if id(v) not in ids]
-        return head, backbone
-
-    def _build_augmenter(self):
-        """The Keras augmentation layers for the device path, or None (CPU path, or none asked).
-
-        Built in float32 whatever the model's precision: images stay float32 until the model's
-        first layer casts them."""
-        if self.cfg.augment_on != "device":
-            return None
-        augmenter = build_augmentation(self.cfg.augment, seed=0)  # the seed comes per batch
-        if augmenter is not None and not isinstance(augmenter, Augmentation):
-            raise ConfigError("--augment-on device takes an augmentation spec, not a callable; "
-                              "pass --augment-on cpu to run a callable in the tf.data map.")
-        return augmenter
-
-    def _build_optimizer(self):
-        cfg, steps = self.cfg, self.steps
-        with self.strategy.scope():
-            schedule = WarmupSchedule(cfg.lr, steps * cfg.epochs, round(cfg.warmup_epochs * steps),
-                                      cfg.schedule)
-            optimizer = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay,
-                                       mixed_float16=self.mixed and _gpu())
-            optimizer.build(self.head_vars)
-        return schedule, optimizer
-
-    def _build_backbone_optimizer(self):
-        if not self.backbone_vars:
-            return None
-        cfg, steps = self.cfg, self.steps
-        with self.strategy.scope():
-            schedule = WarmupSchedule(cfg.lr * float(cfg.backbone_lr_mult), steps * cfg.epochs,
-                                      round(cfg.warmup_epochs * steps), cfg.schedule)
-            optimizer = make_optimizer(cfg.optimizer, schedule, weight_decay=cfg.weight_decay)
-            optimizer.build(self.backbone_vars)
-        self.log(f"Backbone learning rate: {cfg.lr:g} x {float(cfg.backbone_lr_mult):g}.")
-        return optimizer
-
-    def log(self, message):
-        _log(self.chief, self.strategy, message)
+    def log(self, message: str) -> None:
+        log_line(self.chief, self.strategy, message)
 
     def resume(self) -> tuple[int, int]:
         """Restore the latest checkpoint if there is one (history.csv is cut back to the epochs it
@@ -312,11 +133,9 @@ class Trainer:
             epoch0, step0 = self.state.position()
             self.log(f"Resuming from {self.state.latest()}: epoch {epoch0 + 1}/{cfg.epochs}, "
                      f"step {step0}/{self.steps}.")
-            if self.chief:  # drop rows of epochs the checkpoint has not completed (killed in between)
-                _write_history(self.history_path, self.history_fields,
-                               [r for r in _read_history(self.history_path) if int(r["epoch"]) <= epoch0])
-        elif self.chief and self.history_path.exists():
-            self.history_path.unlink()
+            self.recorder.keep_history(epoch0)  # rows of epochs the checkpoint has not completed go
+        else:
+            self.recorder.reset_history()
         self.log(f"Training {self.model.name} ({self.model.count_params():,} parameters) on "
                  f"{self.source.input_shape} inputs, {len(labels)} labels ({self.source.activation}); "
                  f"strategy {strategy_name(self.strategy)} with {self.replicas} replica(s), global "
@@ -328,6 +147,11 @@ class Trainer:
         if self.class_weights is not None:
             self.log("Class weights: " + ", ".join(f"{n}={w:.3g}" for n, w in zip(labels, self.class_weights)))
         self._t_start = time.perf_counter()
+        epoch0 = self.state.position()[0]
+        self.stopped_early = epoch0 < cfg.epochs and self.patience_exhausted()
+        if self.stopped_early:
+            self.log(f"This run stopped early after epoch {epoch0} (--early-stop {self.patience}); "
+                     "nothing more to train.")
         return self.state.position()
 
     def begin_epoch(self, epoch: int, skip: int = 0):
@@ -410,28 +234,26 @@ class Trainer:
         state.step.assign(step + 1)
         self._done += 1
         self.rate = self._done * self.global_batch / max(time.perf_counter() - self._t_epoch, 1e-9)
-        lr = float(self.schedule(self.optimizer.iterations))
+        lr = self.current_lr()
         self._bar.update(step + 1, [("loss", float(state.loss_sum.numpy()) / (step + 1)),
                                     ("img/s", self.rate), ("lr", lr)])
         global_step = int(self.optimizer.iterations.numpy())
         if global_step % 10 == 0 or step + 1 == steps:
-            with self.train_writer.as_default():
-                _scalar("loss", loss, step=global_step)
-                _scalar("learning_rate", lr, step=global_step)
-                _scalar("images_per_sec", self.rate, step=global_step)
+            self.recorder.step_scalars(global_step, loss=loss, lr=lr, rate=self.rate)
         if (step + 1) % self.cfg.checkpoint_steps == 0 and step + 1 < steps:
             state.save()
         self.epoch_seconds = time.perf_counter() - self._t_epoch
 
     @tf.function(reduce_retracing=True)
-    def _predict_step(self, x):
+    def eval_step(self, x):
+        """The model's predictions for one batch, in inference mode."""
         return self.model(x, training=False)
 
     def predict(self, split: str):
         """``(y_true, y_prob)`` as float32 arrays over ``split``, in inference mode."""
         ys, ps = [], []
         for batch in self.source.eval_dataset(split, batch_size=max(self.global_batch, 64)):
-            ps.append(np.asarray(self._predict_step(batch[0]), dtype=np.float32))
+            ps.append(np.asarray(self.eval_step(batch[0]), dtype=np.float32))
             ys.append(np.asarray(batch[1], dtype=np.float32))
         return np.concatenate(ys), np.concatenate(ps)
 
@@ -455,46 +277,86 @@ class Trainer:
         self.log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, {self.split} loss "
                  f"{scores['loss']:.4f}, {self.split} AUROC {'n/a' if mean is None else f'{mean:.4f}'}, "
                  f"{self.rate:.1f} images/s")
-        self._epoch_scalars(epoch, train_loss, scores)
+        self.recorder.epoch_scalars(epoch, train_loss, scores)
         if mean is not None and mean > float(state.best.numpy()):
             state.best.assign(mean)
             state.best_epoch.assign(epoch + 1)
-            if self.chief:
-                with atomic_path(self.write_dir / "best.weights.h5") as tmp:
-                    self.model.save_weights(tmp)
-        if self.chief:
-            self._history_row(epoch, train_loss, scores)
+            self.recorder.save_best(self.model)
         state.epoch.assign(epoch + 1)
         state.step.assign(0)
         state.loss_sum.assign(0.0)
+        self.stopped_early = epoch + 1 < self.cfg.epochs and self.patience_exhausted()
+        last = self.stopped_early or epoch + 1 >= self.cfg.epochs
+        self.recorder.history_row(epoch, train_loss, scores, lr=self.current_lr(),
+                                  seconds=self.epoch_seconds, rate=self.rate,
+                                  stopping=self.ending() if last else self.patience_state())
+        if last:
+            self.announce_ending()
         state.save()
 
-    def _epoch_scalars(self, epoch, train_loss, scores):
-        mean = scores["auroc_mean"]
-        with self.val_writer.as_default():
-            _scalar("loss", scores["loss"], step=epoch + 1)
-            if mean is not None:
-                _scalar("auroc_mean", mean, step=epoch + 1)
-            for name, value in scores["auroc"].items():
-                if value is not None:
-                    _scalar(f"auroc/{name}", value, step=epoch + 1)
-        with self.train_writer.as_default():
-            _scalar("epoch_loss", train_loss, step=epoch + 1)
-        self.train_writer.flush()
-        self.val_writer.flush()
+    def patience_exhausted(self) -> bool:
+        """True when the scored split's mean AUROC has not improved for ``--early-stop`` epochs.
 
-    def _history_row(self, epoch, train_loss, scores):
-        """Write the epoch's row into history.csv, replacing rows of this epoch and later ones."""
-        mean = scores["auroc_mean"]
-        row = {"epoch": epoch + 1, "train_loss": f"{train_loss:.6f}",
-               "val_loss": f"{scores['loss']:.6f}",
-               "val_auroc_mean": "" if mean is None else f"{mean:.6f}",
-               "lr": f"{float(self.schedule(self.optimizer.iterations)):.6g}",
-               "seconds": f"{self.epoch_seconds:.2f}", "images_per_sec": f"{self.rate:.1f}"}
-        for name, value in scores["auroc"].items():
-            row[f"val_auroc_{name}"] = "" if value is None else f"{value:.6f}"
-        rows = [r for r in _read_history(self.history_path) if int(r["epoch"]) < epoch + 1]
-        _write_history(self.history_path, self.history_fields, rows + [row])
+        A function of the checkpointed state only (completed epochs, best epoch), so a resumed
+        run decides as an uninterrupted one. Every worker computes it and the replicas sum
+        their votes: one that stops stops all, and no worker is left waiting in a collective.
+        """
+        if self.patience <= 0:
+            return False
+        vote = tf.constant(float(self.state.epochs_since_best() >= self.patience))
+        return float(self._sum_over_replicas(vote)) > 0
+
+    @tf.function
+    def _sum_over_replicas(self, value):
+        per_replica = self.strategy.run(lambda: tf.identity(value))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def patience_state(self) -> dict:
+        """The best epoch so far (None while no epoch had a defined score) and the completed
+        epochs since it, as history.csv records them each epoch."""
+        best = int(self.state.best_epoch.numpy())
+        return {"best_epoch": best if best > 0 else None,
+                "epochs_since_best": self.state.epochs_since_best()}
+
+    def ending(self) -> dict:
+        """How the run ended, as history.csv's last row and metrics.json record it.
+
+        ``stopped_early``: early stopping ended it before ``--epochs``. ``epochs_run``: the
+        completed epochs. ``best_epoch``: the epoch of best.weights.h5 (None when no epoch had
+        a defined score). ``still_improving``: the run reached the ``--epochs`` ceiling (did not
+        stop early) with its best epoch the last one or one of the
+        :data:`STILL_IMPROVING_EPOCHS` before it, i.e. ``epochs_run - best_epoch <= 2``: the
+        validation score was still rising, and more epochs would probably have helped.
+        """
+        facts = self.patience_state()
+        epochs_run = int(self.state.epoch.numpy())
+        best = facts["best_epoch"]
+        facts.update(
+            epochs_run=epochs_run,
+            stopped_early=bool(self.stopped_early),
+            still_improving=(not self.stopped_early and epochs_run >= self.cfg.epochs
+                             and best is not None
+                             and epochs_run - best <= STILL_IMPROVING_EPOCHS),
+        )
+        return facts
+
+    def announce_ending(self) -> None:
+        """One clear console line when the run stopped early, or reached the ceiling while the
+        validation score was still improving."""
+        end, split = self.ending(), self.split
+        if end["stopped_early"]:
+            self.log(f"Early stopping after epoch {end['epochs_run']} of at most {self.cfg.epochs}: "
+                     f"no better {split} AUROC than epoch {end['best_epoch']}'s "
+                     f"{float(self.state.best.numpy()):.4f} for {self.patience} epochs "
+                     f"(--early-stop {self.patience}); the best epoch's weights are kept.")
+        elif end["still_improving"]:
+            self.log(f"Reached --epochs {self.cfg.epochs} with the {split} AUROC still improving "
+                     f"(best at epoch {end['best_epoch']} of {end['epochs_run']}); more epochs "
+                     "would probably help.")
+
+    def current_lr(self) -> float:
+        """The head optimizer's learning rate at its current iteration."""
+        return float(self.schedule(self.optimizer.iterations))
 
     def finish(self) -> dict:
         """Evaluate the final weights and return the run's metrics (the chief writes them to
@@ -502,9 +364,7 @@ class Trainer:
         cfg, state, labels = self.cfg, self.state, self.labels
         final = self.evaluate()
         digest = weights_digest(self.model)
-        history = _read_history(self.history_path) if self.chief else []
         best_epoch = int(state.best_epoch.numpy())
-        best_row = next((r for r in history if int(r["epoch"]) == best_epoch), None)
         metrics = {
             "model": cfg.model,
             "labels": list(labels),
@@ -518,9 +378,10 @@ class Trainer:
             "best": {
                 "epoch": best_epoch if best_epoch > 0 else None,
                 "auroc_mean": float(state.best.numpy()) if best_epoch > 0 else None,
-                "auroc": ({n: (float(best_row[f"val_auroc_{n}"]) if best_row[f"val_auroc_{n}"] else None)
-                           for n in labels} if best_row else None),
+                "auroc": self.recorder.epoch_auroc(self.recorder.history(), best_epoch),
             },
+            "early_stop": self.patience,
+            **self.ending(),
             "val_auroc": final["auroc"],
             "val_auroc_mean": final["auroc_mean"],
             "train_images_per_sec": round(self.rate, 2),
@@ -533,30 +394,29 @@ class Trainer:
         }
         self.log(format_auroc_table(final, self.split))
         self.log(f"final weights sha256 {digest}")
-        if self.chief:
-            atomic_write_json(self.write_dir / "metrics.json", metrics)
+        self.recorder.write_metrics(metrics)
         return metrics
 
     def close(self) -> None:
-        """Flush the TensorBoard writers; a non-chief worker deletes its private folder."""
-        self.train_writer.close()
-        self.val_writer.close()
-        if not self.chief:
-            shutil.rmtree(self.write_dir, ignore_errors=True)
+        """Close the recorder (a non-chief worker's private folder goes with it)."""
+        self.recorder.close()
 
 
-def fit(cfg: TrainConfig, source, *, strategy, run_dir, model_fn):
+def fit(cfg: TrainConfig, source: DataSource, *, strategy, run_dir, model_fn: Callable):
     """Train ``model_fn(input_shape, num_classes, activation)`` on ``source``; returns
     ``(model, metrics)``.
 
     Writes (chief only) into ``run_dir``: checkpoints/, logs/ (TensorBoard), history.csv,
     best.weights.h5 and metrics.json. The model holds the final weights (best.weights.h5 the
-    best ones).
+    best ones, which ``zoo.training.run`` saves and exports). Ends at ``--epochs``, or earlier
+    when ``--early-stop`` runs out of patience.
     """
     trainer = Trainer(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
     try:
         epoch0, step0 = trainer.resume()
         for epoch in range(epoch0, cfg.epochs):
+            if trainer.stopped_early:  # by resume(), or by the previous epoch's end
+                break
             skip = step0 if epoch == epoch0 else 0
             iterator = trainer.begin_epoch(epoch, skip)
             for step in range(skip, trainer.steps):

@@ -9,11 +9,11 @@ sources unless ``--allow-overlap`` says it is intended.
 
 from __future__ import annotations
 
-import json
-import os
+import re
 from pathlib import Path
 
 from pipelines.fs import atomic_write_json
+from zoo.models.backbone import save_backbone
 
 __all__ = ["backbone_metadata", "write_backbone", "check_leak", "LeakError", "same_data"]
 
@@ -38,8 +38,6 @@ def backbone_metadata(cfg, source, corpus: dict | None) -> dict:
 
 def write_backbone(model, run_dir, meta: dict) -> Path:
     """``backbone.weights.h5`` and ``backbone.json`` into ``run_dir``; returns the .h5 path."""
-    from zoo.models.backbone import save_backbone
-
     run_dir = Path(run_dir)
     path = run_dir / "backbone.weights.h5"
     save_backbone(model, path, meta)
@@ -49,8 +47,6 @@ def write_backbone(model, run_dir, meta: dict) -> Path:
 
 def _stem(path) -> str:
     """pneumoniamnist_64.npz -> pneumoniamnist; MedNIST.tar.gz -> mednist; folders by name."""
-    import re
-
     name = Path(path).name.lower()
     for suffix in (".tar.gz", ".tgz", ".tar", ".npz"):
         if name.endswith(suffix):

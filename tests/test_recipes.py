@@ -1,0 +1,107 @@
+"""Training recipes: a typed record for every registered model, resolved into the config (flags
+and config files win, the saved config says where each value came from), shown by
+``zoo.model_info`` and the model card."""
+
+import dataclasses
+import importlib.util
+
+import pytest
+import yaml
+
+import zoo
+from tests.conftest import ROOT
+from zoo import card as card_mod
+from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
+from zoo.training import config as config_mod
+from zoo.training.config import TrainConfig
+
+
+def _train_module():
+    spec = importlib.util.spec_from_file_location("train_cli_recipes", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_recipe_is_a_frozen_typed_record_that_checks_its_values():
+    recipe = Recipe()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.lr = 1.0
+    assert {f.name for f in dataclasses.fields(Recipe)} == set(RECIPE_FIELDS) | {"input_sizes"}
+    assert recipe.replace(lr=0.1, early_stop=4) == Recipe(lr=0.1, early_stop=4) != recipe
+    with pytest.raises(ValueError, match="early_stop must be 0"):
+        Recipe(early_stop=-1)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        Recipe(epochs=0)
+    with pytest.raises(TypeError, match="recipe must be a zoo.recipes.Recipe"):
+        zoo.register_model(recipe={"lr": 0.1})(lambda: None)
+
+
+def test_the_default_recipe_is_what_train_py_always_did():
+    assert DEFAULT_RECIPE == Recipe(optimizer="adamw", lr=3e-3, batch_size=32, warmup_epochs=0.5,
+                                    schedule="cosine", weight_decay=1e-4, label_smoothing=0.0,
+                                    augment=True, epochs=20, early_stop=0, input_sizes=(96,))
+    cfg = TrainConfig()
+    assert {k: getattr(cfg, k) for k in RECIPE_FIELDS} == {
+        k: getattr(DEFAULT_RECIPE, k) for k in RECIPE_FIELDS}
+    assert cfg.origins == {k: "recipe ichnet" for k in RECIPE_FIELDS}
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_registered_model_has_a_recipe_and_model_info_shows_it(name):
+    recipe = zoo.model_entry(name).recipe
+    assert isinstance(recipe, Recipe)
+    info = zoo.model_info(name, count_params=False)
+    assert info["recipe"] == recipe.to_dict()
+    assert set(info["recipe"]) == set(RECIPE_FIELDS) | {"input_sizes"}
+
+
+def test_flags_override_the_recipe_and_the_saved_config_names_each_origin(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"batch_size": 16}))
+    cfg, _ = _train_module().config_from_args(
+        ["--config", str(path), "--model", "rensenet", "--lr", "0.01", "--early-stop", "3"])
+    recipe = zoo.model_entry("rensenet").recipe
+    assert (cfg.lr, cfg.origins["lr"]) == (0.01, "flag")
+    assert (cfg.early_stop, cfg.origins["early_stop"]) == (3, "flag")
+    assert (cfg.batch_size, cfg.origins["batch_size"]) == (16, f"config file {path}")
+    assert (cfg.epochs, cfg.origins["epochs"]) == (recipe.epochs, "recipe rensenet")
+    assert (cfg.augment, cfg.origins["augment"]) == (recipe.augment, "recipe rensenet")
+    cfg.validate()
+    cfg.save_yaml(tmp_path / "saved.yaml")
+    saved = yaml.safe_load((tmp_path / "saved.yaml").read_text())
+    assert saved["lr"] == 0.01 and saved["epochs"] == recipe.epochs
+    assert saved["origins"]["epochs"] == "recipe rensenet" and saved["origins"]["lr"] == "flag"
+    assert TrainConfig.from_yaml(tmp_path / "saved.yaml") == cfg
+
+
+def test_a_declared_recipe_fills_only_the_unset_options(monkeypatch):
+    declared = Recipe(lr=0.02, epochs=7, early_stop=2, augment="flip", optimizer="sgd")
+    monkeypatch.setattr(config_mod, "recipe_for", lambda model: (declared, f"recipe {model}"))
+    cfg = TrainConfig(model="ichnet", epochs=3).validate()
+    assert (cfg.lr, cfg.early_stop, cfg.augment, cfg.optimizer) == (0.02, 2, "flip", "sgd")
+    assert cfg.epochs == 3 and cfg.origins["epochs"] == "given"
+    assert cfg.origins["lr"] == "recipe ichnet"
+
+
+def test_bad_early_stop_is_one_sentence():
+    with pytest.raises(config_mod.ConfigError, match="--early-stop must be 0 .off. or a positive"):
+        TrainConfig(early_stop=-2).validate()
+
+
+def test_the_model_card_shows_the_recipe_as_a_table():
+    recipe = zoo.model_info("ichnet", count_params=False)["recipe"]
+    text = card_mod.render_card({"model_name": "ichnet", "version": 1, "recipe": recipe})
+    assert "### Training recipe" in text
+    assert "| lr | 0.003 |" in text and "| early_stop | 0 |" in text
+    assert "| input_sizes | 96 |" in text
+
+
+def test_an_export_card_of_a_registered_model_carries_its_recipe():
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    card = card_mod.build_export_card(model, model_name="ichnet", version=1, labels=["a", "b"],
+                                      config={}, input_shape=(8, 8, 1), signatures={})
+    assert card["recipe"] == zoo.model_info("ichnet", count_params=False)["recipe"]
+    assert "### Training recipe" in card_mod.render_card(card)

@@ -1,0 +1,92 @@
+"""Training recipes: how each registered model is trained unless a flag says otherwise.
+
+A recipe is a typed, frozen record (in the spirit of timm's ``pretrained_cfg``, not a free-form
+dict): the optimisation settings a model was tuned with, and the input sizes it was tuned at.
+``zoo.register_model(..., recipe=Recipe(...))`` attaches one to a variant; a variant that
+declares none gets its family's recipe from :data:`FAMILY_RECIPES`, else :data:`DEFAULT_RECIPE`
+(the zoo's long-standing ``train.py`` defaults), so nothing changes unless a model says so.
+
+``train.py`` resolves each optimisation flag left unset from the model's recipe, and the
+resolved config saved with the run records the effective value and where it came from
+(``origins``). ``zoo.model_info(name)["recipe"]`` and the model card show the recipe.
+
+No TensorFlow, no Keras, nothing of ours: the registry imports this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_RECIPE", "FAMILY_RECIPES", "RECIPE_FIELDS", "Recipe", "family_recipe"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One model's training recipe; every field but ``input_sizes`` is a ``train.py`` option.
+
+    Args:
+        optimizer: ``adam``, ``adamw``, ``sgd`` or ``rmsprop``.
+        lr: peak learning rate (after warmup).
+        batch_size: the global batch.
+        warmup_epochs: linear warmup length, in epochs (may be fractional).
+        schedule: ``constant``, ``cosine`` or ``step`` decay after warmup.
+        weight_decay: decoupled weight decay (adamw) or L2 factor.
+        label_smoothing: in [0, 1).
+        augment: True (the default spec), False, or a spec such as ``"flip,rotation=10"``.
+        epochs: the ceiling on epochs.
+        early_stop: patience in epochs on the scored split's mean AUROC; 0 = off.
+        input_sizes: the square input sizes (pixels) the recipe was tuned at; informative, the
+            input size itself comes from ``--image-size``.
+    """
+
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    batch_size: int = 32
+    warmup_epochs: float = 0.5
+    schedule: str = "cosine"
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    augment: bool | str = True
+    epochs: int = 20
+    early_stop: int = 0
+    input_sizes: tuple[int, ...] = (96,)
+
+    def __post_init__(self):
+        for name in ("batch_size", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Recipe {name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.early_stop, int) or self.early_stop < 0:
+            raise ValueError(f"Recipe early_stop must be 0 (off) or a positive integer, got {self.early_stop!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"Recipe lr must be positive, got {self.lr!r}.")
+        sizes = tuple(self.input_sizes)
+        if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
+            raise ValueError(f"Recipe input_sizes must be positive integers, got {self.input_sizes!r}.")
+        object.__setattr__(self, "input_sizes", sizes)
+
+    def to_dict(self) -> dict:
+        """The recipe as plain data (``input_sizes`` as a list), for JSON, YAML and cards."""
+        values = dataclasses.asdict(self)
+        values["input_sizes"] = list(self.input_sizes)
+        return values
+
+    def replace(self, **changes) -> Recipe:
+        """A copy with ``changes`` (a family's recipe, adjusted for one variant)."""
+        return dataclasses.replace(self, **changes)
+
+
+# the options a recipe sets in TrainConfig (input_sizes is a fact about the recipe, not an option)
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "input_sizes")
+
+DEFAULT_RECIPE = Recipe()
+
+# family -> recipe, for variants that declare none; empty while every family trains with the
+# defaults (add an entry when a family is tuned, and its card and runs show it)
+FAMILY_RECIPES: dict[str, Recipe] = {}
+
+
+def family_recipe(family: str) -> Recipe:
+    """The recipe of ``family``'s variants that declare none: its entry, else the default."""
+    return FAMILY_RECIPES.get(family, DEFAULT_RECIPE)
