@@ -52,7 +52,7 @@ def main(argv=None) -> int:
 
     import zoo
     from pipelines.cli import check_writable
-    from zoo.models.common import load_weights
+    from zoo.models.weights import load_weights
     from zoo.training.rundir import read_run
 
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None

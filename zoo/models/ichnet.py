@@ -31,6 +31,7 @@ from zoo.models.common import (
     image_input,
     is_positive_int,
 )
+from zoo.models.weights import load_weights
 from zoo.registry import register_model
 
 __all__ = ["build_ichnet", "ICHNET_SPECS", "RECEPTIVE_FIELDS", "ichnet", "ichnet_small"]
@@ -212,17 +213,17 @@ def build_ichnet(
                 name=f"stage{s}_{block_name}{b}",
             )(x)
     x = conv_bn_act(x, head, 1, prefix="head")
-    return classifier_model(
+    model = classifier_model(
         inputs,
         x,
         name=name,
-        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
         pooling=pooling,
         lse_r=lse_r,
     )
+    return load_weights(model, weights)
 
 
 @register_model(info=CARD, **ICHNET_SPECS["ichnet"])
