@@ -28,17 +28,17 @@ class _Source:
     labels = ("any",)
     input_shape = (32, 32, 3)
     task = "multi-label"
-    _keras = None
+    model = None
 
 
 def test_registry_facts_name_the_defaults_as_defaults():
     info = zoo.model_info("ichnet_small", count_params=False)
-    facts = C._registry_facts("ichnet_small")
+    facts = C.registry_facts("ichnet_small")
     assert facts["paper"] == info["paper"] and facts["doi"] == info["doi"]
     assert facts["default_labels"] == list(info["labels"])
     assert facts["default_input_shape"] == list(info["input_shape"])
     assert not {"labels", "input_shape", "parameters"} & set(facts)
-    assert C._registry_facts("not_a_model") == {}
+    assert C.registry_facts("not_a_model") == {}
 
 
 def test_one_renderer_for_export_and_evaluated_cards():
@@ -94,13 +94,13 @@ def test_measured_figures_reach_the_card_from_result_files_not_code():
     from zoo import card as card_mod
     from zoo.results import measured
 
-    facts = card_mod._registry_facts("ichnet")
+    facts = card_mod.registry_facts("ichnet")
     assert facts["measured"] == measured("ichnet") and facts["measured"]["pointing_game"]
     text = card_mod.render_card({"model_name": "ichnet", **facts})
     assert "### Measured (benchmark result files)" in text
     rate = facts["measured"]["pointing_game"][0]["hit_rate"]
     assert f"{rate:.3f}" in text
-    plain = card_mod._registry_facts("efficientnet_b0")  # no benchmark measured it
+    plain = card_mod.registry_facts("efficientnet_b0")  # no benchmark measured it
     assert "measured" not in plain
     assert "Measured" not in card_mod.render_card({"model_name": "efficientnet_b0", **plain})
 
@@ -121,6 +121,6 @@ def test_ablation_rows_reach_the_cards_of_every_model_with_the_block(tmp_path):
         rows = ablation_rows(model, tmp_path)
         assert [r["form"] for r in rows] == ["downsample=edge", "downsample=avg"]
     assert ablation_rows("ichnet", tmp_path) == []
-    text = "\n".join(card_mod._ablation_lines(ablation_rows("rensenet", tmp_path)))
+    text = "\n".join(card_mod.ablation_lines(ablation_rows("rensenet", tmp_path)))
     assert "**downsample=edge** (paper)" in text and "+0.200 [+0.100, +0.300]" in text
     assert "`python -m benchmarks.ablations --x`" in text

@@ -3,12 +3,13 @@
     card = build_export_card(model, model_name=..., version=1, labels=..., ...)  # zoo.export
     write_card(out_dir, card)                        # out_dir/model_card.{json,md}, once each
     update_model_card(version_dir, metrics={...})    # merge into assets.extra/model_card.*
-    card = card_from_report(report, source)          # zoo.evaluate: a card from one report
+    card = card_from_report(report, source)          # zoo.evaluation: a card from one report
     update_export_card(version_dir, report, source)  # merge an evaluation into an export's card
 
-What lives here: the one reader of registry facts (:func:`_registry_facts`, through the public
+What lives here: the one reader of registry facts (:func:`registry_facts`, through the public
 ``zoo.model_info``), the one renderer (:func:`render_card`) and the one writer
-(:func:`write_card`); ``zoo.export`` and ``zoo.evaluate`` call them and write no card themselves.
+(:func:`write_card`); ``zoo.export`` and ``zoo.evaluation`` call them and write no card
+themselves.
 
 An export's card accumulates evaluations: ``evaluations["<dataset>/<split>"]`` per run of
 ``python -m zoo.evaluate``; ``metrics`` holds a short summary line per evaluation;
@@ -28,9 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+import zoo
+from zoo.results import measured
+
 __all__ = ["build_export_card", "card_from_report", "render_card", "write_card",
-           "update_model_card", "update_export_card", "plain_data",
-           "INTENDED_USE", "NOT_FOR_DIAGNOSIS", "NOT_EVALUATED"]
+           "update_model_card", "update_export_card", "plain_data", "registry_facts",
+           "ablation_lines", "INTENDED_USE", "NOT_FOR_DIAGNOSIS", "NOT_EVALUATED"]
 
 CARD_JSON = "model_card.json"
 CARD_MD = "model_card.md"
@@ -72,7 +76,7 @@ def plain_data(obj):
     return str(obj)
 
 
-def _registry_facts(model_name: str) -> dict:
+def registry_facts(model_name: str) -> dict:
     """Card facts from ``zoo.model_info`` when ``model_name`` is registered, else ``{}``.
 
     Keys: summary, paper, doi, task, feature_layer, from_paper, our_reading, ``measured`` (the
@@ -81,8 +85,6 @@ def _registry_facts(model_name: str) -> dict:
     registry has counted them): the card's own ``labels``, ``input_shape`` and ``parameters``
     describe the model that was exported or evaluated, which may differ from the defaults.
     """
-    import zoo
-
     if model_name not in zoo.list_models():
         return {}
     # Without model_info's parameter count, which builds the model at its default size (seconds
@@ -94,8 +96,6 @@ def _registry_facts(model_name: str) -> dict:
     for key in ("input_shape", "parameters", "labels"):
         if key in facts:
             facts[f"default_{key}"] = facts.pop(key)
-    from zoo.results import measured
-
     if results := measured(model_name):  # benchmark result files, never constants in code
         facts["measured"] = results
     return plain_data(facts)
@@ -116,7 +116,7 @@ def build_export_card(model, *, model_name: str, version, labels, config, input_
     import keras
     import tensorflow as tf
 
-    facts = _registry_facts(model_name)
+    facts = registry_facts(model_name)
     h, w, c = input_shape
     card = {
         "model_name": model_name,
@@ -215,9 +215,9 @@ def card_from_report(report: dict, source, existing: dict | None = None) -> dict
     if not card:
         card.update({"model_name": source.model_name, "labels": list(source.labels),
                      "input_shape": list(source.input_shape), "task": source.task})
-        if source._keras is not None:
-            card["parameters"] = int(source._keras.count_params())
-        card.update({k: v for k, v in _registry_facts(source.model_name).items()
+        if source.model is not None:  # in memory (a run's): count it; an export's is not loaded
+            card["parameters"] = int(source.model.count_params())
+        card.update({k: v for k, v in registry_facts(source.model_name).items()
                      if k != "task"})
         card.setdefault("task", source.task)
     evaluations = dict(card.get("evaluations") or {})
@@ -308,7 +308,7 @@ def _recipe_lines(recipe: dict) -> list[str]:
 
 def _measured_lines(measured: dict) -> list[str]:
     """The benchmark figures behind the card's reading (``benchmarks/results``), as a table."""
-    lines = _ablation_lines(measured.get("ablations") or [])
+    lines = ablation_lines(measured.get("ablations") or [])
     rows = measured.get("pointing_game") or []
     if not rows:
         return lines
@@ -325,7 +325,7 @@ def _measured_lines(measured: dict) -> list[str]:
     return lines
 
 
-def _ablation_lines(rows: list[dict]) -> list[str]:
+def ablation_lines(rows: list[dict]) -> list[str]:
     """Does the paper block help? The ablation rows (paper form against its twins) as a table."""
     if not rows:
         return []

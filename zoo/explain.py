@@ -27,6 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines import preprocessing
+from pipelines.cli import check_writable
+from pipelines.manifest import DataError
+from zoo import plots
+from zoo.evaluation import ModelSource, load_model_source
+
 FEATURES = "features"
 METHODS = ("gradcam", "gradcam++", "layercam")
 SCALES = "scales"  # feature_layer: the last layer at every grid (see scale_layers)
@@ -267,9 +273,6 @@ def read_image_file(path, *, spec) -> np.ndarray:
     """
     from pathlib import Path
 
-    from pipelines import preprocessing
-    from pipelines.manifest import DataError
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--image {path} does not exist; pass a DICOM, PNG/JPEG or .npy file.")
@@ -289,16 +292,13 @@ def explain_image(source, image_path, *, classes=None, method: str = "gradcam", 
                   out) -> dict:
     """Heatmaps and overlays for one image; returns a summary (also ``explain.json``).
 
-    ``source`` is a :class:`zoo.evaluate.ModelSource` (or a path to an export / run dir);
+    ``source`` is a :class:`zoo.evaluation.ModelSource` (or a path to an export / run dir);
     ``classes``: label names, ``["all"]``, or None for the top-scoring class; ``layers``: a
     layer name, a list of names or ``"scales"`` (default :func:`default_layers` of ``method``).
     """
     import hashlib
     import json
     from pathlib import Path
-
-    from zoo import plots
-    from zoo.evaluate import ModelSource, load_model_source
 
     if method not in METHODS:
         raise ValueError(f"--method {method!r} is unknown; use {' or '.join(METHODS)}.")
@@ -387,8 +387,6 @@ def main(argv=None) -> int:
     layers = args.layers
     if layers is not None and layers not in (FEATURES, SCALES):
         layers = [name.strip() for name in layers.split(",") if name.strip()]
-    from pipelines.cli import check_writable
-
     try:
         check_writable(args.out, "--out")
         summary = explain_image(args.model, args.image, classes=classes or None,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.metrics import reliability_curve
+
 __all__ = ["roc_curve_png", "reliability_png", "confusion_png", "overlay_png", "display_image"]
 
 DPI = 100
@@ -82,8 +84,6 @@ def roc_curve_png(y_true, y_prob, path, *, label: str, auroc=None, ci=None, thre
 def reliability_png(y_true, y_prob, path, *, bins: int = 10, ece=None, title="Reliability") -> Path:
     """Reliability diagram (observed frequency vs mean predicted probability, pooled over
     classes) with a histogram of the predictions underneath."""
-    from zoo.metrics import reliability_curve
-
     curve = reliability_curve(y_true, y_prob, bins=bins)
     fig = _figure(4.6, 5.4)
     ax = fig.add_axes((0.14, 0.36, 0.8, 0.56))

@@ -31,6 +31,8 @@ from datetime import date
 from importlib import metadata, resources
 from pathlib import Path
 
+from zoo.ablations import CLAIMS
+
 __all__ = ["RESULTS_PACKAGE", "results_dir", "load_results", "measured", "software",
            "write_result", "result_name"]
 
@@ -110,8 +112,6 @@ def ablation_rows(model_name: str, folder=None) -> list[dict]:
     and ``rensenet_small``); the rows were measured on one of them (their ``model`` says which)
     and are shown on the card of each. Each row gains ``source`` (the command that measured it).
     """
-    from zoo.ablations import CLAIMS
-
     claims = {c.key for c in CLAIMS if model_name in c.models}
     out = []
     for record in load_results("ablations", folder):

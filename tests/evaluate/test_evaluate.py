@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,8 +8,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tests.evaluate.conftest import assert_real_png
-from zoo import evaluate as E
+from zoo import evaluation as E
 from zoo import metrics as M
+from zoo.evaluation import run as evaluation_run
 
 
 def test_end_to_end_cli_on_an_export(tiny, tmp_path):
@@ -87,7 +89,7 @@ def _fake_gather(splits):
 
 
 def _source(labels=("any",), card=None):
-    return E.ModelSource(kind="run", path=E.Path("fake-run"), model_name="fake",
+    return E.ModelSource(kind="run", path=Path("fake-run"), model_name="fake",
                          labels=tuple(labels), input_shape=(32, 32, 3), task="multi-label",
                          card=card)
 
@@ -99,7 +101,7 @@ def test_thresholds_are_chosen_on_val_never_on_test(tiny, tmp_path, monkeypatch)
     val_thr = M.choose_thresholds(np.array(val[0])[:, None], np.array(val[1])[:, None])[0]
     test_thr = M.choose_thresholds(np.array(test[0])[:, None], np.array(test[1])[:, None])[0]
     assert abs(val_thr - test_thr) > 0.2
-    monkeypatch.setattr(E, "gather_predictions", _fake_gather({"val": val, "test": test}))
+    monkeypatch.setattr(evaluation_run, "gather_predictions", _fake_gather({"val": val, "test": test}))
     report = E.evaluate(_source(), cache=tiny.cache, split="test", out=tmp_path / "a",
                         n_boot=0, plots=False, update_card=False)
     assert report["operating_point"]["thresholds"]["any"] == pytest.approx(val_thr)
@@ -108,7 +110,7 @@ def test_thresholds_are_chosen_on_val_never_on_test(tiny, tmp_path, monkeypatch)
     assert pc["specificity"] == pytest.approx(0.5) and pc["sensitivity"] == 1.0
 
     # external data (--split all): the stored operating point, still never the evaluated data
-    monkeypatch.setattr(E, "gather_predictions", _fake_gather({"all": test}))
+    monkeypatch.setattr(evaluation_run, "gather_predictions", _fake_gather({"all": test}))
     card = {"operating_point": {"thresholds": {"any": 0.42}, "source": "dev val split"}}
     report = E.evaluate(_source(card=card), cache=tiny.cache, split="all", out=tmp_path / "b",
                         n_boot=0, plots=False, update_card=False)
@@ -188,7 +190,7 @@ def _cq500_from_phantom(tiny, root, n_scans=8):
         folder = root / f"CQ500CT{number} CQ500CT{number}" / "Unknown Study" / "CT PLAIN THIN"
         folder.mkdir(parents=True)
         for path in scan["path"]:
-            shutil.copy(tiny.data / path, folder / E.Path(path).name)
+            shutil.copy(tiny.data / path, folder / Path(path).name)
         row = {"name": f"CQ500-CT-{number}", "Category": "B1"}
         for reader in ("R1", "R2", "R3"):
             for label, code in RSNA_TO_CQ500.items():

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.evaluate.conftest import assert_real_png
 from zoo import explain as X
-from zoo.evaluate import EvaluationError, ModelSource, load_model_source
+from zoo.evaluation import EvaluationError, ModelSource, load_model_source
 
 
 def _a_dicom(tiny):
@@ -104,7 +104,7 @@ def test_vit_map_over_patch_tokens(tmp_path):
     assert tuple(model.get_layer("features").output.shape[1:3]) == (4, 4)  # the token grid
     source = ModelSource(kind="run", path=tmp_path, model_name="vit_tiny",
                          labels=("normal", "abnormal"), input_shape=(32, 32, 1), task="binary",
-                         _keras=model)
+                         model=model)
     np.save(tmp_path / "img.npy", np.random.default_rng(0).random((32, 32)).astype(np.float32))
     summary = X.explain_image(source, tmp_path / "img.npy", classes=["abnormal"],
                               method="gradcam", out=tmp_path / "out")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo import evaluate as E
+from zoo import evaluation as E
 
 
 def test_ct_through_serving_default_matches_the_cache(tiny, tmp_path):

@@ -332,7 +332,7 @@ _KILL_CHILD = textwrap.dedent(
         print("READY", tmp, flush=True)
         time.sleep(600)
 
-    publish._publish = stall
+    publish.publish_version = stall
     zx.export_saved_model(tiny_model(3, 3), sys.argv[1], model_name="tiny_rgb",
                           labels=["any", "epidural", "subdural"])
     """

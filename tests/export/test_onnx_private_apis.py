@@ -39,7 +39,7 @@ def test_freeze_turns_variables_into_constants():
 
 
 def test_patch_tf2onnx_applies():
-    assert zonnx._patch_tf2onnx() is True
+    assert zonnx.patch_tf2onnx() is True
 
 
 def test_a_moved_api_fails_with_the_place_to_fix(monkeypatch):

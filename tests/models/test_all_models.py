@@ -128,7 +128,7 @@ def _family(name: str) -> str:
     raise AssertionError(f"{name} is registered by no zoo.models module")
 
 
-# one model per family module: the missing-file check exercises common.load_weights through
+# one model per family module: the missing-file check exercises zoo.models.weights.load_weights through
 # each family's builder; "imagenet" is checked for every model (it proves the builder passes
 # ``weights`` on at all, and costs one build).
 FAMILY_REPRESENTATIVES = sorted({_family(n): n for n in reversed(NAMES)}.values())

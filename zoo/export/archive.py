@@ -21,11 +21,11 @@ from pipelines.preprocessing import Preprocessing
 from zoo import card as card_mod
 from zoo.card import plain_data
 from zoo.export import publish
-from zoo.export.onnx import _export_onnx
+from zoo.export.onnx import export_onnx
 from zoo.export.signatures import (
-    _serving_module,
     preprocessing_doc,
     resolve_spec,
+    serving_module,
     signature_docs,
     warmup_records,
 )
@@ -174,15 +174,15 @@ def export_saved_model(
         raise NotADirectoryError(f"Export directory {base} is a file; pass a directory path.")
     model_dir = base / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
-    publish._clean_stale_tmp(model_dir)
+    publish.clean_stale_tmp(model_dir)
 
-    tmp = publish._new_tmp(model_dir)
+    tmp = publish.new_tmp(model_dir)
     try:
         _write_version(tmp, model, model_name=model_name, labels=labels, config=config,
                        preprocessing=training_data if training_data is not None else preprocessing,
                        spec=spec, card=card, formats=formats,
                        planned_version=publish.next_version(model_dir))
-        version_dir = publish._publish(tmp, model_dir)
+        version_dir = publish.publish_version(tmp, model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -202,7 +202,7 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
     labels_path = staging / "labels.txt"
     labels_path.write_text("\n".join(labels) + "\n")
 
-    module, signatures = _serving_module(model, str(labels_path), spec)
+    module, signatures = serving_module(model, str(labels_path), spec)
     # Serving needs no gradients; tracing custom gradients (swish, GELU) would take most of
     # the export time for the bigger models.
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
@@ -230,4 +230,4 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
     model.save(extra / KERAS_FILE)
 
     if "onnx" in formats:
-        _export_onnx(model, tmp / "model.onnx", (h, w, c))
+        export_onnx(model, tmp / "model.onnx", (h, w, c))

@@ -11,7 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+import zoo
+from pipelines.cli import check_writable
 from zoo.export.archive import FORMATS, export_saved_model
+from zoo.models.weights import load_weights
+from zoo.training.rundir import read_run
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
@@ -49,12 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-
-    import zoo
-    from pipelines.cli import check_writable
-    from zoo.models.common import load_weights
-    from zoo.training.rundir import read_run
-
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     if args.weights is not None and not args.weights.is_file():
         parser.error(f"--weights {args.weights} does not exist; pass a local .weights.h5 or .keras file.")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from zoo.card import CARD_JSON
-from zoo.export.publish import _version_dirs
-from zoo.export.signatures import OUTPUT_KEY, SIGNATURE_BYTES, SIGNATURE_IMAGE
+from zoo.export.publish import version_dirs
+from zoo.export.signatures import OUTPUT_KEY, SIGNATURE_BYTES, SIGNATURE_IMAGE, resolve_spec
 
 # What every complete export holds besides the SavedModel itself.
 REQUIRED_FILES = ("assets/labels.txt", "assets.extra/config.yaml",
@@ -44,8 +44,6 @@ class ExportedModel:
         model_input = self.preprocessing["model_input"]
         self.input_shape = (model_input["height"], model_input["width"], model_input["channels"])
         # the preprocessing the signatures run (exports older than the spec: derived from facts)
-        from zoo.export.signatures import resolve_spec
-
         self.spec = resolve_spec(self.input_shape, self.preprocessing.get("spec")
                                  or self.preprocessing.get("training_data"), self.config)
 
@@ -92,7 +90,7 @@ def load_export(version_dir) -> ExportedModel:
             "by zoo.export."
         )
     if not (path / "saved_model.pb").is_file():
-        versions = _version_dirs(path)
+        versions = version_dirs(path)
         if not versions:
             raise FileNotFoundError(
                 f"{path} holds no saved_model.pb and no integer version directories; pass "

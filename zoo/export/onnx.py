@@ -3,7 +3,7 @@
 The two private APIs this needs live behind one function each, so a Keras or TensorFlow release
 that moves them breaks one place (and ``tests/export/test_onnx_private_apis.py`` says which):
 
-* :func:`_patch_tf2onnx`: ``keras.src.export.tf2onnx_lib.patch_tf2onnx`` (tf2onnx 1.17 still
+* :func:`patch_tf2onnx`: ``keras.src.export.tf2onnx_lib.patch_tf2onnx`` (tf2onnx 1.17 still
   uses NumPy 1 names; Keras ships the shim it uses for its own ONNX export);
 * :func:`freeze`: ``tensorflow.python.framework.convert_to_constants.
   convert_variables_to_constants_v2`` (variables and captured constants become constants; also
@@ -22,7 +22,7 @@ from zoo.export.signatures import OUTPUT_KEY
 
 # (module, attribute) of each private API used here; the test imports exactly these.
 PRIVATE_APIS = {
-    "_patch_tf2onnx": ("keras.src.export.tf2onnx_lib", "patch_tf2onnx"),
+    "patch_tf2onnx": ("keras.src.export.tf2onnx_lib", "patch_tf2onnx"),
     "freeze": ("tensorflow.python.framework.convert_to_constants",
                "convert_variables_to_constants_v2"),
 }
@@ -40,10 +40,10 @@ def _private(name: str):
         ) from err
 
 
-def _patch_tf2onnx() -> bool:
+def patch_tf2onnx() -> bool:
     """Apply Keras's NumPy-2 shim to tf2onnx; False (and nothing done) where Keras lacks it."""
     try:
-        patch = _private("_patch_tf2onnx")
+        patch = _private("patch_tf2onnx")
     except ImportError:
         return False  # a newer tf2onnx may not need it; the conversion says if it does
     with warnings.catch_warnings():
@@ -68,7 +68,7 @@ def _onnx_erfc(ctx, node, name, args):
     ctx.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
-def _export_onnx(model, path: Path, input_shape) -> None:
+def export_onnx(model, path: Path, input_shape) -> None:
     """``model.onnx`` via tf2onnx from the frozen graph; input ``image``, output ``probabilities``.
 
     The graph is frozen first (variables and captured constants become constants):
@@ -86,7 +86,7 @@ def _export_onnx(model, path: Path, input_shape) -> None:
             f"ONNX export needs a float32 model, but {model.name!r} uses the {policy!r} policy; "
             "rebuild it under keras.mixed_precision.set_global_policy('float32') and load the weights."
         )
-    _patch_tf2onnx()
+    patch_tf2onnx()
     fn = tf.function(
         lambda image: tf.cast(model(image, training=False), tf.float32), autograph=False
     ).get_concrete_function(tf.TensorSpec([None, h, w, c], tf.float32, name="image"))

@@ -1,8 +1,9 @@
 """Publishing versions for TF Serving: atomic integer versions and the server config files.
 
-* an export is written into a hidden ``.tmp-*`` directory beside the versions (TF Serving only
-  loads integer names) and :func:`_publish` renames it to the next free integer, never over an
-  existing version; :func:`_clean_stale_tmp` removes what a dead export process left behind;
+* an export is written into a hidden ``.tmp-*`` directory (:func:`new_tmp`) beside the versions
+  (TF Serving only loads integer names) and :func:`publish_version` renames it to the next free
+  integer, never over an existing version; :func:`clean_stale_tmp` removes what a dead export
+  process left behind; :func:`version_dirs` lists the published versions;
 * :func:`write_server_configs` regenerates ``models.config`` (a ``ModelServerConfig`` listing
   every exported model) and ``batching.config`` (``BatchingParameters``, :data:`BATCHING`).
 """
@@ -39,7 +40,7 @@ BATCHING = {
 # --------------------------------------------------------------------------------------------
 
 
-def _version_dirs(model_dir: Path) -> dict[int, Path]:
+def version_dirs(model_dir: Path) -> dict[int, Path]:
     """{version: directory} of the integer-named directories in ``model_dir``."""
     if not model_dir.is_dir():
         return {}
@@ -47,10 +48,10 @@ def _version_dirs(model_dir: Path) -> dict[int, Path]:
 
 
 def next_version(model_dir: Path) -> int:
-    return max(_version_dirs(model_dir), default=0) + 1
+    return max(version_dirs(model_dir), default=0) + 1
 
 
-def _new_tmp(model_dir: Path) -> Path:
+def new_tmp(model_dir: Path) -> Path:
     """A fresh hidden ``.tmp-*`` directory in ``model_dir``, marked with this host and process."""
     tmp = model_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
     tmp.mkdir()
@@ -62,7 +63,7 @@ def _new_tmp(model_dir: Path) -> Path:
     return tmp
 
 
-def _clean_stale_tmp(model_dir: Path) -> None:
+def clean_stale_tmp(model_dir: Path) -> None:
     """Remove ``.tmp-*`` directories left by exports on this host whose process has died."""
     host = socket.gethostname()
     for tmp in model_dir.glob(f"{TMP_PREFIX}*"):
@@ -75,7 +76,7 @@ def _clean_stale_tmp(model_dir: Path) -> None:
             continue
 
 
-def _publish(tmp: Path, model_dir: Path) -> Path:
+def publish_version(tmp: Path, model_dir: Path) -> Path:
     """Rename the finished ``tmp`` to the next free integer version; never replaces a version.
 
     ``os.rename`` onto a name that does not exist is atomic on POSIX, and onto a non-empty
@@ -164,7 +165,7 @@ def write_server_configs(base_dir, *, serving_root: str = SERVING_ROOT) -> tuple
     base = Path(base_dir)
     config = msc.ModelServerConfig()
     for model_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = [v for v in _version_dirs(model_dir).values() if (v / "saved_model.pb").is_file()]
+        versions = [v for v in version_dirs(model_dir).values() if (v / "saved_model.pb").is_file()]
         if not versions:
             continue
         entry = config.model_config_list.config.add()

@@ -3,7 +3,7 @@
 * :func:`resize_to_input` and :func:`decode_image` are the preprocessing the signatures do in the
   graph (kept as two small named functions: they are the place to swap in a shared
   preprocessing implementation);
-* :func:`_serving_module` wraps a Keras model into a ``tf.Module`` plus ``{name: function}``;
+* :func:`serving_module` wraps a Keras model into a ``tf.Module`` plus ``{name: function}``;
 * :func:`preprocessing_doc` is the ``assets.extra/preprocessing.json`` document that says what
   the signatures expect and do;
 * :func:`warmup_records` are the ``tf_serving_warmup_requests`` records, one per signature.
@@ -13,6 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.preprocessing import (
+    Preprocessing,
+    tf_declared_pixels,
+    tf_decode_image,
+    tf_finish,
+)
+from pipelines.transforms import parse_windows
 from zoo.card import plain_data
 
 SIGNATURE_IMAGE = "serving_default"
@@ -53,9 +60,7 @@ def check_image(images):
 def resize_to_input(images, spec):
     """Float images [N, H, W, C] at any size -> the model input: the spec's resize and rounding
     (bilinear, antialiased; skipped when the size fits), as the cache made them."""
-    from pipelines import preprocessing
-
-    return preprocessing.tf_finish(images, spec)
+    return tf_finish(images, spec)
 
 
 def decode_image(contents, spec, max_pixels: int = MAX_PIXELS):
@@ -64,15 +69,13 @@ def decode_image(contents, spec, max_pixels: int = MAX_PIXELS):
     header, before any pixel is decoded."""
     import tensorflow as tf
 
-    from pipelines import preprocessing
-
-    pixels = preprocessing.tf_declared_pixels(contents)
+    pixels = tf_declared_pixels(contents)
     guard = tf.debugging.assert_less_equal(
         pixels, tf.constant(max_pixels, tf.int64),
         message=f"serving_bytes refuses images above {max_pixels} pixels (declared in the file "
         "header); downscale the image before sending it")
     with tf.control_dependencies([guard]):
-        image = preprocessing.tf_decode_image(contents, spec.channels)
+        image = tf_decode_image(contents, spec.channels)
     return resize_to_input(image[tf.newaxis], spec)[0]
 
 
@@ -81,7 +84,7 @@ def decode_image(contents, spec, max_pixels: int = MAX_PIXELS):
 # --------------------------------------------------------------------------------------------
 
 
-def _serving_module(model, labels_path: str, spec):
+def serving_module(model, labels_path: str, spec):
     """(tf.Module holding ``model``'s variables and the labels asset, {signature: function}).
 
     ``spec`` is the :class:`pipelines.preprocessing.Preprocessing` the model was trained with.
@@ -153,9 +156,6 @@ def resolve_spec(input_shape, preprocessing=None, config=None):
     without a spec one is derived from the facts: CT windows -> a CT spec, else pictures. The
     size is always the model's input size.
     """
-    from pipelines.preprocessing import Preprocessing
-    from pipelines.transforms import parse_windows
-
     h, w, c = input_shape
     if isinstance(preprocessing, Preprocessing):
         spec = preprocessing

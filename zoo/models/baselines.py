@@ -28,31 +28,15 @@ from __future__ import annotations
 
 import re
 
-import keras
 from keras import layers
 
 from zoo.labels import BINARY
 from zoo.models import common
+from zoo.models.imagenet import APPLICATIONS
+from zoo.models.weights import load_weights
 from zoo.registry import register_model
 
 __all__ = ["build_application", "flat_application", "APPLICATIONS"]
-
-# name -> (keras.applications constructor (looked up lazily), extra constructor kwargs)
-APPLICATIONS = {
-    "mobilenetv3_small": (
-        lambda: keras.applications.MobileNetV3Small,
-        {"include_preprocessing": False, "minimalistic": False},
-    ),
-    "mobilenetv3_large": (
-        lambda: keras.applications.MobileNetV3Large,
-        {"include_preprocessing": False, "minimalistic": False},
-    ),
-    "efficientnet_b0": (lambda: keras.applications.EfficientNetB0, {}),
-    "efficientnet_b1": (lambda: keras.applications.EfficientNetB1, {}),
-    "efficientnet_b2": (lambda: keras.applications.EfficientNetB2, {}),
-    "efficientnet_b3": (lambda: keras.applications.EfficientNetB3, {}),
-    "densenet121": (lambda: keras.applications.DenseNet121, {}),
-}
 
 
 def _snake(name: str) -> str:
@@ -111,15 +95,15 @@ def build_application(
     )
     image = common.image_input(shape)
     x = flat_application(arch, image, prefix=f"{arch}_")
-    return common.classifier_model(
+    model = common.classifier_model(
         image,
         x,
         name=name or arch,
-        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
     )
+    return load_weights(model, weights)
 
 
 def _card(paper: str, doi: str, notes: list[str]) -> dict:

@@ -1,4 +1,4 @@
-"""What every builder shares: argument checks, conv-BN-activation units, the head, local weights.
+"""What every builder shares: argument checks, conv-BN-activation units, the head.
 
 Conventions every registered model follows (tests check them for each name in the registry):
 
@@ -13,7 +13,6 @@ Conventions every registered model follows (tests check them for each name in th
 from __future__ import annotations
 
 import math
-import os
 
 import keras
 from keras import layers
@@ -200,24 +199,22 @@ def features(x):
     return layers.Identity(name=FEATURES)(x)
 
 
-def finish_model(inputs, outputs, *, name, weights):
-    """``keras.Model(inputs, outputs, name=name)`` with ``weights`` loaded (:func:`load_weights`)."""
-    return load_weights(keras.Model(inputs, outputs, name=name), weights)
-
-
 def classifier_model(
     inputs,
     x,
     *,
     name,
-    weights,
     num_classes,
     activation,
     dropout,
     pooling="avg",
     lse_r=5.0,
 ):
-    """The closing sequence of every builder: ``x`` -> ``features`` -> head -> Model -> weights."""
+    """The closing sequence of every builder: ``x`` -> ``features`` -> head -> ``keras.Model``.
+
+    The builder then loads its ``weights`` (:func:`zoo.models.weights.load_weights`), which
+    lives apart because it reaches the backbone and ImageNet loaders, and those use this module.
+    """
     x = features(x)
     outputs = classifier_head(
         x,
@@ -227,51 +224,5 @@ def classifier_model(
         pooling=pooling,
         lse_r=lse_r,
     )
-    return finish_model(inputs, outputs, name=name, weights=weights)
+    return keras.Model(inputs, outputs, name=name)
 
-
-def load_weights(model: keras.Model, weights):
-    """Load ``weights`` (None or a local ``.weights.h5``/``.keras`` file) into ``model``.
-
-    A backbone file (``backbone.weights.h5`` from ``train.py --pretrain``) loads every layer up
-    to ``features`` and leaves the head fresh (:mod:`zoo.models.backbone`); so does a local
-    keras.applications ImageNet file (legacy ``.h5``) for the architectures that have one
-    (:mod:`zoo.models.imagenet`).
-    """
-    if weights is None:
-        return model
-    if not isinstance(weights, (str, os.PathLike)) or str(weights) in ("imagenet",):
-        raise ValueError(
-            f"weights={weights!r} would need a download, and medzoo never downloads: pass None "
-            "or the path of a local .weights.h5 / .keras file."
-        )
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Weights file {path!r} does not exist; pass the path of a local .weights.h5 or "
-            ".keras file (or weights=None to start from scratch)."
-        )
-    from zoo.models import backbone, imagenet
-
-    if backbone.is_backbone_file(path):
-        return backbone.load_backbone(model, path)  # a pretrained backbone under a fresh head
-    if imagenet.is_applications_file(path):  # a keras.applications (ImageNet) file: fresh head
-        return imagenet.load_imagenet(model, model.name, path)
-    if path.endswith(".keras"):
-        src = keras.saving.load_model(path, compile=False)
-        try:
-            model.set_weights(src.get_weights())
-        except ValueError as err:
-            raise ValueError(
-                f"Weights in {path!r} do not fit {model.name!r} ({err}); were they saved from the "
-                "same model with the same input channels and num_classes?"
-            ) from None
-        return model
-    try:
-        model.load_weights(path)
-    except ValueError as err:
-        raise ValueError(
-            f"Weights in {path!r} do not fit {model.name!r} ({err}); were they saved from the same "
-            "model with the same input channels and num_classes?"
-        ) from None
-    return model

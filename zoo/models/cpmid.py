@@ -40,6 +40,7 @@ from keras import layers
 from zoo.labels import BINARY
 from zoo.layers.token_position_embedding import TokenPositionEmbedding
 from zoo.models import common
+from zoo.models.weights import load_weights
 from zoo.registry import register_model
 
 __all__ = [
@@ -133,15 +134,15 @@ def build_resnet(
         for b in range(1, n + 1):
             stride = 2 if (b == 1 and s > 1) else 1
             x = _residual_block(x, kind, width, stride, f"stage{s}_block{b}")
-    return common.classifier_model(
+    model = common.classifier_model(
         image,
         x,
         name=name or f"resnet{depth}",
-        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
     )
+    return load_weights(model, weights)
 
 
 def build_vit(
@@ -201,15 +202,15 @@ def build_vit(
         x = layers.Add(name=f"{p}_add2")([x, y])
     x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
     x = layers.Reshape((grid_h, grid_w, dim), name="token_grid")(x)
-    return common.classifier_model(
+    model = common.classifier_model(
         image,
         x,
         name=name or f"vit_{size}",
-        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
     )
+    return load_weights(model, weights)
 
 
 def _card(arch: str, ours: list[str]) -> dict:

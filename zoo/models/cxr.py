@@ -25,11 +25,13 @@ Feature extraction: ``keras.Model(m.input, m.get_layer("features").output)``.
 
 from __future__ import annotations
 
+import keras
 from keras import layers
 
 from zoo.labels import CXR14
 from zoo.models import common
 from zoo.models.baselines import flat_application
+from zoo.models.weights import load_weights
 from zoo.registry import register_model
 
 __all__ = ["build_cxr_efficientnet", "CXR_SPECS"]
@@ -84,9 +86,8 @@ def build_cxr_efficientnet(
         x = layers.Dropout(dropout, name="cxr_head_dropout")(x)
     x = layers.Dense(num_classes, name="cxr_head_logits")(x)
     out = common.predictions(x, activation)
-    return common.finish_model(
-        image, out, name=name or f"cxr_efficientnet_{variant}", weights=weights
-    )
+    model = keras.Model(image, out, name=name or f"cxr_efficientnet_{variant}")
+    return load_weights(model, weights)
 
 
 def _card(variant: str) -> dict:

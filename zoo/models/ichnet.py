@@ -31,6 +31,7 @@ from zoo.models.common import (
     image_input,
     is_positive_int,
 )
+from zoo.models.weights import load_weights
 from zoo.registry import register_model
 
 __all__ = ["build_ichnet", "ICHNET_SPECS", "RECEPTIVE_FIELDS", "ichnet", "ichnet_small"]
@@ -112,6 +113,63 @@ def _separable_down(x, filters, prefix, strides=2):
     return conv_bn_act(x, filters, 1, prefix=f"{prefix}_pw")
 
 
+def _check_layout(stem, stages, head, output_stride):
+    """The spec and the output stride: one sentence naming the bad value."""
+    _check_spec("build_ichnet", stem, stages, head)
+    if len(stages) > 5:
+        raise ValueError(
+            f"build_ichnet: at most 5 stages (total stride 32, so 32x32 inputs still work), "
+            f"got {len(stages)}."
+        )
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"build_ichnet: output_stride must be 8, 16 or 32, got {output_stride!r}.")
+
+
+def _block_options(receptive_field, dilations, kernel_sizes, merge) -> dict:
+    """The block of every stage: ``name`` (``mrf`` or ``single``), ``dilations``,
+    ``kernel_sizes`` and ``merge``. ``"single"`` is one undilated 3x3 branch, so it refuses
+    branch options other than the defaults."""
+    check_choice(receptive_field, "build_ichnet: receptive_field", RECEPTIVE_FIELDS)
+    if receptive_field == "single":
+        given = {"dilations": (dilations, (1, 2, 3)), "kernel_sizes": (kernel_sizes, (3,)),
+                 "merge": (merge, ("concat",))}  # fmt: skip
+        for arg, (value, default) in given.items():
+            if (tuple(value) if isinstance(value, (tuple, list)) else (value,)) != default:
+                raise ValueError(
+                    f"build_ichnet: {arg}={value!r} shapes the branches of the multi-receptive-"
+                    f"field block, so it makes no sense with receptive_field='single' (one 3x3 "
+                    f"branch); drop {arg} or use receptive_field='multi'."
+                )
+        dilations, kernel_sizes, merge = 1, 3, "concat"
+    name = "mrf" if receptive_field == "multi" else "single"
+    return {"name": name, "dilations": dilations, "kernel_sizes": kernel_sizes, "merge": merge}
+
+
+def _stages(x, stages, block, *, output_stride, dilate_past_stride):
+    """Stage 1 at /2, then each stage halves the resolution (a separable "down" convolution)
+    until ``output_stride``; past it the down convolution keeps stride 1 and the blocks'
+    dilations grow instead. Blocks are named ``stage{s}_{block name}{b}``."""
+    dilations = block["dilations"]
+    stride, rate = 2, 1
+    for s, (filters, blocks) in enumerate(stages, start=1):
+        if s > 1:
+            step = 2 if stride * 2 <= output_stride else 1
+            stride = stride * step
+            rate = rate * (2 // step) if dilate_past_stride else 1
+            x = _separable_down(x, filters, f"stage{s}_down", strides=step)
+        for b in range(1, blocks + 1):
+            x = MultiReceptiveFieldBlock(
+                filters,
+                dilations=tuple(d * rate for d in dilations)
+                if isinstance(dilations, (tuple, list))
+                else dilations * rate,
+                kernel_sizes=block["kernel_sizes"],
+                merge=block["merge"],
+                name=f"stage{s}_{block['name']}{b}",
+            )(x)
+    return x
+
+
 def build_ichnet(
     *,
     input_shape=(256, 256, 3),
@@ -171,58 +229,24 @@ def build_ichnet(
         input_shape=input_shape, num_classes=num_classes, activation=activation, dropout=dropout
     )
     stages = tuple(tuple(s) for s in stages)
-    _check_spec("build_ichnet", stem, stages, head)
-    if len(stages) > 5:
-        raise ValueError(
-            f"build_ichnet: at most 5 stages (total stride 32, so 32x32 inputs still work), "
-            f"got {len(stages)}."
-        )
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"build_ichnet: output_stride must be 8, 16 or 32, got {output_stride!r}.")
-    check_choice(receptive_field, "build_ichnet: receptive_field", RECEPTIVE_FIELDS)
-    if receptive_field == "single":
-        given = {"dilations": (dilations, (1, 2, 3)), "kernel_sizes": (kernel_sizes, (3,)),
-                 "merge": (merge, ("concat",))}  # fmt: skip
-        for arg, (value, default) in given.items():
-            if (tuple(value) if isinstance(value, (tuple, list)) else (value,)) != default:
-                raise ValueError(
-                    f"build_ichnet: {arg}={value!r} shapes the branches of the multi-receptive-"
-                    f"field block, so it makes no sense with receptive_field='single' (one 3x3 "
-                    f"branch); drop {arg} or use receptive_field='multi'."
-                )
-        dilations, kernel_sizes, merge = 1, 3, "concat"
-    block_name = "mrf" if receptive_field == "multi" else "single"
+    _check_layout(stem, stages, head, output_stride)
+    block = _block_options(receptive_field, dilations, kernel_sizes, merge)
     inputs = image_input(shape)
     x = conv_bn_act(inputs, stem, 3, 2, prefix="stem")
-    stride, rate = 2, 1
-    for s, (filters, blocks) in enumerate(stages, start=1):
-        if s > 1:
-            step = 2 if stride * 2 <= output_stride else 1
-            stride = stride * step
-            rate = rate * (2 // step) if dilate_past_stride else 1
-            x = _separable_down(x, filters, f"stage{s}_down", strides=step)
-        for b in range(1, blocks + 1):
-            x = MultiReceptiveFieldBlock(
-                filters,
-                dilations=tuple(d * rate for d in dilations)
-                if isinstance(dilations, (tuple, list))
-                else dilations * rate,
-                kernel_sizes=kernel_sizes,
-                merge=merge,
-                name=f"stage{s}_{block_name}{b}",
-            )(x)
+    x = _stages(x, stages, block, output_stride=output_stride,
+                dilate_past_stride=dilate_past_stride)
     x = conv_bn_act(x, head, 1, prefix="head")
-    return classifier_model(
+    model = classifier_model(
         inputs,
         x,
         name=name,
-        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
         pooling=pooling,
         lse_r=lse_r,
     )
+    return load_weights(model, weights)
 
 
 @register_model(info=CARD, **ICHNET_SPECS["ichnet"])

@@ -33,9 +33,32 @@ from __future__ import annotations
 import os
 import re
 
+import keras
 import numpy as np
 
-__all__ = ["ARCHITECTURES", "is_applications_file", "load_imagenet", "ImageNetError"]
+from zoo.models.backbone import adapt_input_kernel, backbone_layers
+
+__all__ = ["APPLICATIONS", "ARCHITECTURES", "is_applications_file", "load_imagenet",
+           "ImageNetError"]
+
+# name -> (keras.applications constructor (looked up lazily), extra constructor kwargs): the
+# baselines (zoo.models.baselines) are built from these, and a reference model for an ImageNet
+# file is built by the same constructor
+APPLICATIONS = {
+    "mobilenetv3_small": (
+        lambda: keras.applications.MobileNetV3Small,
+        {"include_preprocessing": False, "minimalistic": False},
+    ),
+    "mobilenetv3_large": (
+        lambda: keras.applications.MobileNetV3Large,
+        {"include_preprocessing": False, "minimalistic": False},
+    ),
+    "efficientnet_b0": (lambda: keras.applications.EfficientNetB0, {}),
+    "efficientnet_b1": (lambda: keras.applications.EfficientNetB1, {}),
+    "efficientnet_b2": (lambda: keras.applications.EfficientNetB2, {}),
+    "efficientnet_b3": (lambda: keras.applications.EfficientNetB3, {}),
+    "densenet121": (lambda: keras.applications.DenseNet121, {}),
+}
 
 # the registered models a keras.applications file can initialise
 ARCHITECTURES = ("resnet50", "mobilenetv3_small", "mobilenetv3_large", "efficientnet_b0",
@@ -68,8 +91,6 @@ def _weighted(layers) -> list:
 def load_imagenet(model, arch: str, path):
     """Load the keras.applications file ``path`` into the backbone of ``model`` (a zoo model
     of architecture ``arch``); the head stays fresh. Returns the model."""
-    from zoo.models.backbone import adapt_input_kernel, backbone_layers
-
     path = os.fspath(path)
     if arch not in ARCHITECTURES:
         raise ImageNetError(
@@ -109,10 +130,6 @@ def load_imagenet(model, arch: str, path):
 
 
 def _reference(arch: str, shape):
-    import keras
-
-    from zoo.models.baselines import APPLICATIONS
-
     if arch == "resnet50":
         return keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape)
     ctor, extra = APPLICATIONS[arch]

@@ -38,6 +38,7 @@ from zoo.models.common import (
     image_input,
     is_positive_int,
 )
+from zoo.models.weights import load_weights
 from zoo.registry import register_model
 
 __all__ = ["build_myositisnet", "MYOSITISNET_SPECS", "ATTENTIONS", "CONVS", "myositisnet"]
@@ -243,15 +244,15 @@ def build_myositisnet(
                 attention,
             )
     x = conv_bn_act(x, head, 1, prefix="head")
-    return classifier_model(
+    model = classifier_model(
         inputs,
         x,
         name=name,
-        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
     )
+    return load_weights(model, weights)
 
 
 @register_model(info=CARD, none_means={"attention": "none"}, **MYOSITISNET_SPECS["myositisnet"])

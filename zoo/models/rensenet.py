@@ -36,6 +36,7 @@ from zoo.models.common import (
     is_number,
     is_positive_int,
 )
+from zoo.models.weights import load_weights
 from zoo.registry import register_model
 
 __all__ = ["build_rensenet", "RENSENET_SPECS", "DOWNSAMPLES", "BLOCKS", "rensenet",
@@ -230,17 +231,17 @@ def build_rensenet(
         if s < len(units):
             channels = max(1, round(channels * compression))
             x = _downsample(x, channels, downsample, bn_momentum, f"stage{s}_pool")
-    return classifier_model(
+    model = classifier_model(
         inputs,
         x,
         name=name,
-        weights=weights,
         num_classes=num_classes,
         activation=activation,
         dropout=dropout,
         pooling=pooling,
         lse_r=lse_r,
     )
+    return load_weights(model, weights)
 
 
 @register_model(info=CARD, **RENSENET_SPECS["rensenet"])

@@ -124,7 +124,7 @@ def read_run(run_dir, *, weights=None, input_shape=None, labels=None) -> RunCont
             f"{run_dir / CONFIG_FILE} names no model; add 'model: <registered name>' to it."
         )
     import zoo
-    from zoo.models.common import load_weights
+    from zoo.models.weights import load_weights
 
     model = zoo.get_model(name, input_shape=input_shape, num_classes=len(labels),
                           **dict(config.get("model_kwargs") or {}))

@@ -1,0 +1,62 @@
+"""Local weights into a built model: a whole model's file, a backbone, or an ImageNet file.
+
+Every builder ends with ``load_weights(model, weights)``. It lives apart from
+:mod:`zoo.models.common` because it reaches the backbone loader (:mod:`zoo.models.backbone`) and
+the keras.applications loader (:mod:`zoo.models.imagenet`), and both of those use ``common``:
+kept here, the models package has no import cycle. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from zoo.models import backbone, imagenet
+
+__all__ = ["load_weights"]
+
+
+def load_weights(model: keras.Model, weights):
+    """Load ``weights`` (None or a local ``.weights.h5``/``.keras`` file) into ``model``.
+
+    A backbone file (``backbone.weights.h5`` from ``train.py --pretrain``) loads every layer up
+    to ``features`` and leaves the head fresh (:mod:`zoo.models.backbone`); so does a local
+    keras.applications ImageNet file (legacy ``.h5``) for the architectures that have one
+    (:mod:`zoo.models.imagenet`).
+    """
+    if weights is None:
+        return model
+    if not isinstance(weights, (str, os.PathLike)) or str(weights) in ("imagenet",):
+        raise ValueError(
+            f"weights={weights!r} would need a download, and medzoo never downloads: pass None "
+            "or the path of a local .weights.h5 / .keras file."
+        )
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Weights file {path!r} does not exist; pass the path of a local .weights.h5 or "
+            ".keras file (or weights=None to start from scratch)."
+        )
+    if backbone.is_backbone_file(path):
+        return backbone.load_backbone(model, path)  # a pretrained backbone under a fresh head
+    if imagenet.is_applications_file(path):  # a keras.applications (ImageNet) file: fresh head
+        return imagenet.load_imagenet(model, model.name, path)
+    if path.endswith(".keras"):
+        src = keras.saving.load_model(path, compile=False)
+        try:
+            model.set_weights(src.get_weights())
+        except ValueError as err:
+            raise ValueError(
+                f"Weights in {path!r} do not fit {model.name!r} ({err}); were they saved from the "
+                "same model with the same input channels and num_classes?"
+            ) from None
+        return model
+    try:
+        model.load_weights(path)
+    except ValueError as err:
+        raise ValueError(
+            f"Weights in {path!r} do not fit {model.name!r} ({err}); were they saved from the same "
+            "model with the same input channels and num_classes?"
+        ) from None
+    return model
