@@ -311,3 +311,30 @@ def _named_in_architecture(text: str) -> list[str]:
 def test_architecture_names_only_what_exists():
     """Every module, folder and dotted name that ARCHITECTURE.md puts in backticks exists."""
     assert _named_in_architecture((ROOT / "ARCHITECTURE.md").read_text()) == []
+
+
+# the "may import (first party)" column of ARCHITECTURE.md for the rooms that must stay small
+ROOM_IMPORTS = {
+    "zoo.layers": ("zoo.layers",),
+    "zoo.models": ("zoo.layers", "zoo.registry", "zoo.labels", "zoo.models", "pipelines.fs"),
+    "zoo.registry": ("zoo.recipes",),
+    "zoo.recipes": (),
+    "pipelines.fs": (),
+}
+
+
+def _room_violations(mods: dict[str, Path]) -> list[str]:
+    bad = []
+    graph = _import_graph(mods)
+    for module, targets in graph.items():
+        room = next((r for r in ROOM_IMPORTS if module == r or module.startswith(r + ".")), None)
+        if room is None:
+            continue
+        for target in sorted(targets):
+            if not any(target == ok or target.startswith(ok + ".") for ok in ROOM_IMPORTS[room]):
+                bad.append(f"{module} imports {target}")
+    return bad
+
+
+def test_small_rooms_import_only_what_architecture_allows():
+    assert _room_violations(_module_files()) == []
