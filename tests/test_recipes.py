@@ -11,7 +11,7 @@ import yaml
 import zoo
 from tests.conftest import ROOT
 from zoo import card as card_mod
-from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
+from zoo.recipes import COMPACT_RECIPE, DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
 from zoo.training import config as config_mod
 from zoo.training.config import TrainConfig
 
@@ -41,10 +41,21 @@ def test_the_default_recipe_is_what_train_py_always_did():
     assert DEFAULT_RECIPE == Recipe(optimizer="adamw", lr=3e-3, batch_size=32, warmup_epochs=0.5,
                                     schedule="cosine", weight_decay=1e-4, label_smoothing=0.0,
                                     augment=True, epochs=20, early_stop=0, input_sizes=(96,))
-    cfg = TrainConfig()
+    # a family without a tuned recipe trains as train.py always did
+    assert zoo.model_entry("resnet18").recipe == DEFAULT_RECIPE
+    cfg = TrainConfig(model="resnet18")
     assert {k: getattr(cfg, k) for k in RECIPE_FIELDS} == {
         k: getattr(DEFAULT_RECIPE, k) for k in RECIPE_FIELDS}
+    assert cfg.origins == {k: "recipe resnet18" for k in RECIPE_FIELDS}
+
+
+def test_the_compact_paper_families_train_with_their_tuned_recipe():
+    for name in ("ichnet", "ichnet_small", "rensenet", "rensenet_small", "myositisnet"):
+        assert zoo.model_entry(name).recipe == COMPACT_RECIPE, name
+    cfg = TrainConfig()  # the main job: ichnet
+    assert (cfg.epochs, cfg.early_stop, cfg.weight_decay, cfg.label_smoothing) == (60, 15, 0.05, 0.1)
     assert cfg.origins == {k: "recipe ichnet" for k in RECIPE_FIELDS}
+    assert COMPACT_RECIPE.input_sizes == (32, 64)
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
@@ -93,8 +104,8 @@ def test_the_model_card_shows_the_recipe_as_a_table():
     recipe = zoo.model_info("ichnet", count_params=False)["recipe"]
     text = card_mod.render_card({"model_name": "ichnet", "version": 1, "recipe": recipe})
     assert "### Training recipe" in text
-    assert "| lr | 0.003 |" in text and "| early_stop | 0 |" in text
-    assert "| input_sizes | 96 |" in text
+    assert "| lr | 0.003 |" in text and "| early_stop | 15 |" in text
+    assert "| weight_decay | 0.05 |" in text and "| input_sizes | 32, 64 |" in text
 
 
 def test_an_export_card_of_a_registered_model_carries_its_recipe():
