@@ -92,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="a training setting over the recipe (a study of the recipe, not the default table)")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
+    p.add_argument("--merge", nargs="+", metavar="RESULT.json",
+                   help="write --json from these result files (other sets or sizes) and train nothing")
     return p
 
 
@@ -193,6 +195,39 @@ def verdicts(rows: list[dict]) -> dict:
     return out
 
 
+def verdict_lines(result: dict) -> list[str]:
+    """One line per set: the best compact model against MedMNIST v2 ResNet-18 (28)."""
+    lines = []
+    for name, v in result["verdicts"].items():
+        if not v.get("best"):
+            lines.append(f"- {name}: no compact model (< 1.5 M parameters) gave a result here.")
+            continue
+        word = "beats" if v["beats_bar"] else "does not beat"
+        lines.append(f"- {name}: the best compact model, {v['best']}, {word} {BAR} "
+                     f"({v['accuracy']:.3f} / {v['auroc']:.3f} against {v['bar']['accuracy']:.3f} / "
+                     f"{v['bar']['auroc']:.3f} accuracy / AUROC; short by {v['short_by']['accuracy']:+.3f} / "
+                     f"{v['short_by']['auroc']:+.3f}, negative = ahead).")
+    return lines
+
+
+def merge(paths, out) -> dict:
+    """One result file from several (runs of other sets or sizes); rows and verdicts recomputed."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    runs = [r for part in parts for r in part["runs"]]
+    seeds = sorted({r["seed"] for r in runs})
+    result = {"command": " && ".join(p["command"] for p in parts),
+              "settings": {"sets": list(dict.fromkeys(r["set"] for r in runs)),
+                           "models": list(dict.fromkeys(r["model"] for r in runs)),
+                           "sizes": sorted({r["size"] for r in runs}), "seeds": seeds,
+                           "quick": any(p["settings"]["quick"] for p in parts),
+                           "overrides": sorted({o for p in parts for o in p["settings"]["overrides"]})},
+              "published": PUBLISHED, "published_plus_64_accuracy": PUBLISHED_PLUS_64_ACC, "runs": runs}
+    result["rows"] = summarise(runs)
+    result["verdicts"] = verdicts(result["rows"])
+    atomic_write_json(out, result)
+    return result
+
+
 def table(result: dict) -> str:
     """The Markdown table (docs/RESULTS.md renders this)."""
     lines = ["| set | model | size | params | test accuracy | test AUROC | balanced acc. | best epochs | train img/s | wall s | note |",
@@ -215,6 +250,10 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.merge:
+        result = merge(args.merge, args.json)
+        print(table(result) + "\n" + "\n".join(verdict_lines(result)))
+        return 0
     if args.quick:
         args.sets, args.models, args.sizes, args.seeds, args.n_boot = "breastmnist", "ichnet_small", "32", "0", 20
     names = [s for s in args.sets.split(",") if s]
@@ -244,8 +283,7 @@ def main(argv=None) -> int:
               "published": PUBLISHED, "published_plus_64_accuracy": PUBLISHED_PLUS_64_ACC,
               "runs": runs, "rows": rows, "verdicts": verdicts(rows)}
     atomic_write_json(args.json, result)
-    print(table(result))
-    print(json.dumps(result["verdicts"], indent=2))
+    print(table(result) + "\n" + "\n".join(verdict_lines(result)))
     return 0
 
 

@@ -5,8 +5,9 @@
 
 The explanation table sits between ``<!-- explain:start -->`` and ``<!-- explain:end -->``
 (the ablation table between ``ablations:`` markers, the transfer study between ``transfer:``
-markers, the input-speed table between ``speed:`` markers, from
-``benchmarks/results/ablations.json``, ``transfer/transfer.json`` and ``pipeline-*.json``); everything
+markers, the input-speed table between ``speed:`` markers, the MedMNIST table between ``medmnist:``
+markers, from
+``benchmarks/results/ablations.json``, ``transfer/transfer.json``, ``pipeline-*.json`` and ``medmnist.json``); everything
 outside the markers is left alone. Figures come only from
 ``benchmarks/results/explain-*.json`` (read by :func:`zoo.results.load_results`): the
 default-configuration runs of ``python -m benchmarks.explain`` on the head-CT phantom, one column
@@ -121,6 +122,20 @@ def render_transfer_table(folder=None) -> str:
     return markdown(record["summary"], record["command"]).rstrip("\n")
 
 
+MEDMNIST_START, MEDMNIST_END = "<!-- medmnist:start -->", "<!-- medmnist:end -->"
+
+
+def render_medmnist_table(folder=None) -> str:
+    """The MedMNIST v2 table and its verdicts, from ``benchmarks/results/medmnist.json``."""
+    import json
+
+    from benchmarks.medmnist import table, verdict_lines
+
+    folder = Path(folder) if folder else ROOT / "benchmarks" / "results"
+    record = json.loads((folder / "medmnist.json").read_text())
+    return (table(record) + "\n" + "\n".join(verdict_lines(record))).rstrip("\n")
+
+
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 # (row title, key of a pipeline result file, format, key of the load beside it)
 SPEED_ROWS = (
@@ -183,6 +198,8 @@ def main(argv=None) -> int:
         new = replace_section(new, render_transfer_table(), TRANSFER_START, TRANSFER_END)
     if SPEED_START in new:
         new = replace_section(new, render_speed_table(), SPEED_START, SPEED_END)
+    if MEDMNIST_START in new:
+        new = replace_section(new, render_medmnist_table(), MEDMNIST_START, MEDMNIST_END)
     return sync_readme(args.doc, text, new, check=args.check, what="results table",
                        command="python scripts/results_tables.py")
 
