@@ -215,6 +215,36 @@ def _with_transfer_syntax(data: bytes, uid: str) -> bytes:
     return data[:132] + buf.getvalue() + data[end:]
 
 
+def deflate_bomb(data: bytes, inflated_bytes: int) -> bytes:
+    """``data``'s dataset in the Deflated Explicit VR Little Endian transfer syntax, followed by a
+    private OB element of ``inflated_bytes`` zeros: a file about a thousandth of that size."""
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    ds = _dataset(data)
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            del ds[keyword]
+    meta = ds.file_meta
+    meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    head, body = DicomBytesIO(), DicomBytesIO()
+    for buf in (head, body):
+        buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_file_meta_info(head, meta, enforce_standard=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_dataset(body, ds)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [b"\0" * 128 + b"DICM" + head.getvalue(), deflater.compress(body.getvalue()),
+           deflater.compress(struct.pack("<HH2sHI", 0x7FE1, 0x1010, b"OB", 0, inflated_bytes))]
+    step = b"\0" * 2**20
+    for start in range(0, inflated_bytes, len(step)):
+        out.append(deflater.compress(step[:inflated_bytes - start]))
+    out.append(deflater.flush())
+    return b"".join(out)
+
+
 TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
