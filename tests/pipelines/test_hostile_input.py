@@ -354,3 +354,32 @@ def test_multi_frame_file_missing_rows_or_columns_is_a_data_error(tmp_path, keyw
         ds.save_as(path)
     _error(lambda: dicom.read_frames(path), path, keyword)
     _error(lambda: dicom.read_hu(path, frame=1), path, keyword)
+
+
+def test_tar_member_declaring_a_huge_size_is_refused_before_reading(tmp_path):
+    import gzip
+    import tarfile
+
+    from pipelines.datasets import mednist
+
+    member = tarfile.TarInfo("MedNIST/Hand/000000.jpeg")
+    member.size = 300 * 2**20  # declared only: the header comes first, and the check with it
+    tarball = tmp_path / "MedNIST.tar.gz"
+    tarball.write_bytes(gzip.compress(member.tobuf() + b"\0" * 1024))
+    _error(lambda: mednist.tar_images(tarball), tarball, "decompression bomb")
+
+
+def test_npz_member_inflating_past_the_limit_is_refused_before_reading(tmp_path):
+    import zipfile
+
+    from pipelines.datasets import medmnist
+
+    path = tmp_path / "pneumoniamnist.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.uint8))
+    header["shape"] = (300 * 2**20,)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive, \
+            archive.open("train_images.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for _ in range(300):
+            f.write(bytes(2**20))
+    _error(lambda: medmnist.read_arrays(path), path, "train_images.npy", "decompression bomb")
