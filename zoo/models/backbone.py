@@ -89,16 +89,21 @@ def is_backbone_file(path) -> bool:
     try:
         with _open(path) as f:
             return bool(f.attrs.get(MARKER, 0))
-    except BackboneError:
+    except (BackboneError, OSError, KeyError, TypeError, ValueError):
         return path.endswith("backbone.weights.h5")  # truncated: load_backbone says so
 
 
 def read_metadata(path) -> dict:
     """The metadata stored in a backbone file."""
     with _open(path) as f:
-        if not f.attrs.get(MARKER, 0):
+        try:
+            marker, text = f.attrs.get(MARKER, 0), f.attrs.get("metadata", "{}")
+        except (OSError, KeyError, TypeError, ValueError):  # h5py on a corrupt attribute table
+            raise BackboneError(f"Backbone file {os.fspath(path)!r} is truncated or corrupt; copy it "
+                                "again or re-run the pretraining.") from None
+        if not marker:
             raise BackboneError(f"{os.fspath(path)!r} is not a medzoo backbone file (no {MARKER} marker).")
-        return parse_metadata(f.attrs.get("metadata", "{}"), path, BackboneError)
+        return parse_metadata(text, path, BackboneError)
 
 
 def adapt_input_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
@@ -192,7 +197,9 @@ def load_backbone(model, path):
             for layer in layers:  # every shape checked: now the data
                 values[layer.name] = [_read_weight(d, i, w, path, layer.name)
                                       for i, (d, w) in enumerate(zip(values[layer.name], layer.get_weights()))]
-    except OSError:
+    except BackboneError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, RuntimeError):  # h5py, corrupt file
         raise BackboneError(f"Backbone file {path!r} is truncated or corrupt; copy it again or re-run the pretraining.") from None
     for layer in layers:
         layer.set_weights(values[layer.name])

@@ -54,7 +54,11 @@ def check_declared_size(f, path, limit_bytes: int, error=WeightsFileError) -> No
         if isinstance(obj, h5py.Dataset):
             found.append((name, obj.shape or (), obj.dtype))
 
-    f.visititems(visit)
+    try:
+        f.visititems(visit)
+    except (RuntimeError, OSError, KeyError, ValueError):  # h5py walking a corrupt object table
+        raise error(f"Weights file {os.fspath(path)!r} is truncated or corrupt; copy it again or "
+                    "write it anew.") from None
     for name, shape, dtype in found:
         if dtype.kind not in "fiub":
             raise error(f"Weights file {os.fspath(path)!r} holds {name!r} of dtype {dtype}, not "
