@@ -682,14 +682,26 @@ def check_file(path: Path, family: str) -> dict:
     result["warning_texts"] = [f"{w.category.__name__}: {w.message}"[:200] for w in caught]
     blob = "\n".join(texts).lower()
     result["phi"] = [s for s in PHI if s.lower() in blob]
-    result["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["rss_kb"] = peak_rss_kb()
     return result
 
 
 def _failure(status: str, exc_type: str = "", where: str = "", message: str = "") -> dict:
     return {"status": status, "exc_type": exc_type, "where": where, "message": message, "bad": [],
             "phi": [], "runtime_warnings": 0, "warnings": 0, "log_records": 0, "warning_texts": [],
-            "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if status == "crash" else 0}
+            "rss_kb": peak_rss_kb() if status == "crash" else 0}
+
+
+def peak_rss_kb(pid: int | str = "self") -> int:
+    """Peak resident memory (kB) of process ``pid``: ``VmHWM`` from /proc, which a new program
+    starts afresh (``ru_maxrss`` keeps the forking parent's peak across exec), else ru_maxrss."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if pid == "self" else 0
 
 
 def _kind(family: str) -> str:
@@ -699,8 +711,13 @@ def _kind(family: str) -> str:
 
 
 def _worker(conn, kind: str = "decode") -> None:
+    # imported once, before the first file's clock starts
+    import pipelines.dicom  # noqa: F401
+    import pipelines.nifti  # noqa: F401
+    import pipelines.preprocessing  # noqa: F401
+
     if kind == "zoo":
-        import zoo.models.backbone  # noqa: F401 - imported once, before the first file's clock
+        import zoo.models.backbone  # noqa: F401
     conn.send("ready")
     while True:
         task = conn.recv()
@@ -715,10 +732,14 @@ def _worker(conn, kind: str = "decode") -> None:
 
 
 class _Pool:
-    """Worker processes fed one file at a time; a worker over the time limit is replaced."""
+    """Worker processes fed one file at a time; a worker over the time limit is replaced.
+
+    Workers are spawned, not forked, so each one's peak RSS is what its own files cost, not the
+    memory of whatever process runs the harness (a test session holding TensorFlow models).
+    """
 
     def __init__(self, workers: int, kinds=("decode",)):
-        self.ctx = multiprocessing.get_context("fork")
+        self.ctx = multiprocessing.get_context("spawn")
         self.slots = [self._start("decode") for _ in range(workers)]
         self.slots += [self._start(kind) for kind in kinds if kind != "decode"]
 
@@ -752,10 +773,6 @@ class _Pool:
 def run(files: int = 10000, seed: int = 0, timeout_s: float = 5.0, workers: int = 1,
         progress: bool = False) -> dict:
     """Fuzz ``files`` mutants; returns the figures (see :func:`format_table`)."""
-    import pipelines.dicom  # noqa: F401 - warm imports before forking the workers
-    import pipelines.nifti  # noqa: F401
-    import pipelines.preprocessing  # noqa: F401
-
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="medzoo-fuzz-"))
     seeds = make_seeds(tmp / "seeds")
@@ -793,6 +810,7 @@ def run(files: int = 10000, seed: int = 0, timeout_s: float = 5.0, workers: int 
                         pool.replace(slot)
                 elif now - slot["since"] > timeout_s:
                     result = _failure("hang")
+                    result["rss_kb"] = peak_rss_kb(slot["proc"].pid)
                     pool.replace(slot)
                 else:
                     continue
@@ -806,12 +824,12 @@ def run(files: int = 10000, seed: int = 0, timeout_s: float = 5.0, workers: int 
     finally:
         pool.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return summarise(results, seed=seed, timeout_s=timeout_s, workers=workers,
-                     seconds=time.perf_counter() - started, children_kb=children_kb)
+                     seconds=time.perf_counter() - started)
 
 
-def summarise(results: dict[int, dict], *, seed, timeout_s, workers, seconds, children_kb) -> dict:
+def summarise(results: dict[int, dict], *, seed, timeout_s, workers, seconds) -> dict:
+    """The figures; peak memory is each worker's own (a hung worker's read before the kill)."""
     ordered = [results[i] for i in sorted(results)]
     status = Counter(r["status"] for r in ordered)
     bad = Counter(b for r in ordered for b in r["bad"])
@@ -826,7 +844,7 @@ def summarise(results: dict[int, dict], *, seed, timeout_s, workers, seconds, ch
     examples = [{"file": r["file"], "class": f"{r['family']}/{r['cls']}", "status": r["status"],
                  "exc_type": r["exc_type"], "where": r["where"], "bad": r["bad"], "phi": r["phi"]}
                 for r in ordered if r["status"] in ("crash", "hang") or r["bad"] or r["phi"]][:50]
-    peak_kb = max([r["rss_kb"] for r in ordered] + [children_kb])
+    peak_kb = max([r["rss_kb"] for r in ordered] + [0])
     by_family: dict[str, float] = {}
     for r in ordered:
         by_family[r["family"]] = max(by_family.get(r["family"], 0.0), round(r["rss_kb"] / 1024, 1))
