@@ -12,9 +12,17 @@ process with a per-file time limit:
   syntax, odd NumberOfFrames, non-DICOM bytes, zero-length files, extreme RescaleSlope /
   RescaleIntercept (+-inf, NaN, +-1e38, 0), and decompression bombs (a PNG or JPEG header
   declaring 16000 x 16000 or more, a DICOM with Rows = Columns = 65535 and many frames, a
-  NIfTI declaring 32767 x 32767 x 1000);
+  NIfTI declaring 32767 x 32767 x 1000, a deflated DICOM inflating to 300 MiB or 1 GiB);
+  multi-frame DICOMs with a pixel-module field missing or odd (:data:`FRAMES_CLASSES`);
+  backbone weight files truncated, flipped, declaring a huge dataset, with bad metadata JSON
+  or NaN weights (:data:`WEIGHTS_CLASSES`); corpus specs with an alias bomb, deep nesting or
+  megabytes of text (:data:`YAML_CLASSES`);
 * decode path: DICOM and NIfTI through :func:`pipelines.preprocessing.load_file` with the
-  CT spec (64 x 64, brain/subdural/bone), pictures with the one-channel image spec.
+  CT spec (64 x 64, brain/subdural/bone), pictures with the one-channel image spec;
+  ``frames`` through :func:`pipelines.dicom.read_frames`; weight files through
+  :func:`zoo.models.backbone.read_metadata` and ``load_backbone`` (into a NumPy stand-in
+  model, in a worker of their own: zoo imports Keras and TensorFlow, about 700 MB); YAML
+  through :func:`pipelines.corpus.load_spec`.
 
 Outcomes, per file: an image, a clean error (:class:`~pipelines.manifest.DataError`, or a
 ValueError raised in ``pipelines`` naming the file), a crash (anything else, tallied by
@@ -24,13 +32,15 @@ values, values outside [0, 1], or a "constant from overflow" image (one whose mo
 recomputed independently in float64 from pydicom / nibabel, are non-finite or beyond float32).
 A PHI hit is a planted identifying string in an error message, a warning, a log record or
 anything printed. NumPy RuntimeWarnings are counted. Peak memory is the largest RSS of any
-worker. The same seed gives the same files.
+worker, also given per family. The same seed gives the same files.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -63,12 +73,26 @@ DICOM_SEEDS = (
 DICOM_CLASSES = (
     "byte_flip", "truncate", "tag_corrupt", "unknown_vr", "phi_in_numeric_tag", "missing_pixel_data",
     "wrong_transfer_syntax", "odd_frames", "non_dicom", "zero_length", "extreme_rescale", "bomb",
+    "deflate_bomb",
 )
 NIFTI_CLASSES = ("byte_flip", "truncate", "header_corrupt", "extreme_scaling", "zero_length", "bomb")
 PICTURE_CLASSES = ("byte_flip", "truncate", "non_image", "zero_length", "bomb")
-# Round-robin plan: DICOM twice as often as the other two families.
+# DICOM seeds made multi-frame, then a pixel-module field removed or made odd: read_frames
+FRAMES_CLASSES = ("missing_field", "odd_field")
+# a backbone weights file (HDF5), loaded by zoo.models.backbone into a stand-in model
+WEIGHTS_CLASSES = ("truncate", "byte_flip", "oversized_shape", "bad_metadata", "nan_weights")
+# a corpus spec, read by pipelines.corpus.load_spec
+YAML_CLASSES = ("byte_flip", "alias_bomb", "deep_nesting", "huge")
+# Round-robin plan: DICOM twice as often as the other families.
 PLAN = ([("dicom", c) for c in DICOM_CLASSES] * 2 + [("nifti", c) for c in NIFTI_CLASSES]
-        + [("picture", c) for c in PICTURE_CLASSES])
+        + [("picture", c) for c in PICTURE_CLASSES] + [("frames", c) for c in FRAMES_CLASSES]
+        + [("weights", c) for c in WEIGHTS_CLASSES] + [("yaml", c) for c in YAML_CLASSES])
+# families whose seeds are another family's
+SEED_FAMILY = {"frames": "dicom"}
+FRAME_FIELDS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PixelData",
+                "PhotometricInterpretation", "BitsStored")
+# the stand-in backbone (layer name -> weight shapes) that weights seeds are written for
+STAND_IN = {"stem_conv": [(3, 3, 1, 8), (8,)], "block_conv": [(3, 3, 8, 8), (8,)], "features": [(8, 4)]}
 NUMERIC_TAGS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
                 "SamplesPerPixel", "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth",
                 "NumberOfFrames", "PhotometricInterpretation")
@@ -124,7 +148,38 @@ def make_seeds(folder: Path) -> list[tuple[str, str, bytes]]:
         image = Image.fromarray(array) if mode != "P" else Image.fromarray(array, mode="L").convert("P")
         image.save(buf, format=fmt)
         seeds.append(("picture", suffix, buf.getvalue()))
+    seeds.append(("weights", ".weights.h5", _backbone_seed(folder / "backbone.weights.h5", rng)))
+    seeds.append(("yaml", ".yaml", SPEC_SEED.encode()))
     return seeds
+
+
+SPEC_SEED = """\
+# a corpus spec (pipelines.corpus)
+citation: "Example corpus, 2024"
+channels: 1
+sources:
+  - {name: alpha, dataset: medmnist, data_dir: alpha.npz}
+  - name: beta
+    dataset: medmnist
+    data_dir: beta.npz
+    options: {name: pneumoniamnist}
+"""
+
+
+def _backbone_seed(path: Path, rng) -> bytes:
+    """A backbone file (zoo.models.backbone layout) for the STAND_IN layers, written with h5py."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["medzoo_backbone"] = 1
+        f.attrs["metadata"] = json.dumps({"model": "stand_in", "input_shape": [32, 32, 1],
+                                          "corpus": {"sources": ["alpha"]}})
+        layers = f.create_group("layers")
+        for name, shapes in STAND_IN.items():
+            group = layers.create_group(name)
+            for i, shape in enumerate(shapes):
+                group.create_dataset(str(i), data=rng.normal(0, 0.1, shape).astype(np.float32))
+    return path.read_bytes()
 
 
 def _gzip(data: bytes) -> bytes:
@@ -215,6 +270,43 @@ def _with_transfer_syntax(data: bytes, uid: str) -> bytes:
     return data[:132] + buf.getvalue() + data[end:]
 
 
+def deflate_bomb(data: bytes, inflated_bytes: int) -> bytes:
+    """``data``'s dataset in the Deflated Explicit VR Little Endian transfer syntax, followed by a
+    private OB element of ``inflated_bytes`` zeros: a file about a thousandth of that size."""
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    ds = _dataset(data)
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            del ds[keyword]
+    meta = ds.file_meta
+    meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    head, body = DicomBytesIO(), DicomBytesIO()
+    for buf in (head, body):
+        buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_file_meta_info(head, meta, enforce_standard=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_dataset(body, ds)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    element = struct.pack("<HH2sHI", 0x7FE1, 0x1010, b"OB", 0, inflated_bytes)
+    dataset = deflater.compress(body.getvalue() + element) + deflater.flush(zlib.Z_SYNC_FLUSH)
+    final = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS).flush()  # an empty last block
+    return b"\0" * 128 + b"DICM" + head.getvalue() + dataset + _deflated_zeros(inflated_bytes) + final
+
+
+@functools.lru_cache(maxsize=4)
+def _deflated_zeros(count: int) -> bytes:
+    """``count`` zero bytes as byte-aligned, non-final raw deflate blocks (they splice between
+    other such blocks: a block refers back only within its own compressor's output)."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    step = bytes(2**20)
+    out = [deflater.compress(step[:count - start]) for start in range(0, count, len(step))]
+    return b"".join(out) + deflater.flush(zlib.Z_SYNC_FLUSH)
+
+
 TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99",
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80",
@@ -276,9 +368,76 @@ def mutate_dicom(data: bytes, cls: str, rng: random.Random) -> tuple[bytes, bool
         _set_raw(ds, "Rows", b"65535", "IS")
         _set_raw(ds, "Columns", b"65535", "IS")
         _set_raw(ds, "NumberOfFrames", rng.choice((b"1", b"1000", b"1048576")), "IS")
+    elif cls == "deflate_bomb":
+        return deflate_bomb(data, rng.choice((300, 1024)) * 2**20), False
     else:
         raise ValueError(f"unknown DICOM mutation class {cls!r}")
     return _save(ds), planted
+
+
+def mutate_frames(data: bytes, cls: str, rng: random.Random) -> bytes:
+    """A multi-frame mutant for read_frames: a pixel-module field removed or made odd."""
+    ds = _dataset(data)
+    _set_raw(ds, "NumberOfFrames", rng.choice((b"2", b"3")), "IS")
+    keyword = rng.choice(FRAME_FIELDS)
+    if cls == "missing_field":
+        if keyword in ds:
+            del ds[keyword]
+    elif cls == "odd_field":
+        value = rng.choice((b"0", b"-1", b"", b"1.5", b"abc", b"65536", b"3", b"\xff\xfe"))
+        _set_raw(ds, keyword, value, "OB" if keyword == "PixelData" else None)
+    else:
+        raise ValueError(f"unknown read_frames mutation class {cls!r}")
+    return _save(ds)
+
+
+def mutate_weights(data: bytes, cls: str, rng: random.Random, folder: Path) -> bytes:
+    """A hostile backbone file: truncated, flipped, a huge declared shape, bad metadata, NaN."""
+    import h5py
+
+    if cls == "truncate":
+        return _truncate(data, rng)
+    if cls == "byte_flip":
+        return _flip(data, rng)
+    path = folder / f"mutant-{rng.getrandbits(64):016x}.weights.h5"
+    path.write_bytes(data)
+    try:
+        with h5py.File(path, "a") as f:
+            group = f["layers"][rng.choice(sorted(STAND_IN))]
+            if cls == "oversized_shape":  # declared only: chunked and never written, so tiny
+                del group["0"]
+                group.create_dataset("0", shape=rng.choice(((2**32,), (65536, 65536), (3, 3, 2**20, 512))),
+                                     dtype="float64", chunks=True)
+            elif cls == "bad_metadata":
+                f.attrs["metadata"] = rng.choice((
+                    "[1, 2, 3]", "{not json", "[" * 100000 + "]" * 100000, '"text"', "null",
+                    json.dumps({"model": "x" * 200000}), b"\xff\xfe\x00",
+                ))
+            elif cls == "nan_weights":
+                group["0"][...] = rng.choice((np.nan, np.inf, -np.inf))
+            else:
+                raise ValueError(f"unknown weights mutation class {cls!r}")
+        return path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def mutate_yaml(data: bytes, cls: str, rng: random.Random) -> bytes:
+    """A hostile corpus spec: an alias bomb in the citation, deep nesting, a huge file."""
+    if cls == "byte_flip":
+        return _flip(data, rng)
+    if cls == "alias_bomb":
+        levels = rng.randint(6, 9)
+        lines = ["citation:", "  a0: &a0 [" + ", ".join(["'lol'"] * 9) + "]"]
+        lines += [f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+        return ("\n".join(lines) + "\n" + data.decode().split("citation:", 1)[1].split("\n", 1)[1]).encode()
+    if cls == "deep_nesting":
+        depth = rng.choice((100, 1000, 100000))
+        return data + b"extra: " + (b"[" * depth + b"]" * depth if rng.random() < 0.5
+                                    else b"{a: " * depth + b"1" + b"}" * depth) + b"\n"
+    if cls == "huge":
+        return data + b"# " + b"x" * (rng.choice((2, 8, 64)) * 2**20) + b"\n"
+    raise ValueError(f"unknown YAML mutation class {cls!r}")
 
 
 def mutate_nifti(data: bytes, cls: str, rng: random.Random, gz: bool) -> bytes:
@@ -355,12 +514,18 @@ def make_case(seeds, seed: int, index: int) -> tuple[str, str, str, bytes, bool]
     """(family, class, suffix, bytes, planted) for file ``index``: a function of (seed, index) only."""
     rng = random.Random(f"{seed}:{index}")
     family, cls = PLAN[index % len(PLAN)]
-    family_seeds = [s for s in seeds if s[0] == family]
+    family_seeds = [s for s in seeds if s[0] == SEED_FAMILY.get(family, family)]
     _, suffix, data = family_seeds[rng.randrange(len(family_seeds))]
     planted = False
     try:
         if family == "dicom":
             data, planted = mutate_dicom(data, cls, rng)
+        elif family == "frames":
+            data = mutate_frames(data, cls, rng)
+        elif family == "weights":
+            data = mutate_weights(data, cls, rng, Path(tempfile.gettempdir()))
+        elif family == "yaml":
+            data = mutate_yaml(data, cls, rng)
         elif family == "nifti":
             data = mutate_nifti(data, cls, rng, suffix == ".nii.gz")
         else:
@@ -380,8 +545,61 @@ def _where(exc: BaseException) -> str:
 
 
 def _in_pipelines(exc: BaseException) -> bool:
+    """True if ``exc`` was raised by the project's own code (pipelines or zoo)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and f"{os.sep}pipelines{os.sep}" in frames[-1].filename
+    return bool(frames) and any(f"{os.sep}{package}{os.sep}" in frames[-1].filename
+                                for package in ("pipelines", "zoo"))
+
+
+class _StandIn:
+    """The few parts of a Keras layer / model that load_backbone uses, over NumPy arrays."""
+
+    def __init__(self, name: str, shapes=(), layers=()):
+        self.name = name
+        self.values = [np.zeros(s, np.float32) for s in shapes]
+        self.layers = list(layers)
+
+    @property
+    def weights(self):
+        return self.values
+
+    def get_weights(self):
+        return [v.copy() for v in self.values]
+
+    def set_weights(self, values):
+        self.values = [np.asarray(v) for v in values]
+
+
+def _load_weights_file(path: Path):
+    """read_metadata and load_backbone on ``path``; the loaded weights, concatenated."""
+    from zoo.models.backbone import load_backbone, read_metadata
+
+    read_metadata(path)
+    model = _StandIn("stand_in", layers=[_StandIn(n, s) for n, s in STAND_IN.items()])
+    load_backbone(model, path)
+    return np.concatenate([v.ravel() for layer in model.layers for v in layer.values])
+
+
+def _load_yaml_spec(path: Path):
+    from pipelines.corpus import load_spec
+
+    load_spec(path)
+
+
+def _decode(path: Path, family: str):
+    """The family's real read path; an array to check, or None where nothing is an image."""
+    from pipelines import dicom
+    from pipelines.preprocessing import Preprocessing, load_file
+
+    if family == "frames":
+        return dicom.read_frames(path)
+    if family == "weights":
+        return _load_weights_file(path)
+    if family == "yaml":
+        return _load_yaml_spec(path)
+    spec = (Preprocessing(kind="ct", size=(64, 64), channels=3, windows="brain,subdural,bone")
+            if family in ("dicom", "nifti") else Preprocessing(kind="image", size=(64, 64), channels=1))
+    return load_file(path, spec)
 
 
 def _oracle_overflow(path: Path, family: str) -> bool:
@@ -413,10 +631,7 @@ def _oracle_overflow(path: Path, family: str) -> bool:
 def check_file(path: Path, family: str) -> dict:
     """Decode one file the real way; classify the outcome."""
     from pipelines.manifest import DataError
-    from pipelines.preprocessing import Preprocessing, load_file
 
-    spec = (Preprocessing(kind="ct", size=(64, 64), channels=3, windows="brain,subdural,bone")
-            if family in ("dicom", "nifti") else Preprocessing(kind="image", size=(64, 64), channels=1))
     records: list[str] = []
     loud = []
 
@@ -438,7 +653,7 @@ def check_file(path: Path, family: str) -> dict:
                 contextlib.redirect_stderr(printed):
             warnings.simplefilter("always")
             try:
-                image = load_file(path, spec)
+                image = _decode(path, family)
             except DataError as exc:
                 result.update(status="clean", message=str(exc))
             except ValueError as exc:
@@ -449,9 +664,11 @@ def check_file(path: Path, family: str) -> dict:
                 result.update(status="crash", message=str(exc)[:300], exc_type=type(exc).__name__,
                               where=_where(exc))
             else:
-                if not np.all(np.isfinite(image)):
+                if image is None or image.size == 0:
+                    pass
+                elif not np.all(np.isfinite(image)):
                     result["bad"].append("non_finite")
-                elif image.min() < 0.0 or image.max() > 1.0:
+                elif family in ("dicom", "nifti", "picture") and (image.min() < 0.0 or image.max() > 1.0):
                     result["bad"].append("out_of_range")
     finally:
         root.removeHandler(handler)
@@ -465,17 +682,43 @@ def check_file(path: Path, family: str) -> dict:
     result["warning_texts"] = [f"{w.category.__name__}: {w.message}"[:200] for w in caught]
     blob = "\n".join(texts).lower()
     result["phi"] = [s for s in PHI if s.lower() in blob]
-    result["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["rss_kb"] = peak_rss_kb()
     return result
 
 
 def _failure(status: str, exc_type: str = "", where: str = "", message: str = "") -> dict:
     return {"status": status, "exc_type": exc_type, "where": where, "message": message, "bad": [],
             "phi": [], "runtime_warnings": 0, "warnings": 0, "log_records": 0, "warning_texts": [],
-            "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if status == "crash" else 0}
+            "rss_kb": peak_rss_kb() if status == "crash" else 0}
 
 
-def _worker(conn) -> None:
+def peak_rss_kb(pid: int | str = "self") -> int:
+    """Peak resident memory (kB) of process ``pid``: ``VmHWM`` from /proc, which a new program
+    starts afresh (``ru_maxrss`` keeps the forking parent's peak across exec), else ru_maxrss."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if pid == "self" else 0
+
+
+def _kind(family: str) -> str:
+    """The worker kind a family needs: weights files load through zoo (Keras and TensorFlow,
+    about 700 MB), so they have a worker of their own and the decoders' workers stay small."""
+    return "zoo" if family == "weights" else "decode"
+
+
+def _worker(conn, kind: str = "decode") -> None:
+    # imported once, before the first file's clock starts
+    import pipelines.dicom  # noqa: F401
+    import pipelines.nifti  # noqa: F401
+    import pipelines.preprocessing  # noqa: F401
+
+    if kind == "zoo":
+        import zoo.models.backbone  # noqa: F401
+    conn.send("ready")
     while True:
         task = conn.recv()
         if task is None:
@@ -489,24 +732,32 @@ def _worker(conn) -> None:
 
 
 class _Pool:
-    """Worker processes fed one file at a time; a worker over the time limit is replaced."""
+    """Worker processes fed one file at a time; a worker over the time limit is replaced.
 
-    def __init__(self, workers: int):
-        self.ctx = multiprocessing.get_context("fork")
-        self.slots = [self._start() for _ in range(workers)]
+    Workers are spawned, not forked, so each one's peak RSS is what its own files cost, not the
+    memory of whatever process runs the harness (a test session holding TensorFlow models).
+    """
 
-    def _start(self):
+    def __init__(self, workers: int, kinds=("decode",)):
+        self.ctx = multiprocessing.get_context("spawn")
+        self.slots = [self._start("decode") for _ in range(workers)]
+        self.slots += [self._start(kind) for kind in kinds if kind != "decode"]
+
+    def _start(self, kind: str = "decode"):
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker, args=(child,), daemon=True)
+        proc = self.ctx.Process(target=_worker, args=(child, kind), daemon=True)
         proc.start()
         child.close()
-        return {"proc": proc, "conn": parent, "task": None, "since": 0.0}
+        if not parent.poll(300):
+            raise RuntimeError(f"a fuzz worker ({kind}) did not start within 300 s")
+        parent.recv()
+        return {"proc": proc, "conn": parent, "task": None, "since": 0.0, "kind": kind}
 
     def replace(self, slot) -> None:
         slot["proc"].kill()
         slot["proc"].join()
         slot["conn"].close()
-        slot.update(self._start())
+        slot.update(self._start(slot["kind"]))
 
     def close(self) -> None:
         for slot in self.slots:
@@ -522,28 +773,30 @@ class _Pool:
 def run(files: int = 10000, seed: int = 0, timeout_s: float = 5.0, workers: int = 1,
         progress: bool = False) -> dict:
     """Fuzz ``files`` mutants; returns the figures (see :func:`format_table`)."""
-    import pipelines.dicom  # noqa: F401 - warm imports before forking the workers
-    import pipelines.nifti  # noqa: F401
-    import pipelines.preprocessing  # noqa: F401
-
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="medzoo-fuzz-"))
     seeds = make_seeds(tmp / "seeds")
-    pool = _Pool(max(1, int(workers)))
+    kinds = {_kind(PLAN[i % len(PLAN)][0]) for i in range(min(files, len(PLAN)))}
+    pool = _Pool(max(1, int(workers)), kinds)
     results: dict[int, dict] = {}
     cases: dict[int, tuple] = {}
+    waiting = {kind: collections.deque() for kind in ("decode", "zoo")}  # indices, by worker kind
     next_index = 0
     try:
         while len(results) < files:
             for slot in pool.slots:
-                if slot["task"] is None and next_index < files:
-                    family, cls, suffix, data, planted = make_case(seeds, seed, next_index)
-                    path = tmp / f"f{next_index:06d}{suffix}"
-                    path.write_bytes(data)
-                    cases[next_index] = (family, cls, planted, path)
-                    slot["conn"].send((next_index, str(path), family))
-                    slot["task"], slot["since"] = next_index, time.monotonic()
+                queue = waiting[slot["kind"]]
+                while not queue and next_index < files:
+                    waiting[_kind(PLAN[next_index % len(PLAN)][0])].append(next_index)
                     next_index += 1
+                if slot["task"] is None and queue:
+                    index = queue.popleft()
+                    family, cls, suffix, data, planted = make_case(seeds, seed, index)
+                    path = tmp / f"f{index:06d}{suffix}"
+                    path.write_bytes(data)
+                    cases[index] = (family, cls, planted, path)
+                    slot["conn"].send((index, str(path), family))
+                    slot["task"], slot["since"] = index, time.monotonic()
             busy = [s for s in pool.slots if s["task"] is not None]
             ready = wait([s["conn"] for s in busy], timeout=0.05)
             now = time.monotonic()
@@ -557,6 +810,7 @@ def run(files: int = 10000, seed: int = 0, timeout_s: float = 5.0, workers: int 
                         pool.replace(slot)
                 elif now - slot["since"] > timeout_s:
                     result = _failure("hang")
+                    result["rss_kb"] = peak_rss_kb(slot["proc"].pid)
                     pool.replace(slot)
                 else:
                     continue
@@ -570,12 +824,12 @@ def run(files: int = 10000, seed: int = 0, timeout_s: float = 5.0, workers: int 
     finally:
         pool.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return summarise(results, seed=seed, timeout_s=timeout_s, workers=workers,
-                     seconds=time.perf_counter() - started, children_kb=children_kb)
+                     seconds=time.perf_counter() - started)
 
 
-def summarise(results: dict[int, dict], *, seed, timeout_s, workers, seconds, children_kb) -> dict:
+def summarise(results: dict[int, dict], *, seed, timeout_s, workers, seconds) -> dict:
+    """The figures; peak memory is each worker's own (a hung worker's read before the kill)."""
     ordered = [results[i] for i in sorted(results)]
     status = Counter(r["status"] for r in ordered)
     bad = Counter(b for r in ordered for b in r["bad"])
@@ -590,7 +844,10 @@ def summarise(results: dict[int, dict], *, seed, timeout_s, workers, seconds, ch
     examples = [{"file": r["file"], "class": f"{r['family']}/{r['cls']}", "status": r["status"],
                  "exc_type": r["exc_type"], "where": r["where"], "bad": r["bad"], "phi": r["phi"]}
                 for r in ordered if r["status"] in ("crash", "hang") or r["bad"] or r["phi"]][:50]
-    peak_kb = max([r["rss_kb"] for r in ordered] + [children_kb])
+    peak_kb = max([r["rss_kb"] for r in ordered] + [0])
+    by_family: dict[str, float] = {}
+    for r in ordered:
+        by_family[r["family"]] = max(by_family.get(r["family"], 0.0), round(r["rss_kb"] / 1024, 1))
     return {
         "files": len(ordered), "seed": seed, "timeout_s": timeout_s, "workers": workers,
         "seconds": round(seconds, 1),
@@ -607,6 +864,7 @@ def summarise(results: dict[int, dict], *, seed, timeout_s, workers, seconds, ch
         "warning_texts": sorted({t for r in ordered for t in r["warning_texts"]})[:20],
         "log_records": sum(r["log_records"] for r in ordered),
         "peak_worker_rss_mb": round(peak_kb / 1024, 1),
+        "peak_rss_mb_by_family": dict(sorted(by_family.items())),
         "per_class": {k: dict(v) for k, v in sorted(per_class.items())},
         "examples": examples,
     }
@@ -635,6 +893,7 @@ def format_table(summary: dict) -> str:
         f"{'other warnings':<40}{s['other_warnings']:>8}",
         f"{'log records (WARNING and above)':<40}{s['log_records']:>8}",
         f"{'peak worker RSS (MB)':<40}{s['peak_worker_rss_mb']:>8}",
+        *(f"  {family:<38}{mb:>8}" for family, mb in s.get("peak_rss_mb_by_family", {}).items()),
         "",
         f"{'mutation class':<32}{'files':>7}{'images':>8}{'clean':>7}{'crash':>7}{'hang':>6}{'bad':>5}{'phi':>5}",
     ]

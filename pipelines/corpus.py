@@ -62,7 +62,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from pipelines.cache.decode import Row, to_cache_pixels
 from pipelines.corpus_card import CARD_JSON, CARD_MD, SEP, card_markdown, corpus_sources, make_card
@@ -71,6 +70,7 @@ from pipelines.datasets.base import option_channels
 from pipelines.fs import replace
 from pipelines.manifest import DataError
 from pipelines.preprocessing import to_channels
+from pipelines.yamlfile import YamlFileError, read_yaml
 
 __all__ = ["CorpusError", "build_corpus", "load_spec", "corpus_sources", "main"]
 
@@ -87,9 +87,9 @@ def load_spec(path) -> dict:
     if not path.is_file():
         raise CorpusError(f"The corpus spec {path} does not exist; pass --spec pointing at a YAML file.")
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CorpusError(f"The corpus spec {path} is not valid YAML ({str(err).splitlines()[0]}).") from None
+        spec = read_yaml(path, "corpus spec") or {}
+    except YamlFileError as err:
+        raise CorpusError(str(err)) from None
     sources = spec.get("sources") if isinstance(spec, dict) else None
     if not isinstance(sources, list) or not sources:
         raise CorpusError(f"The corpus spec {path} needs a non-empty 'sources:' list of mappings.")

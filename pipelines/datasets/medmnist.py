@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.bounded import check_inflated_size
 from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import DataError, safe_join, validate_manifest
@@ -77,6 +78,9 @@ def dataset_name(npz: Path) -> str:
 @lru_cache(maxsize=2)
 def _arrays(path: str, mtime: float) -> dict[str, np.ndarray]:
     try:
+        with zipfile.ZipFile(path) as archive:  # np.load reads a member up to its declared size
+            for info in archive.infolist():
+                check_inflated_size(path, f"its array {info.filename}", info.file_size, info.compress_size)
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
             out = {}

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from pipelines.bounded import check_inflated_size
 from pipelines.datasets import base
 from pipelines.datasets.base import Adapter, register_adapter
 from pipelines.manifest import DataError, safe_join
@@ -55,12 +56,15 @@ def _locate(data_dir) -> tuple[str, Path]:
 @lru_cache(maxsize=1)
 def _tar_members(tarball: str, mtime: float) -> dict[str, bytes]:
     """``{"<class>/<file>": jpeg bytes}`` for every image in the tarball (read once)."""
-    out = {}
+    out, inflated = {}, 0
+    compressed = Path(tarball).stat().st_size
     try:
         with tarfile.open(tarball, "r:*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
+                inflated += member.size  # checked before the member is read
+                check_inflated_size(tarball, "the tar archive", inflated, compressed)
                 parts = PurePosixPath(member.name).parts
                 if len(parts) < 2 or not parts[-1].lower().endswith(base.IMAGE_SUFFIXES):
                     continue

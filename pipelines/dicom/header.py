@@ -12,7 +12,9 @@ header test for the RSNA 12-bit fix (:func:`needs_rsna_fix`).
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import struct
 import threading
@@ -25,7 +27,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
+from pipelines.bounded import check_deflate_stream
 from pipelines.manifest import DataError
 
 __all__ = [
@@ -154,15 +158,80 @@ def reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class _BoundedFile(io.BufferedReader):
+    """A DICOM file whose read-to-the-end is checked by :mod:`pipelines.bounded` first.
+
+    pydicom reads a file to its end in one place only: a Deflated Explicit VR Little Endian
+    dataset, which it then inflates with ``zlib.decompress`` and no limit (a 1 MB file became
+    1 GB). Here that read first inflates the rest of the file in steps, keeping nothing, and
+    refuses it past the limit, so pydicom never sees a bomb. Every other read is the plain
+    buffered one. Constructed as ``open`` is (pydicom reopens deferred reads that way).
+    """
+
+    def __init__(self, name, mode: str = "rb"):
+        super().__init__(io.FileIO(name, mode))
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            start = self.tell()
+            compressed = os.fstat(self.fileno()).st_size - start
+            check_deflate_stream(self, self.name, "its deflated dataset",
+                                 compressed_size=compressed)
+            self.seek(start)
+        return super().read(size)
+
+
+_DEFLATED = pydicom.uid.DeflatedExplicitVRLittleEndian.encode()
+_VRS = frozenset(vr.value.encode() for vr in VR)
+_LONG_VRS = frozenset(vr.value.encode() for vr in EXPLICIT_VR_LENGTH_32)
+_HEAD = 8192
+
+
+def _plainly_not_deflated(head: bytes) -> bool:
+    """True when the file meta in ``head`` plainly names a transfer syntax other than deflate.
+
+    The check costs a walk over a dozen elements of bytes already buffered; anything unusual
+    (no preamble, an implicit-VR or over-long meta, the deflate UID anywhere in the head)
+    is False, and the file is read through :class:`_BoundedFile`, whose per-read cost a
+    plain file is spared.
+    """
+    if head[128:132] != b"DICM" or _DEFLATED in head:
+        return False
+    pos, syntax = 132, None
+    while pos + 12 <= len(head):
+        group, number = struct.unpack_from("<HH", head, pos)
+        if group != 2:
+            return syntax is not None
+        vr = head[pos + 4:pos + 6]
+        if vr not in _VRS:
+            return False
+        if vr in _LONG_VRS:
+            start, length = pos + 12, struct.unpack_from("<I", head, pos + 8)[0]
+        else:
+            start, length = pos + 8, struct.unpack_from("<H", head, pos + 6)[0]
+        if number == 0x0010:
+            syntax = head[start:start + length]
+        pos = start + length
+    return False
+
+
+def _dcmread(path: Path, **kwargs) -> pydicom.Dataset:
+    with open(path, "rb") as fp:
+        if _plainly_not_deflated(fp.peek(_HEAD)[:_HEAD]):
+            return pydicom.dcmread(fp, **kwargs)
+    with _BoundedFile(str(path)) as fp:
+        return pydicom.dcmread(fp, **kwargs)
+
+
 def read_dataset(path, **kwargs) -> pydicom.Dataset:
     path = Path(path)
     try:
         with quiet():
             try:
-                return pydicom.dcmread(path, **kwargs)
+                return _dcmread(path, **kwargs)
             except InvalidDicomError:
                 # no 128-byte preamble + "DICM": accept it only if it parses as a dataset
-                ds = pydicom.dcmread(path, force=True, **kwargs)
+                ds = _dcmread(path, force=True, **kwargs)
                 if "SOPClassUID" not in ds and "PixelData" not in ds and "Rows" not in ds:
                     raise DataError(path, "is not a DICOM file (no DICM header and no image elements)") from None
                 return ds
@@ -310,6 +379,10 @@ def check_size(ds, path, max_pixels: int) -> None:
     """Refuse a declared image larger than ``max_pixels`` before anything is decoded."""
     rows = int_element(ds, "Rows", path, None, 1, 65535)
     columns = int_element(ds, "Columns", path, None, 1, 65535)
+    for keyword, value in (("Rows", rows), ("Columns", columns)):
+        if value is None:
+            raise DataError(path, f"DICOM header element {keyword} is missing, so the image size "
+                                  "is unknown")
     samples = int_element(ds, "SamplesPerPixel", path, 1, 1, 4)
     int_element(ds, "BitsAllocated", path, None, 1, 64)
     declared = rows * columns * samples * frame_count(ds, path)

@@ -30,6 +30,41 @@ def test_every_mutation_class_ran(summary):
     assert summary["images"] > 0 and summary["clean_errors"] > 0
 
 
+def _class(summary, name):
+    row = summary["per_class"][name]
+    assert row["files"] > 0 and row.get("crash", 0) == 0 and row.get("hang", 0) == 0, row
+    return row
+
+
+def test_deflate_bombs_are_refused_in_bounded_memory(summary):
+    row = _class(summary, "dicom/deflate_bomb")
+    assert row.get("clean", 0) == row["files"]  # 300 MiB and 1 GiB inflated: refused
+    assert summary["peak_rss_mb_by_family"]["dicom"] < 1024
+
+
+def test_read_frames_inputs_are_clean_errors_or_frames(summary):
+    for name in ("frames/missing_field", "frames/odd_field"):
+        row = _class(summary, name)
+        assert row.get("clean", 0) + row.get("image", 0) == row["files"]
+
+
+def test_hostile_weight_files_are_refused(summary):
+    for name in ("weights/truncate", "weights/oversized_shape", "weights/nan_weights"):
+        row = _class(summary, name)
+        assert row.get("clean", 0) == row["files"], (name, row)  # never loaded
+    _class(summary, "weights/bad_metadata")
+    _class(summary, "weights/byte_flip")
+    assert summary["peak_rss_mb_by_family"]["weights"] < 1024
+
+
+def test_hostile_yaml_specs_are_refused(summary):
+    for name in ("yaml/alias_bomb", "yaml/deep_nesting", "yaml/huge"):
+        row = _class(summary, name)
+        assert row.get("clean", 0) == row["files"], (name, row)
+    _class(summary, "yaml/byte_flip")
+    assert summary["peak_worker_rss_mb"] < 1024
+
+
 def test_same_seed_same_files():
     tmp = Path(tempfile.mkdtemp())
     seeds = fuzz.make_seeds(tmp / "seeds")

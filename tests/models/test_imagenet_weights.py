@@ -102,3 +102,33 @@ def test_our_own_weight_files_are_not_taken_for_imagenet_ones(tmp_path):
     again = zoo.get_model("mobilenetv3_small", input_shape=(32, 32, 3), weights=str(tmp_path / "own.weights.h5"))
     for a, b in zip(model.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _copy_into(src, dst):
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def test_hostile_imagenet_files_are_one_sentence(mobilenet_file, tmp_path):
+    """Truncated, declaring a huge dataset, or NaN: refused in one sentence before (or instead
+    of) loading; the huge dataset is never read."""
+    path, _ = mobilenet_file
+    truncated = tmp_path / "mobilenetv3_small_notop.h5"
+    truncated.write_bytes(path.read_bytes()[:4096])
+    huge = _copy_into(path, tmp_path / "huge_notop.h5")
+    nan = _copy_into(path, tmp_path / "nan_notop.h5")
+    with h5py.File(huge, "a") as f:
+        f.create_dataset("extra/huge", shape=(2**32,), dtype="float64", chunks=True)
+    with h5py.File(nan, "a") as f:
+        found = []
+        f.visititems(lambda name, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
+        found[0][...] = np.nan
+    model = zoo.get_model("mobilenetv3_small", input_shape=(32, 32, 1), num_classes=3)
+    from zoo.models.imagenet import load_imagenet
+
+    for bad, words in ((huge, "declares"), (nan, "NaN")):
+        with pytest.raises(ImageNetError, match=words) as info:
+            load_imagenet(model, "mobilenetv3_small", bad)
+        assert str(bad) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="truncated|not an HDF5|does not load"):
+        load_imagenet(model, "mobilenetv3_small", truncated)

@@ -305,3 +305,81 @@ def test_codestream_declaring_a_huge_image_is_refused_before_decoding(tmp_path, 
     path.write_bytes(bytes(data))
     _no_decoding(monkeypatch)
     _error(lambda: dicom.read_hu(path), path, "Rows x Columns", "refused before decoding")
+
+
+# --------------------------------------------------------------------------- deflate bombs
+@pytest.fixture(scope="module")
+def deflate_bomb(tmp_path_factory):
+    """A 300 KB deflated DICOM that inflates to 300 MB (past the 256 MiB limit)."""
+    from benchmarks.fuzz import deflate_bomb as make
+
+    path = tmp_path_factory.mktemp("bomb") / "bomb.dcm"
+    path.write_bytes(make(Path(get_testdata_file("CT_small.dcm")).read_bytes(), 300 * 2**20))
+    return path
+
+
+def test_deflate_bomb_is_refused_before_pydicom_inflates_it(deflate_bomb, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("pydicom inflated the bomb")
+
+    monkeypatch.setattr(zlib, "decompress", refuse)
+    for read in (dicom.read_header_safe, dicom.read_hu, dicom.read_frames):
+        _error(lambda read=read: read(deflate_bomb), deflate_bomb, "deflated dataset", "decompression bomb")
+
+
+def test_deflated_file_within_the_limit_still_reads(tmp_path):
+    path = _ct(tmp_path)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    assert dicom.read_header_safe(tmp_path / "deflated.dcm")["rows"] == 2
+    np.testing.assert_array_equal(dicom.read_hu(tmp_path / "deflated.dcm"), dicom.read_hu(path))
+
+
+def test_header_scan_quarantines_a_deflate_bomb(deflate_bomb):
+    from pipelines.datasets import base
+
+    (result,) = base.scan_headers([deflate_bomb])
+    assert isinstance(result, str) and "decompression bomb" in result
+
+
+# --------------------------------------------------------------------------- read_frames fields
+@pytest.mark.parametrize("keyword", ["Rows", "Columns"])
+def test_multi_frame_file_missing_rows_or_columns_is_a_data_error(tmp_path, keyword):
+    path = write_dicom(tmp_path / "frames.dcm", np.zeros((3, 2, 2), np.int16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+        del ds[keyword]
+        ds.save_as(path)
+    _error(lambda: dicom.read_frames(path), path, keyword)
+    _error(lambda: dicom.read_hu(path, frame=1), path, keyword)
+
+
+def test_tar_member_declaring_a_huge_size_is_refused_before_reading(tmp_path):
+    import gzip
+    import tarfile
+
+    from pipelines.datasets import mednist
+
+    member = tarfile.TarInfo("MedNIST/Hand/000000.jpeg")
+    member.size = 300 * 2**20  # declared only: the header comes first, and the check with it
+    tarball = tmp_path / "MedNIST.tar.gz"
+    tarball.write_bytes(gzip.compress(member.tobuf() + b"\0" * 1024))
+    _error(lambda: mednist.tar_images(tarball), tarball, "decompression bomb")
+
+
+def test_npz_member_inflating_past_the_limit_is_refused_before_reading(tmp_path):
+    import zipfile
+
+    from pipelines.datasets import medmnist
+
+    path = tmp_path / "pneumoniamnist.npz"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.uint8))
+    header["shape"] = (300 * 2**20,)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive, \
+            archive.open("train_images.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for _ in range(300):
+            f.write(bytes(2**20))
+    _error(lambda: medmnist.read_arrays(path), path, "train_images.npy", "decompression bomb")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.preprocessing import Preprocessing
+from pipelines.yamlfile import dump_yaml
 from zoo import card as card_mod
 from zoo.card import plain_data
 from zoo.export import publish
@@ -194,7 +195,6 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
                    formats, planned_version: int) -> None:
     """Everything one version holds, written into ``tmp`` (not yet visible to TF Serving)."""
     import tensorflow as tf
-    import yaml
 
     h, w, c = (int(d) for d in model.input_shape[1:])
     staging = tmp / ".staging"
@@ -214,7 +214,7 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
     resolved = config if config is not None else {
         "model": model_name, "input_shape": [h, w, c], "labels": list(labels),
     }
-    (extra / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (extra / "config.yaml").write_text(dump_yaml(resolved))
     (extra / "preprocessing.json").write_text(
         json.dumps(preprocessing_doc((h, w, c), spec, preprocessing, config), indent=2) + "\n"
     )

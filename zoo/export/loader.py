@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.yamlfile import read_yaml
 from zoo.card import CARD_JSON
 from zoo.export.publish import version_dirs
 from zoo.export.signatures import OUTPUT_KEY, SIGNATURE_BYTES, SIGNATURE_IMAGE, resolve_spec
@@ -27,7 +28,6 @@ class ExportedModel:
 
     def __init__(self, path: Path):
         import tensorflow as tf
-        import yaml
 
         self.path = path
         self.model_name = path.parent.name
@@ -38,7 +38,7 @@ class ExportedModel:
             line for line in (path / "assets" / "labels.txt").read_text().splitlines() if line
         )
         extra = path / "assets.extra"
-        self.config = yaml.safe_load((extra / "config.yaml").read_text()) or {}
+        self.config = read_yaml(extra / "config.yaml", "export's config") or {}
         self.preprocessing = json.loads((extra / "preprocessing.json").read_text())
         self.card = json.loads((extra / CARD_JSON).read_text())
         model_input = self.preprocessing["model_input"]

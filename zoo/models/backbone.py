@@ -24,6 +24,13 @@ import numpy as np
 
 from pipelines.fs import atomic_path
 from zoo.models.common import FEATURES
+from zoo.models.weightfile import (
+    WeightsFileError,
+    check_declared_size,
+    check_finite,
+    open_h5,
+    parse_metadata,
+)
 
 __all__ = ["backbone_layers", "save_backbone", "load_backbone", "read_metadata",
            "is_backbone_file", "adapt_input_kernel", "BackboneError"]
@@ -31,7 +38,7 @@ __all__ = ["backbone_layers", "save_backbone", "load_backbone", "read_metadata",
 MARKER = "medzoo_backbone"
 
 
-class BackboneError(ValueError):
+class BackboneError(WeightsFileError):
     """A backbone file that does not fit the model, or is not a backbone file at all."""
 
 
@@ -68,15 +75,10 @@ def save_backbone(model, path, metadata: dict | None = None) -> str:
 
 
 def _open(path):
-    import h5py
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Backbone file {path!r} does not exist; pass the backbone.weights.h5 of a --pretrain run.")
-    try:
-        return h5py.File(path, "r")
-    except OSError:
-        raise BackboneError(f"Backbone file {path!r} is truncated or not an HDF5 file; copy it again or re-run the pretraining.") from None
+    return open_h5(path, "Backbone file", BackboneError)
 
 
 def is_backbone_file(path) -> bool:
@@ -87,16 +89,21 @@ def is_backbone_file(path) -> bool:
     try:
         with _open(path) as f:
             return bool(f.attrs.get(MARKER, 0))
-    except BackboneError:
+    except (BackboneError, OSError, KeyError, TypeError, ValueError):
         return path.endswith("backbone.weights.h5")  # truncated: load_backbone says so
 
 
 def read_metadata(path) -> dict:
     """The metadata stored in a backbone file."""
     with _open(path) as f:
-        if not f.attrs.get(MARKER, 0):
+        try:
+            marker, text = f.attrs.get(MARKER, 0), f.attrs.get("metadata", "{}")
+        except (OSError, KeyError, TypeError, ValueError):  # h5py on a corrupt attribute table
+            raise BackboneError(f"Backbone file {os.fspath(path)!r} is truncated or corrupt; copy it "
+                                "again or re-run the pretraining.") from None
+        if not marker:
             raise BackboneError(f"{os.fspath(path)!r} is not a medzoo backbone file (no {MARKER} marker).")
-        return json.loads(f.attrs.get("metadata", "{}"))
+        return parse_metadata(text, path, BackboneError)
 
 
 def adapt_input_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
@@ -117,6 +124,35 @@ def adapt_input_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
     return out * (c / channels)
 
 
+def _checked_dataset(group, i: int, w, path, layer: str, where: str, *, adapt: bool):
+    """Weight ``i`` of ``layer`` as an unread dataset, its shape compared from the file's
+    metadata (the first convolution may differ in input channels only)."""
+    try:
+        dataset = group[str(i)]
+        shape = tuple(dataset.shape)
+    except (KeyError, OSError, AttributeError, TypeError):
+        raise BackboneError(f"Backbone file {path!r} is truncated (layer {layer!r} weight {i} cannot be read); copy it again.") from None
+    adaptable = adapt and len(shape) == 4 and shape[:2] + shape[3:] == w.shape[:2] + w.shape[3:]
+    if shape != tuple(w.shape) and not adaptable:
+        raise BackboneError(
+            f"Layer {layer!r} weight {i} has shape {tuple(w.shape)} in {where.replace('{shape}', str(shape))}; build "
+            "the model with the backbone's input size and architecture."
+        )
+    return dataset
+
+
+def _read_weight(dataset, i: int, w, path, layer: str):
+    """The checked ``dataset`` read, refused if not finite, adapted to ``w``'s input channels."""
+    try:
+        v = np.asarray(dataset[()])
+    except (OSError, TypeError, ValueError):
+        raise BackboneError(f"Backbone file {path!r} is truncated (layer {layer!r} weight {i} cannot be read); copy it again.") from None
+    check_finite([v], path, f"layer {layer!r} weight {i}", BackboneError)
+    if v.shape != w.shape:
+        v = adapt_input_kernel(v, w.shape[2])
+    return v.astype(w.dtype)
+
+
 def load_backbone(model, path):
     """Load the backbone file ``path`` into ``model`` (head left fresh); returns the model."""
     path = os.fspath(path)
@@ -125,8 +161,12 @@ def load_backbone(model, path):
         with _open(path) as f:
             if not f.attrs.get(MARKER, 0):
                 raise BackboneError(f"{path!r} is not a medzoo backbone file; pass the backbone.weights.h5 of a --pretrain run.")
-            meta = json.loads(f.attrs.get("metadata", "{}"))
+            meta = parse_metadata(f.attrs.get("metadata", "{}"), path, BackboneError)
             origin = meta.get("model", "another model")
+            # sizes from the file's metadata first: the input adaptation may read up to 64x a
+            # layer's own kernel (64 file channels for 1), nothing more
+            budget = 64 * sum(int(np.prod(w.shape)) * 8 for layer in layers for w in layer.weights)
+            check_declared_size(f, path, budget + 2**20, BackboneError)
             stored = f["layers"]
             wanted = {layer.name for layer in layers}
             extra = sorted(set(stored) - wanted)
@@ -150,23 +190,16 @@ def load_backbone(model, path):
                         f"Layer {layer.name!r} has {len(current)} weights in {model.name} but "
                         f"{len(group)} in the backbone file {path!r} (from {origin})."
                     )
-                new = []
-                for i, w in enumerate(current):
-                    try:
-                        v = np.asarray(group[str(i)])
-                    except (KeyError, OSError):
-                        raise BackboneError(f"Backbone file {path!r} is truncated (layer {layer.name!r} weight {i} cannot be read); copy it again.") from None
-                    if v.shape != w.shape and layer.name == first_conv and v.ndim == 4 and v.shape[:2] + v.shape[3:] == w.shape[:2] + w.shape[3:]:
-                        v = adapt_input_kernel(v, w.shape[2])
-                    if v.shape != w.shape:
-                        raise BackboneError(
-                            f"Layer {layer.name!r} weight {i} has shape {tuple(w.shape)} in "
-                            f"{model.name} but {tuple(v.shape)} in the backbone file {path!r} "
-                            f"(from {origin}); build the model with the backbone's input size and architecture."
-                        )
-                    new.append(v.astype(w.dtype))
-                values[layer.name] = new
-    except OSError:
+                where = f"{model.name} but {{shape}} in the backbone file {path!r} (from {origin})"
+                values[layer.name] = [_checked_dataset(group, i, w, path, layer.name, where,
+                                                       adapt=layer.name == first_conv)
+                                      for i, w in enumerate(current)]
+            for layer in layers:  # every shape checked: now the data
+                values[layer.name] = [_read_weight(d, i, w, path, layer.name)
+                                      for i, (d, w) in enumerate(zip(values[layer.name], layer.get_weights()))]
+    except BackboneError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, RuntimeError):  # h5py, corrupt file
         raise BackboneError(f"Backbone file {path!r} is truncated or corrupt; copy it again or re-run the pretraining.") from None
     for layer in layers:
         layer.set_weights(values[layer.name])

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 
 from zoo.models.backbone import adapt_input_kernel, backbone_layers
+from zoo.models.weightfile import WeightsFileError, check_declared_size, check_finite, open_h5
 
 __all__ = ["APPLICATIONS", "ARCHITECTURES", "is_applications_file", "load_imagenet",
            "ImageNetError"]
@@ -65,7 +66,7 @@ ARCHITECTURES = ("resnet50", "mobilenetv3_small", "mobilenetv3_large", "efficien
                  "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "densenet121")
 
 
-class ImageNetError(ValueError):
+class ImageNetError(WeightsFileError):
     """A keras.applications file that cannot initialise the model (one sentence)."""
 
 
@@ -98,6 +99,8 @@ def load_imagenet(model, arch: str, path):
             f"counterpart; ImageNet files fit {', '.join(ARCHITECTURES)}.")
     height, width, channels = model.input.shape[1:]
     reference = _reference(arch, (height, width, 3))
+    with open_h5(path, "ImageNet weights file", ImageNetError) as f:  # sizes before keras reads
+        check_declared_size(f, path, 2 * _nbytes(reference) + 2**20, ImageNetError)
     try:
         reference.load_weights(path)
     except Exception as err:  # keras raises ValueError / KeyError / OSError on a foreign file
@@ -120,6 +123,7 @@ def load_imagenet(model, arch: str, path):
         if first and values and values[0].ndim == 4 and values[0].shape[2] != current[0].shape[2]:
             values = [adapt_input_kernel(values[0], int(channels)), *values[1:]]
         first = False
+        check_finite(values, path, f"keras' layer {src.name!r}", ImageNetError)
         shapes = [tuple(v.shape) for v in values]
         if shapes != [tuple(w.shape) for w in current]:
             raise ImageNetError(
@@ -127,6 +131,11 @@ def load_imagenet(model, arch: str, path):
                 f"{[tuple(w.shape) for w in current]} but keras' {src.name!r} has {shapes}.")
         dst.set_weights([v.astype(w.dtype) for v, w in zip(values, current)])
     return model
+
+
+def _nbytes(model) -> int:
+    """Bytes of ``model``'s weights as float64 (the most a file of them may declare, halved)."""
+    return sum(int(np.prod(w.shape)) * 8 for w in model.weights)
 
 
 def _reference(arch: str, shape):

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 
 import keras
+import numpy as np
 
 from zoo.models import backbone, imagenet
+from zoo.models.weightfile import check_declared_size, check_finite, open_h5
 
 __all__ = ["load_weights"]
 
@@ -52,6 +54,9 @@ def load_weights(model: keras.Model, weights):
                 "same model with the same input channels and num_classes?"
             ) from None
         return model
+    with open_h5(path) as f:  # truncated or foreign, oversized: refused before keras reads it
+        limit = 2 * sum(int(np.prod(w.shape)) * 8 for w in model.weights) + 2**20
+        check_declared_size(f, path, limit)
     try:
         model.load_weights(path)
     except ValueError as err:
@@ -59,4 +64,5 @@ def load_weights(model: keras.Model, weights):
             f"Weights in {path!r} do not fit {model.name!r} ({err}); were they saved from the same "
             "model with the same input channels and num_classes?"
         ) from None
+    check_finite(model.get_weights(), path, model.name)
     return model

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import keras
-import yaml
 
 import zoo
 from pipelines.cache import PrepareError, prepare
@@ -32,6 +31,7 @@ from pipelines.cli import check_writable
 from pipelines.corpus import corpus_sources
 from pipelines.datasets import get_adapter, list_adapters
 from pipelines.fs import atomic_write_json
+from pipelines.yamlfile import YamlFileError, read_yaml
 from zoo.export import export_saved_model
 from zoo.models.backbone import is_backbone_file, read_metadata
 from zoo.training.config import RESUME_KEYS, ConfigError, TrainConfig, resolve_switch
@@ -222,7 +222,10 @@ def run(config: TrainConfig | dict | None = None, *, source: DataSource | None =
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     has_checkpoint = (run_dir / "checkpoints" / "checkpoint").is_file()
     if has_checkpoint and config_path.is_file():
-        old = yaml.safe_load(config_path.read_text()) or {}
+        try:
+            old = read_yaml(config_path, "run's saved config") or {}
+        except YamlFileError as err:
+            raise ConfigError(str(err)) from None
         differ = _config_mismatch(old, cfg.to_dict())
         if differ:
             raise ConfigError(

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipelines.datasets import get_adapter, list_adapters
+from pipelines.yamlfile import YamlFileError, dump_yaml, read_yaml
 from zoo.models.common import MIN_SIZE
 from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
 from zoo.registry import list_models, model_entry
@@ -187,7 +186,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save_yaml(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(dump_yaml(self.to_dict()))
 
     # ---- checks that need no TensorFlow ----------------------------------------------------
     def validate(self) -> TrainConfig:
@@ -283,9 +282,9 @@ def load_yaml(path) -> dict:
     if not path.is_file():
         raise ConfigError(f"Config file {os.fspath(path)!r} does not exist; pass the path of a YAML file.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Config file {os.fspath(path)!r} is not valid YAML ({str(err).splitlines()[0]}); fix the syntax.") from None
+        data = read_yaml(path, "config file") or {}
+    except YamlFileError as err:
+        raise ConfigError(str(err)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {os.fspath(path)!r} must hold a mapping of option: value.")
     return data

@@ -31,6 +31,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.yamlfile import read_yaml
+
 __all__ = ["read_run", "read_config", "RunContents"]
 
 CONFIG_FILE = "config.yaml"
@@ -61,15 +63,13 @@ class RunContents:
 
 def read_config(run_dir) -> dict:
     """``run_dir/config.yaml`` as a dict; FileNotFoundError naming the file when it is absent."""
-    import yaml
-
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist; pass a training run directory written by train.py "
             f"(holding {CONFIG_FILE} and {KERAS_FILE} or {BEST_WEIGHTS_FILE})."
         )
-    return yaml.safe_load(path.read_text()) or {}
+    return read_yaml(path, "run config") or {}
 
 
 def read_run(run_dir, *, weights=None, input_shape=None, labels=None) -> RunContents:
