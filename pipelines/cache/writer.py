@@ -14,7 +14,6 @@ the same settings skips the finished shards. ``dataset.json`` is written last.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import secrets
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import cells
 from pipelines.cache import beam, decode, pool
 from pipelines.cache.format import (
     FORMAT_VERSION,
@@ -319,8 +319,7 @@ def _read_manifest(request: PrepareRequest):
         )
     if left_out and len(manifest) == 0:
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / QUARANTINE_FILE, "w", newline="") as handle:
-            csv.writer(handle).writerows([["path", "reason"], *left_out])
+        cells.write_csv(out / QUARANTINE_FILE, left_out, ["path", "reason"])
         raise PrepareError(
             f"All {len(left_out)} files were quarantined, see {out / QUARANTINE_FILE}; fix the "
             "files (or --data-dir) and run again."
@@ -430,17 +429,14 @@ def _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, l
     if "mask_path" in plan.columns:
         columns.insert(5, "mask_path")
     final = plan[plan["id"].isin(written_ids)][columns]
-    with open(out / QUARANTINE_FILE, "w", newline="") as handle:
-        csv_writer = csv.writer(handle)
-        csv_writer.writerow(["path", "reason"])
-        csv_writer.writerows(quarantine)
+    cells.write_csv(out / QUARANTINE_FILE, quarantine, ["path", "reason"])
     if final.empty:  # no cache to train on: say why, not "0 examples" later
         _discard(out, progress_dir, shards)
         raise PrepareError(
             f"All {len(quarantine)} files were quarantined, see {out / QUARANTINE_FILE}; fix "
             "the files (or --data-dir) and run again."
         )
-    final.to_csv(out / MANIFEST_FILE, index=False)
+    cells.write_frame(final, out / MANIFEST_FILE)
     splits = {s: int((final["split"] == s).sum()) for s in split_names(plan["split"].unique())}
     by_split = {s: [x for x in shards if x.startswith(f"{s}-")] for s in splits}
     seconds = run_stats["seconds_last_run"]

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines import cells
 from pipelines.preprocessing import Preprocessing
 from zoo import card as card_mod
 from zoo.card import plain_data
@@ -200,7 +201,7 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
     staging = tmp / ".staging"
     staging.mkdir()
     labels_path = staging / "labels.txt"
-    labels_path.write_text("\n".join(labels) + "\n")
+    cells.write_lines(labels_path, labels)
 
     module, signatures = serving_module(model, str(labels_path), spec)
     # Serving needs no gradients; tracing custom gradients (swish, GELU) would take most of
