@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli import debug, quiet_tf_startup  # noqa: E402
+from pipelines.cli import debug, disk_full_message, is_disk_full, quiet_tf_startup  # noqa: E402
 
 quiet_tf_startup()  # zoo imports Keras, which loads TensorFlow: silence its C++ start-up first
 
@@ -200,6 +200,11 @@ def main(argv=None) -> int:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"train.py: error: {message}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a full disk (OSError, or TensorFlow's own error types)
+        if debug() or not is_disk_full(err):
+            raise
+        print(f"train.py: error: {disk_full_message(err, cfg.output_dir or '.')}", file=sys.stderr)
         return 2
     return 0
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import dicom, nifti, transforms
+from pipelines.fs import atomic_write_text
 from pipelines.manifest import DataError
 from pipelines.preprocessing_tf import (
     tf_channels,
@@ -192,11 +193,7 @@ class Preprocessing:
 
     def save(self, folder) -> Path:
         """Write ``folder/preprocessing.json`` (atomically) and return its path."""
-        path = Path(folder) / SPEC_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        return atomic_write_text(Path(folder) / SPEC_FILE, self.to_json())
 
     @classmethod
     def load(cls, path) -> Preprocessing:

@@ -46,7 +46,7 @@ from pipelines.cache.format import (
 )
 from pipelines.cache.jobs import PrepareError, PrepareJob
 from pipelines.datasets import Adapter, get_adapter
-from pipelines.fs import atomic_write_text
+from pipelines.fs import atomic_write_text, folder_lock
 from pipelines.manifest import quarantined, validate_manifest
 from pipelines.preprocessing import Preprocessing
 from pipelines.splits import assert_patient_disjoint, split_manifest
@@ -214,7 +214,8 @@ def prepare(
     if runner == "beam":
         beam.check_installed()
     workers_here = workers if runner == "pool" else 1  # Beam starts its own
-    with pool.DecodePool(workers_here, ref, data_dir, request.windows, size) as decode_pool:
+    with (folder_lock(out, job="prepare"),  # a second prepare into `out` stops at once
+          pool.DecodePool(workers_here, ref, data_dir, request.windows, size) as decode_pool):
         return _prepare(decode_pool, request, settings)
 
 
