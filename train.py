@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-steps", type=int, help=f"mid-epoch checkpoint interval (default {d.checkpoint_steps})")
     g.add_argument("--keep-checkpoints", type=int, help=f"checkpoints kept (default {d.keep_checkpoints})")
     g.add_argument("--fresh", action="store_true", help="discard the run directory's checkpoint and history")
+    g.add_argument("--keep-path-ids", action="store_true",
+                   help="record --data-dir itself in config.yaml, the cache and the export, and keep "
+                        "file paths as ids in the cache (off by default: paths often hold names or "
+                        "MRNs, so a digest of the folder's path is recorded instead)")
     g.add_argument("--quiet", dest="verbose", action="store_const", const=0, help="no progress bars")
     return p
 

@@ -26,6 +26,7 @@ to leave out (unreadable header, image listed but missing), so ``prepare`` can r
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
@@ -39,6 +40,26 @@ MANIFEST_COLUMNS = ("id", "path", "slice", "patient_id", "study_id", "series_id"
 OPTIONAL_COLUMNS = ("split", "mask_path")
 SPLITS = ("train", "val", "test")
 TASKS = ("multi-label", "multi-class", "binary")
+
+
+# How a withheld data root is recorded (dataset.json, config.yaml, the export): a digest of its
+# absolute path, the same on every run from that folder (so a resume still matches), never the path.
+PATH_ID_PREFIX = "sha256:"
+
+
+def data_dir_id(data_dir) -> str:
+    """``sha256:<16 hex>`` of the absolute data root: what every run, cache and export file
+    records instead of the path (folder names often hold a patient's name or MRN), unless the
+    user keeps paths (``--keep-path-ids``). An id is returned as it is."""
+    if os.fspath(data_dir).startswith(PATH_ID_PREFIX):
+        return os.fspath(data_dir)
+    digest = hashlib.sha256(os.fspath(Path(data_dir).resolve()).encode()).hexdigest()
+    return PATH_ID_PREFIX + digest[:16]
+
+
+def shown_data_dir(data_dir, keep_path: bool) -> str:
+    """The data root as files and logs may show it: the path with ``keep_path``, else its id."""
+    return os.fspath(data_dir) if keep_path else data_dir_id(data_dir)
 
 
 class DataError(ValueError):

@@ -47,7 +47,7 @@ from pipelines.cache.format import (
 from pipelines.cache.jobs import PrepareError, PrepareJob
 from pipelines.datasets import Adapter, get_adapter
 from pipelines.fs import atomic_write_text, folder_lock
-from pipelines.manifest import quarantined, validate_manifest
+from pipelines.manifest import data_dir_id, quarantined, shown_data_dir, validate_manifest
 from pipelines.preprocessing import Preprocessing
 from pipelines.splits import assert_patient_disjoint, split_manifest
 from pipelines.transforms import format_windows, parse_windows
@@ -116,6 +116,8 @@ def _plan(
 
 
 def _check_same(settings: dict, stored: dict, out: Path) -> None:
+    if stored.get("data_dir") and not settings.get("keep_path_ids"):  # older caches: the path
+        stored = {**stored, "data_dir": data_dir_id(stored["data_dir"])}
     changed = [k for k in settings if k in stored and stored[k] != settings[k]]
     if changed:
         detail = ", ".join(f"{k} {stored[k]!r} -> {settings[k]!r}" for k in changed)
@@ -252,7 +254,7 @@ class PrepareRequest:
         settings = _jsonable(
             {
                 "dataset": self.name,
-                "data_dir": str(Path(self.data_dir).resolve()),
+                "data_dir": shown_data_dir(Path(self.data_dir).resolve(), self.keep_path_ids),
                 "image_size": list(self.size),
                 "windows": self.windows,
                 "val_fraction": self.val_fraction,
