@@ -283,7 +283,8 @@ def read_pixels(path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
                     raise DataError(
                         path,
                         f"image header declares more pixels than the limit of {int(max_pixels)}; it "
-                        "was refused before decoding (pass max_pixels= to read a genuinely large image)",
+                        "was refused before decoding (downscale it, or pass max_pixels= from Python to read a "
+                        "genuinely large image)",
                     )
                 out = _pixels(img)
     except DataError:
