@@ -131,3 +131,16 @@ def test_history_labels_predictions_and_report_escape_a_formula_label(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| '=cmd"))
     assert row.startswith("| '=cmd\\|' -C calc'!A0 | 1 | 1 |")
     assert f"| {EVIL}" not in text
+
+
+def test_the_corpus_card_escapes_source_and_class_names():
+    from pipelines.corpus_card import card_markdown
+
+    source = {"in_corpus": True, "images": 2, "per_split": {"train": 2}, "test_rows_left_out": 0,
+              "duplicates_dropped": {}, "licence": "CC-BY", "per_class": {"-x|y": 2}, "citation": "c"}
+    card = {"images": 2, "labels": ["a"], "spec": "s", "spec_sha256": "0" * 64, "image_size": [8, 8],
+            "channels": 1, "excluded": [], "channel_rule": "r", "dedup": "d", "duplicates_dropped": 0,
+            "objective": "o", "sources": {EVIL: source}, "per_modality": {"@ct": 2}}
+    text = card_markdown(card)
+    assert "| '=cmd\\|' -C calc'!A0 | yes |" in text and "| '-x\\|y | 2 |" in text
+    assert "| '@ct | 2 |" in text
