@@ -12,8 +12,9 @@ The escape is undone by the readers the project uses for its own files (:func:`r
 :func:`escape_cell` on every string. To make that true for a name that itself starts with ``'``
 before a trigger (``'=x``), any cell whose leading quotes hide a trigger gets one more quote.
 
-Only strings are escaped: a number (``-0.5`` in a probability or loss column) is a number, not a
-formula, and is written as it is. Markdown cells (:func:`md_cell`) are escaped the same way and
+Numbers are never escaped: a number (``-0.5`` in a probability or loss column), or a string that
+is a plain decimal number (history rows read back and written again), is not a formula, and is
+written as it is. Markdown cells (:func:`md_cell`) are escaped the same way and
 their ``|`` becomes ``\\|``, so a label cannot open a new table column.
 
 Standard library plus pandas (imported inside the frame helpers); no TensorFlow.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -35,14 +37,19 @@ __all__ = ["TRIGGERS", "escape_cell", "md_cell", "read_csv", "read_lines", "read
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
+# A plain decimal number ("-0.5", "+3", "1e-4"): a spreadsheet reads it as a number, not a formula.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _needs_quote(text: str) -> bool:
-    return text.lstrip("'").startswith(TRIGGERS)
+    bare = text.lstrip("'")
+    return bare.startswith(TRIGGERS) and _NUMBER.fullmatch(bare) is None
 
 
 def escape_cell(value):
     """``value`` as a spreadsheet shows it without running it: a string whose first character
-    (after any leading ``'``) is a formula trigger gets one leading ``'``; anything else,
-    numbers included, is returned unchanged."""
+    (after any leading ``'``) is a formula trigger, and which is not a plain decimal number,
+    gets one leading ``'``; anything else, numbers included, is returned unchanged."""
     if isinstance(value, str) and _needs_quote(value):
         return "'" + value
     return value

@@ -13,7 +13,7 @@ import pytest
 from pipelines import cells
 
 EVIL = "=cmd|' -C calc'!A0"  # no "/": it is also a folder name
-NAMES = [EVIL, "+1", "-x", "@SUM(A1)", "\tTab", "\rcr", "'=already", "''+two", "plain", "'quoted",
+NAMES = [EVIL, "+A1", "-x", "@SUM(A1)", "\tTab", "\rcr", "'=already", "''+two", "plain", "'quoted",
          "", "a=b"]
 
 
@@ -42,7 +42,10 @@ def test_escape_round_trips_and_never_starts_with_a_trigger(name):
 
 def test_numbers_are_not_escaped():
     assert cells.escape_cell(-0.5) == -0.5 and cells.escape_cell(-3) == -3
-    assert cells.escape_cell("-0.5") == "'-0.5"  # a string that looks like a number is text
+    for number in ("-0.5", "+3", "-1e-4", "-.5"):  # a number read back as text stays a number
+        assert cells.escape_cell(number) == number == cells.unescape_cell(number)
+    for formula in ("-1+2", "-inf", "-0.5)", "+A1", "-"):
+        assert cells.escape_cell(formula) == "'" + formula
 
 
 def test_csv_and_frames_and_lines_round_trip(tmp_path):
@@ -99,7 +102,11 @@ def test_history_labels_predictions_and_report_escape_a_formula_label(tmp_path):
     row = {f: "" for f in fields} | {"epoch": 1, "train_loss": -0.5, f"val_auroc_{EVIL}": 0.5}
     write_history(tmp_path / "history.csv", fields, [row])
     assert _formula_cells(tmp_path / "history.csv", numbers=True) == ["-0.5"]
-    assert read_history(tmp_path / "history.csv")[0][f"val_auroc_{EVIL}"] == "0.5"
+    rows = read_history(tmp_path / "history.csv")
+    assert rows[0][f"val_auroc_{EVIL}"] == "0.5"
+    write_history(tmp_path / "history.csv", fields, rows + [row | {"epoch": 2}])  # as a resume does
+    assert _formula_cells(tmp_path / "history.csv", numbers=True) == ["-0.5", "-0.5"]
+    assert [r["train_loss"] for r in read_history(tmp_path / "history.csv")] == ["-0.5", "-0.5"]
 
     class Pair:
         model = EVIL
