@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli import debug, quiet_tf_startup  # noqa: E402
+from pipelines.cli import debug, disk_full_message, is_disk_full, quiet_tf_startup  # noqa: E402
 
 quiet_tf_startup()  # zoo imports Keras, which loads TensorFlow: silence its C++ start-up first
 
@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-steps", type=int, help=f"mid-epoch checkpoint interval (default {d.checkpoint_steps})")
     g.add_argument("--keep-checkpoints", type=int, help=f"checkpoints kept (default {d.keep_checkpoints})")
     g.add_argument("--fresh", action="store_true", help="discard the run directory's checkpoint and history")
+    g.add_argument("--keep-path-ids", action="store_true",
+                   help="record --data-dir itself in config.yaml, the cache and the export, and keep "
+                        "file paths as ids in the cache (off by default: paths often hold names or "
+                        "MRNs, so a digest of the folder's path is recorded instead)")
     g.add_argument("--quiet", dest="verbose", action="store_const", const=0, help="no progress bars")
     return p
 
@@ -200,6 +204,11 @@ def main(argv=None) -> int:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"train.py: error: {message}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a full disk (OSError, or TensorFlow's own error types)
+        if debug() or not is_disk_full(err):
+            raise
+        print(f"train.py: error: {disk_full_message(err, cfg.output_dir or '.')}", file=sys.stderr)
         return 2
     return 0
 

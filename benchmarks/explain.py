@@ -64,9 +64,9 @@ CONFIG_KEYS = {
 
 def _arrays(cache: Path, data_dir: Path, split: str):
     """Images, labels, lesion masks (bool, image size) of one split of a cache."""
-    import pandas as pd
     from PIL import Image
 
+    from pipelines import cells
     from pipelines.cache import make_dataset
 
     xs, ys, ids = [], [], []
@@ -75,7 +75,7 @@ def _arrays(cache: Path, data_dir: Path, split: str):
         ys.append(y.numpy())
         ids += [i.decode() for i in meta["id"].numpy()]
     x, y = np.concatenate(xs), np.concatenate(ys)
-    manifest = pd.read_csv(cache / "manifest.csv", dtype=str, keep_default_na=False)
+    manifest = cells.read_csv(cache / "manifest.csv", dtype=str, keep_default_na=False)
     mask_of = dict(zip(manifest["id"], manifest["mask_path"]))
     masks = np.zeros(x.shape[:3], dtype=bool)
     for i, image_id in enumerate(ids):

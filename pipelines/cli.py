@@ -9,6 +9,9 @@
 * :func:`check_writable` says in one sentence, before any heavy work, that an output folder
   cannot be created or written (root ignores permission bits, so it really creates and
   removes a probe file).
+* :func:`disk_full_message` is the one sentence for a full disk during prepare or training:
+  which folder, and that the same command resumes once space is freed (every file is written
+  atomically, so nothing half-written is left to trip the resumed run).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import sys
 import uuid
 from pathlib import Path
 
-__all__ = ["OutputError", "check_writable", "debug", "quiet_tf_startup"]
+from pipelines.fs import is_disk_full
+
+__all__ = ["OutputError", "check_writable", "debug", "disk_full_message", "is_disk_full",
+           "quiet_tf_startup"]
 
 
 class OutputError(ValueError):
@@ -88,3 +94,12 @@ def check_writable(path, flag: str) -> Path:
             f"{flag} {folder} cannot be written ({reason}); pass a folder you can write to."
         ) from None
     return folder
+
+
+def disk_full_message(error: BaseException, folder) -> str:
+    """One sentence for a full disk: the folder it happened in (the file the error names, else
+    ``folder``), and that the same command resumes once space is freed."""
+    name = getattr(error, "filename", None)
+    where = Path(os.fsdecode(name)).parent if name else Path(folder)
+    return (f"The disk holding {where} is full (no space left on device); free some space and "
+            "run the same command again: it resumes from what was finished.")

@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import cells
 from pipelines.cache.decode import Row, to_cache_pixels
 from pipelines.corpus_card import CARD_JSON, CARD_MD, SEP, card_markdown, corpus_sources, make_card
 from pipelines.datasets import get_adapter
@@ -388,7 +389,7 @@ def _write_index(build: _Build, spec, read, kept, rows_out, stats) -> pd.DataFra
     manifest = pd.concat([manifest, pd.DataFrame(onehot, columns=labels)], axis=1)
     for column in ("split", "shard", "source", "source_id", "sha256"):
         manifest[column] = table[column]
-    manifest.to_csv(tmp / MANIFEST_FILE, index=False)
+    cells.write_frame(manifest, tmp / MANIFEST_FILE)
     (tmp / "quarantine.csv").write_text("path,reason\n")
     shards = sorted(set(table["shard"]))
     splits = {s: int((manifest["split"] == s).sum()) for s in ("train", "val") if (manifest["split"] == s).any()}

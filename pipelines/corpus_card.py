@@ -12,6 +12,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from pipelines.cells import md_cell
+
 __all__ = ["CARD_JSON", "CARD_MD", "SEP", "card_markdown", "corpus_sources", "make_card"]
 
 CARD_JSON = "corpus_card.json"
@@ -83,15 +85,15 @@ def card_markdown(card: dict) -> str:
     ]
     for name, s in card["sources"].items():
         lines.append(
-            f"| {name} | {'yes' if s['in_corpus'] else 'no (excluded)'} | {s['images']} | "
+            f"| {md_cell(name)} | {'yes' if s['in_corpus'] else 'no (excluded)'} | {s['images']} | "
             f"{s['per_split'].get('train', 0)} | {s['per_split'].get('val', 0)} | {s['test_rows_left_out']} | "
             f"{sum(s['duplicates_dropped'].values())} | {s['licence']} |"
         )
     lines += ["", "| class | images |", "|---|---|"]
     for s in card["sources"].values():
-        lines += [f"| {k} | {v} |" for k, v in s["per_class"].items()]
+        lines += [f"| {md_cell(k)} | {v} |" for k, v in s["per_class"].items()]
     lines += ["", "| modality | images |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in card["per_modality"].items()]
+    lines += [f"| {md_cell(k)} | {v} |" for k, v in card["per_modality"].items()]
     lines += ["", "## Citations", ""]
     lines += [f"- **{name}** ({s['licence']}): {s['citation']}" for name, s in card["sources"].items()]
     return "\n".join(lines) + "\n"

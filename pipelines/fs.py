@@ -13,6 +13,10 @@ never half of one. ``os.replace`` appears in this module only (a test checks it)
 - :func:`replace` is the rename itself, for a temp name a caller already owns (a prepare shard's
   ``.tmp``, a corpus's temp folder).
 - :func:`pid_alive` tells whether the owner of a temp file or lock is still running.
+- :func:`folder_lock` holds a lock file in a folder (``O_CREAT | O_EXCL``, holding the owner's
+  pid and host) for as long as a job writes there, so two jobs never write one folder; a lock
+  whose owner died on this host is taken over. A live owner's lock raises :class:`FolderLocked`.
+- :func:`is_disk_full` tells a full disk (``ENOSPC``) from other write errors.
 
 Standard library only: prepare's worker processes and ``zoo`` both import it.
 """
@@ -20,14 +24,18 @@ Standard library only: prepare's worker processes and ``zoo`` both import it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "pid_alive", "replace", "temp_name"]
+__all__ = ["LOCK_FILE", "FolderLocked", "atomic_path", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "folder_lock", "is_disk_full", "pid_alive", "replace", "temp_name"]
+
+LOCK_FILE = ".lock"
 
 
 def temp_name(path: str | os.PathLike) -> Path:
@@ -93,3 +101,71 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+class FolderLocked(RuntimeError):
+    """Another live process holds the folder's lock file (the message names it and the owner)."""
+
+
+def _lock_owner(lock: Path) -> dict:
+    """The owner a lock file records ({"pid", "host"}); {} while it is being written or junk."""
+    try:
+        owner = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _take_lock(lock: Path) -> bool:
+    """Create ``lock`` exclusively with this process as the owner; False if it exists."""
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, job: str = "job") -> Iterator[Path]:
+    """Hold ``folder/.lock`` while the block runs; removed when it ends, however it ends.
+
+    The lock file is created with ``O_CREAT | O_EXCL`` (atomic on a local file system) and
+    records the owner's pid and host. A lock whose owner is dead on this host (a killed run) is
+    taken over; a live owner's, or one from another host, raises :class:`FolderLocked` at once,
+    naming the lock file and the owner, rather than two ``job`` runs writing one folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    while not _take_lock(lock):
+        owner = _lock_owner(lock)
+        pid, host = owner.get("pid"), owner.get("host")
+        if isinstance(pid, int) and host == socket.gethostname() and not pid_alive(pid):
+            lock.unlink(missing_ok=True)  # its owner died without removing it
+            continue
+        raise FolderLocked(
+            f"{folder} is in use by another {job} (lock file {lock}, owner pid "
+            f"{pid if pid is not None else 'unknown'} on {host or 'an unknown host'}); wait for "
+            "it to finish, or delete the lock file if that process is gone."
+        )
+    try:
+        yield lock
+    finally:
+        if _lock_owner(lock).get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """True when ``error`` (or an error it was raised from) is a full disk: ``ENOSPC`` or
+    ``EDQUOT``, or TensorFlow's and HDF5's text for it (their errors carry no errno)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -26,6 +26,7 @@ to leave out (unreadable header, image listed but missing), so ``prepare`` can r
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
@@ -33,10 +34,32 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from pipelines import formats
+
 MANIFEST_COLUMNS = ("id", "path", "slice", "patient_id", "study_id", "series_id")
 OPTIONAL_COLUMNS = ("split", "mask_path")
 SPLITS = ("train", "val", "test")
 TASKS = ("multi-label", "multi-class", "binary")
+
+
+# How a withheld data root is recorded (dataset.json, config.yaml, the export): a digest of its
+# absolute path, the same on every run from that folder (so a resume still matches), never the path.
+PATH_ID_PREFIX = "sha256:"
+
+
+def data_dir_id(data_dir) -> str:
+    """``sha256:<16 hex>`` of the absolute data root: what every run, cache and export file
+    records instead of the path (folder names often hold a patient's name or MRN), unless the
+    user keeps paths (``--keep-path-ids``). An id is returned as it is."""
+    if os.fspath(data_dir).startswith(PATH_ID_PREFIX):
+        return os.fspath(data_dir)
+    digest = hashlib.sha256(os.fspath(Path(data_dir).resolve()).encode()).hexdigest()
+    return PATH_ID_PREFIX + digest[:16]
+
+
+def shown_data_dir(data_dir, keep_path: bool) -> str:
+    """The data root as files and logs may show it: the path with ``keep_path``, else its id."""
+    return os.fspath(data_dir) if keep_path else data_dir_id(data_dir)
 
 
 class DataError(ValueError):
@@ -135,6 +158,39 @@ def quarantined(df: pd.DataFrame) -> list[dict]:
     return list(df.attrs.get("quarantine", []))
 
 
+def repeated_ids(df: pd.DataFrame, data_dir=None) -> list[int]:
+    """Positions of rows to quarantine because their id repeats another file's.
+
+    Adapters that take ids from file names drop the ending, so ``x.png`` and ``x.jpg`` give one
+    id. Of the rows sharing an id with *different* paths, the one kept is the first whose
+    content (sniffed, :mod:`pipelines.formats`, when ``data_dir`` is given) matches its name's
+    ending, else the first. Rows repeating both id and path are a broken manifest, left to
+    :func:`validate_manifest`'s error.
+    """
+    if "path" not in df.columns or not df["id"].duplicated().any():
+        return []
+    root = Path(data_dir) if data_dir is not None else None
+
+    def named_right(path: str) -> bool:
+        fmt = formats.sniff_file(root / path) if root is not None else None
+        return fmt is not None and PurePosixPath(path).suffix.lower() in fmt.suffixes
+
+    ids, paths = df["id"].astype(str).tolist(), df["path"].astype(str).tolist()
+    keep: dict[str, int] = {}
+    for i in sorted(range(len(df)), key=lambda i: (not named_right(paths[i]), i)):
+        keep.setdefault(ids[i], i)
+    return [i for i in range(len(df)) if keep[ids[i]] != i and paths[i] != paths[keep[ids[i]]]]
+
+
+def _repeated_reason(path: str, data_dir) -> str:
+    fmt = formats.sniff_file(Path(data_dir) / path) if data_dir is not None else None
+    suffix = PurePosixPath(path).suffix.lower()
+    told = (f"its content is {fmt.name.upper()} but its name ends {suffix}; "
+            if fmt is not None and suffix not in fmt.suffixes else "")
+    return (f"{told}another file has the same name up to its ending (one id for both); rename "
+            "or remove one of them")
+
+
 def validate_manifest(
     df: pd.DataFrame,
     labels: Sequence[str] | None = None,
@@ -142,6 +198,7 @@ def validate_manifest(
     task: str | None = None,
     quarantine: Sequence[dict] | None = None,
     channels: int | None = None,
+    data_dir=None,
 ) -> pd.DataFrame:
     """Check ``df`` against the manifest schema and return it in canonical form.
 
@@ -149,7 +206,10 @@ def validate_manifest(
     labels), then optional and extra columns, a fresh RangeIndex, and ``attrs`` holding
     ``labels`` (and ``task``, ``quarantine``, ``channels`` when given or already present).
     Empty or None ``labels`` means ``df.attrs["labels"]`` (adapters whose labels come from
-    the data). Raises :class:`DataError` with one sentence on the first problem found.
+    the data). Two files whose ids repeat (``x.png`` and ``x.jpg``) are not an error: all but
+    one go to ``attrs["quarantine"]`` (:func:`repeated_ids`; ``data_dir`` lets the file's
+    content decide which is kept). Raises :class:`DataError` with one sentence on the first
+    other problem found.
     """
     labels = tuple(labels or df.attrs.get("labels") or ())
     if not labels:
@@ -167,6 +227,10 @@ def validate_manifest(
 
     out = df.copy()
     out.attrs = dict(df.attrs)
+    repeated = repeated_ids(out.assign(id=out["id"].astype(str)), data_dir)
+    left_out = [{"path": str(out["path"].iloc[i]),
+                 "reason": _repeated_reason(str(out["path"].iloc[i]), data_dir)} for i in repeated]
+    out = out.drop(index=out.index[repeated])
     for col in ("id", "path", "patient_id", "study_id", "series_id"):
         if out[col].isna().any():
             bad = out.loc[out[col].isna(), "id"].iloc[0]
@@ -210,7 +274,7 @@ def validate_manifest(
         out.attrs["task"] = task
     if quarantine is not None:
         out.attrs["quarantine"] = [dict(q) for q in quarantine]
-    out.attrs.setdefault("quarantine", [])
+    out.attrs["quarantine"] = [*out.attrs.get("quarantine", []), *left_out]
     if channels is not None:
         out.attrs["channels"] = int(channels)
     return out

@@ -18,7 +18,14 @@ import argparse
 import sys
 
 from pipelines.cache.jobs import PrepareError
-from pipelines.cli import OutputError, check_writable, quiet_tf_startup
+from pipelines.cli import (
+    OutputError,
+    check_writable,
+    disk_full_message,
+    is_disk_full,
+    quiet_tf_startup,
+)
+from pipelines.fs import FolderLocked
 
 
 def _size(text: str):
@@ -138,8 +145,13 @@ def main(argv=None) -> int:
             beam_options=args.beam_options,
             keep_path_ids=args.keep_path_ids,
         )
-    except (PrepareError, OutputError, ValueError, FileNotFoundError) as error:
+    except (PrepareError, OutputError, ValueError, FileNotFoundError, FolderLocked) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        print(f"error: {disk_full_message(error, args.out)}", file=sys.stderr)
         return 2
     return 0
 

@@ -44,13 +44,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import dicom, nifti, transforms
+from pipelines import dicom, formats, nifti, transforms
+from pipelines.formats import IMAGE_SUFFIXES, SERVING_FORMATS  # noqa: F401  (re-exported)
+from pipelines.fs import atomic_write_text
 from pipelines.manifest import DataError
 from pipelines.preprocessing_tf import (
     tf_channels,
     tf_declared_pixels,
     tf_decode_image,
     tf_finish,
+    tf_image_format_ok,
     tf_quantize,
     tf_resize,
 )
@@ -59,14 +62,23 @@ from pipelines.transforms import GREY_WEIGHTS, LEVELS
 SPEC_FILE = "preprocessing.json"
 SPEC_VERSION = 1
 KINDS = ("ct", "image")
-# Formats the serving_bytes signature decodes (and the offline path reads the same way).
-SERVING_FORMATS = ("png", "jpeg", "bmp", "gif")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-# Declared pixels (width x height) above which a picture is refused before decoding; the same
-# limit as pipelines.dicom.MAX_PIXELS (2**27, e.g. 11585 x 11585). Pass ``max_pixels=``.
+# Declared pixels (width x height) above which a DICOM/NIfTI slice is refused before decoding; the
+# same limit as pipelines.dicom.MAX_PIXELS (2**27, e.g. 11585 x 11585). Pass ``max_pixels=``.
 MAX_PIXELS = 1 << 27
+# The decode-memory budget of a picture (PNG, JPEG, ...: pipelines.formats): one declaring more
+# pixels than this in its header is refused before a pixel is decoded, by prepare, explain,
+# evaluate (read_pixels) and the serving_bytes signature alike. 40 million pixels is a 6300 x 6300
+# image; decoding an RGB picture costs at most 24 bytes a declared pixel at its peak (Pillow's
+# image, the uint8 array and the float32 array: ~19 measured), under 1 GB at the cap. A compressed
+# picture can declare any size in a few hundred bytes, so the header, not the file size, decides.
+# Pass ``max_pixels=`` to read a genuinely larger one.
+MAX_IMAGE_PIXELS = 40_000_000
 
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_PIXELS",
+    "SERVING_FORMATS",
     "Preprocessing",
     "read_pixels",
     "to_channels",
@@ -78,6 +90,7 @@ __all__ = [
     "tf_declared_pixels",
     "tf_decode_image",
     "tf_finish",
+    "tf_image_format_ok",
     "tf_quantize",
     "tf_resize",
 ]
@@ -192,11 +205,7 @@ class Preprocessing:
 
     def save(self, folder) -> Path:
         """Write ``folder/preprocessing.json`` (atomically) and return its path."""
-        path = Path(folder) / SPEC_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
-        return path
+        return atomic_write_text(Path(folder) / SPEC_FILE, self.to_json())
 
     @classmethod
     def load(cls, path) -> Preprocessing:
@@ -241,11 +250,13 @@ class Preprocessing:
 # NumPy: the offline implementation (prepare, explain, evaluate)
 
 
-def read_pixels(path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_pixels(path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """An image file -> float32 (H, W, 1) or (H, W, 3) in [0, 1], no resizing.
 
     8-bit / 255, 16-bit / 65535; grey stays one channel, colour (RGB, palette, CMYK, YCbCr)
-    becomes RGB, alpha is dropped. A broken or unknown file raises :class:`DataError`, and so
+    becomes RGB, alpha is dropped. The format is sniffed from the first bytes and must be in
+    :data:`pipelines.formats.FORMATS` (Pillow opens it as that format only), whatever the file
+    is called. A broken or unknown file raises :class:`DataError`, and so
     does one whose header declares more than ``max_pixels`` pixels: the size is read from the
     header (``Image.open`` is lazy) and the file refused before any pixel is decoded. Pillow's
     own DecompressionBombError is a DataError too.
@@ -257,10 +268,14 @@ def read_pixels(path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "image file does not exist" if not path.exists() else "is not a file")
+    fmt = formats.sniff_file(path)  # the content decides, not the name (pipelines.formats)
+    if fmt is None:
+        raise DataError(path, f"is not a {formats.format_list()} picture (its first bytes match "
+                              "none of them, whatever its name says)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning and friends: checked below
-            with Image.open(path) as img:
+            with Image.open(path, formats=[fmt.pillow]) as img:
                 width, height = img.size
                 if width < 1 or height < 1:
                     raise DataError(path, "image header declares an empty image (width or height 0)")
@@ -268,7 +283,8 @@ def read_pixels(path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     raise DataError(
                         path,
                         f"image header declares more pixels than the limit of {int(max_pixels)}; it "
-                        "was refused before decoding (pass max_pixels= to read a genuinely large image)",
+                        "was refused before decoding (downscale it, or pass max_pixels= from Python to read a "
+                        "genuinely large image)",
                     )
                 out = _pixels(img)
     except DataError:
@@ -293,16 +309,23 @@ def _pixels(img) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float32)
-        return np.clip(arr / np.float32(65535.0), 0.0, 1.0)[..., None]
+        return np.clip(np.divide(arr, np.float32(65535.0), out=arr), 0.0, 1.0, out=arr)[..., None]
     if mode == "F":
         return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None]
     if mode in ("L", "LA", "1"):
         grey = img.convert("L") if mode != "L" else img
-        return np.asarray(grey, dtype=np.uint8).astype(np.float32)[..., None] / np.float32(255.0)
+        return _scaled(np.asarray(grey, dtype=np.uint8))[..., None]
     if mode in ("P", "PA"):
         img = img.convert("RGBA")
     rgb = img.convert("RGB") if img.mode != "RGB" else img
-    return np.asarray(rgb, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+    return _scaled(np.asarray(rgb, dtype=np.uint8))
+
+
+def _scaled(pixels: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 / 255, divided in place: one float copy of the image, not two (the
+    same values as ``pixels.astype(np.float32) / 255``)."""
+    out = pixels.astype(np.float32)
+    return np.divide(out, np.float32(255.0), out=out)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -369,12 +392,13 @@ def _is_dicom(path: Path) -> bool:
 
 
 def decode_file(path, spec: Preprocessing, *, frame: int | None = None,
-                max_pixels: int = MAX_PIXELS) -> np.ndarray:
+                max_pixels: int | None = None) -> np.ndarray:
     """One original file -> float32 (H, W, C') before the channel rule, resize and rounding.
 
     DICOM and NIfTI (CT): Hounsfield units through ``spec.windows``. Pictures: :func:`read_pixels`.
     ``.npy``: uint8 / 255, or floats already in [0, 1] (HU for a CT spec). Raises DataError
-    (a bad file, or one declaring more than ``max_pixels`` pixels) or ValueError (a file that
+    (a bad file, or one declaring more than ``max_pixels`` pixels: by default
+    :data:`MAX_PIXELS` for a CT slice, :data:`MAX_IMAGE_PIXELS` for a picture) or ValueError (a file that
     does not fit the spec), naming the file.
     """
     path = Path(path)
@@ -387,10 +411,11 @@ def decode_file(path, spec: Preprocessing, *, frame: int | None = None,
                 f"{path} is a CT file but the model takes {spec.channels}-channel pictures; "
                 "send a PNG/JPEG, or use a model trained on CT windows."
             )
+        ct_pixels = MAX_PIXELS if max_pixels is None else max_pixels
         if name.endswith((".nii", ".nii.gz")):
             return nifti.read_windows(path, 0 if frame is None else frame, spec.windows,
-                                      max_pixels=max_pixels)
-        return dicom.read_windows(path, spec.windows, frame=frame, max_pixels=max_pixels)
+                                      max_pixels=ct_pixels)
+        return dicom.read_windows(path, spec.windows, frame=frame, max_pixels=ct_pixels)
     if name.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
         array = transforms.ensure_hwc(array) if array.ndim in (2, 3) else array
@@ -408,7 +433,7 @@ def decode_file(path, spec: Preprocessing, *, frame: int | None = None,
         return array
     if spec.kind == "ct" and not name.endswith(IMAGE_SUFFIXES):
         raise ValueError(f"{path} is neither DICOM, NIfTI, .npy nor a picture.")
-    return read_pixels(path, max_pixels=max_pixels)
+    return read_pixels(path, max_pixels=MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
 
 
 def load_file(path, spec: Preprocessing, *, frame: int | None = None) -> np.ndarray:

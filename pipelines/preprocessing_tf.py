@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.formats import FORMATS
 from pipelines.transforms import GREY_WEIGHTS, LEVELS, ROUND_OFFSET
 
 __all__ = [
@@ -17,13 +18,29 @@ __all__ = [
     "tf_declared_pixels",
     "tf_decode_image",
     "tf_finish",
+    "tf_image_format_ok",
     "tf_quantize",
     "tf_resize",
 ]
 
 
+def tf_image_format_ok(contents):
+    """True (a bool tensor) when ``contents`` starts with the magic bytes of a format that
+    :data:`pipelines.formats.FORMATS` marks as served: the graph reads the same table as
+    :func:`pipelines.preprocessing.read_pixels`."""
+    import tensorflow as tf
+
+    def matches(alternative):
+        checks = [tf.equal(tf.strings.substr(contents, offset, len(magic)), magic)
+                  for offset, magic in alternative]
+        return tf.reduce_all(tf.stack(checks))
+
+    served = [matches(alt) for fmt in FORMATS if fmt.serving for alt in fmt.magic]
+    return tf.reduce_any(tf.stack(served))
+
+
 def tf_decode_image(contents, channels: int):
-    """Encoded PNG/JPEG/BMP/GIF bytes (a scalar string) -> float32 [H, W, channels] in [0, 1].
+    """Encoded PNG/JPEG/BMP/GIF/WebP bytes (a scalar string) -> float32 [H, W, channels] in [0, 1].
 
     The graph twin of :func:`pipelines.preprocessing.read_pixels` + :func:`~pipelines.preprocessing.to_channels`.
     """
@@ -37,7 +54,7 @@ def tf_decode_image(contents, channels: int):
         decoded = tf.io.decode_png(contents, channels=0, dtype=tf.uint16)
         return tf.cast(decoded, tf.float32) / 65535.0
 
-    def other():  # BMP, GIF (first frame)
+    def other():  # BMP, GIF (first frame), WebP
         decoded = tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False)
         return tf.cast(decoded, tf.float32) / 255.0
 
@@ -48,8 +65,8 @@ def tf_decode_image(contents, channels: int):
 
 
 def tf_declared_pixels(contents):
-    """Height x width an encoded PNG/JPEG/BMP/GIF declares in its header (int64), read without
-    decoding a pixel; 0 for a header too short to say (the decoder then fails cleanly)."""
+    """Height x width an encoded PNG/JPEG/BMP/GIF/WebP declares in its header (int64), read
+    without decoding a pixel; 0 for a header too short to say (the decoder then fails cleanly)."""
     import tensorflow as tf
 
     def field(offset, length, little_endian):
@@ -77,6 +94,17 @@ def tf_declared_pixels(contents):
     def gif():
         return field(6, 2, True) * field(8, 2, True)
 
+    def webp():  # the first chunk: VP8 (lossy), VP8L (lossless) or VP8X (extended)
+        chunk = tf.strings.substr(contents, 12, 4)
+        lossless = field(21, 4, True)
+        return tf.case([
+            (tf.equal(chunk, b"VP8 "), lambda: tf.bitwise.bitwise_and(field(26, 2, True), 0x3FFF)
+             * tf.bitwise.bitwise_and(field(28, 2, True), 0x3FFF)),
+            (tf.equal(chunk, b"VP8L"), lambda: (tf.bitwise.bitwise_and(lossless, 0x3FFF) + 1)
+             * (tf.bitwise.bitwise_and(tf.bitwise.right_shift(lossless, 14), 0x3FFF) + 1)),
+            (tf.equal(chunk, b"VP8X"), lambda: (field(24, 3, True) + 1) * (field(27, 3, True) + 1)),
+        ], default=lambda: tf.constant(0, tf.int64), exclusive=True)
+
     return tf.case(
         [
             (tf.less(size, 26), lambda: tf.constant(0, tf.int64)),
@@ -84,6 +112,8 @@ def tf_declared_pixels(contents):
             (tf.io.is_jpeg(contents), jpeg),
             (tf.equal(tf.strings.substr(contents, 0, 2), b"BM"), bmp),
             (tf.equal(tf.strings.substr(contents, 0, 3), b"GIF"), gif),
+            (tf.logical_and(tf.equal(tf.strings.substr(contents, 0, 4), b"RIFF"),
+                            tf.equal(tf.strings.substr(contents, 8, 4), b"WEBP")), webp),
         ],
         default=lambda: tf.constant(0, tf.int64),
         exclusive=False,

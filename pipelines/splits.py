@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.fs import atomic_path
+from pipelines import cells
 
 SPLITS = ("train", "val", "test")
 _ALIASES = {
@@ -244,8 +244,7 @@ def save_split(df: pd.DataFrame, path) -> Path:
     """Write the split manifest as CSV (atomically: temp file, then rename). Returns the path."""
     if "split" not in df.columns:
         raise ValueError("The manifest has no 'split' column; run split_manifest first.")
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        df.to_csv(fh, index=False)
+    cells.write_frame(df, path)
     return path
 
 
@@ -254,7 +253,7 @@ def load_split(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Split manifest {path} does not exist; write it with save_split.")
-    df = pd.read_csv(
+    df = cells.read_csv(
         path,
         dtype={"id": str, "patient_id": str, "study_id": str, "series_id": str, "split": str},
         keep_default_na=False,

@@ -132,3 +132,39 @@ def test_no_planted_identifier_reaches_any_output(tmp_path, capfd, monkeypatch):
             hits[f"captured std{stream}"] = h
     assert hits == {}, hits
     assert _hits((data / "labels.csv").read_bytes()) and _hits(files[0].read_bytes())  # it finds
+
+
+def test_a_data_root_named_after_the_patient_reaches_no_run_cache_or_export_file(tmp_path, capfd):
+    """``--data-dir .../Doe^Jane_MRN123456/``: the run, the cache and the export record a digest
+    of the folder's path, never the path, in their bytes and their file names (issue 22)."""
+    from PIL import Image
+
+    data = tmp_path / "Doe^Jane_MRN123456"
+    rng = np.random.default_rng(0)
+    for cls in ("normal", "lesion"):
+        (data / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (40, 40), np.uint8)).save(data / cls / f"{i}.png")
+    out = tmp_path / "out"
+    argv = ["--dataset", "folder", "--data-dir", str(data), "--cache-dir", str(out / "cache"),
+            "--model", "ichnet_small", "--model-kwargs", TINY, "--image-size", "32",
+            "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "2",
+            "--bn-calibration-batches", "1", "--output-dir", str(out / "run"), "--export-dir",
+            str(out / "exports"), "--quiet"]
+    assert _train_main()(argv) == 0
+    assert (out / "exports" / "ichnet_small" / "1" / "assets.extra" / "config.yaml").is_file()
+    captured = capfd.readouterr()
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert {"config.yaml", "dataset.json", "manifest.csv"} <= {p.name for p in written}
+    hits = {str(p.relative_to(out)): h for p in written if (h := _hits(p.read_bytes()))}
+    hits.update({str(p.relative_to(out)) + " (name)": h for p in out.rglob("*")
+                 if (h := _hits(p.name.encode()))})
+    for stream in ("out", "err"):
+        if h := _hits(getattr(captured, stream).encode()):
+            hits[f"captured std{stream}"] = h
+    assert hits == {}, hits
+    from pipelines.manifest import data_dir_id
+
+    assert data_dir_id(data) in (out / "run" / "config.yaml").read_text()
+    # the same command resumes: the recorded digest matches the path given again
+    assert _train_main()(argv) == 0

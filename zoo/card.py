@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import zoo
+from pipelines.cells import md_cell
 from zoo.results import measured
 
 __all__ = ["build_export_card", "card_from_report", "render_card", "write_card",
@@ -361,7 +362,7 @@ def _evaluation_lines(key: str, ev: dict) -> list[str]:
         auroc = _fmt(pc["auroc"]) if pc["auroc"] is not None else pc["status"]
         ci = pc["auroc_ci95"]
         ci = "n/a" if ci[0] is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
-        lines.append(f"| {lbl} | {auroc} | {ci} | {_fmt(pc['sensitivity'])} | "
+        lines.append(f"| {md_cell(lbl)} | {auroc} | {ci} | {_fmt(pc['sensitivity'])} | "
                      f"{_fmt(pc['specificity'])} | {pc['threshold']:.3f} |")
     return lines + [""]
 

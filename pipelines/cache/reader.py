@@ -9,7 +9,7 @@ import pandas as pd
 import tensorflow as tf
 
 from pipelines import augment as augmentation
-from pipelines import preprocessing
+from pipelines import cells, preprocessing
 from pipelines.cache.format import (
     MANIFEST_FILE,
     derive_seed,
@@ -23,7 +23,7 @@ __all__ = ["make_dataset"]
 
 
 def _split_table(cache: Path, split: str, labels) -> pd.DataFrame:
-    table = pd.read_csv(cache / MANIFEST_FILE, dtype={"id": str, "shard": str})
+    table = cells.read_csv(cache / MANIFEST_FILE, dtype={"id": str, "shard": str})
     return table[table["split"] == split]
 
 

@@ -14,7 +14,6 @@ the same settings skips the finished shards. ``dataset.json`` is written last.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import secrets
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import cells
 from pipelines.cache import beam, decode, pool
 from pipelines.cache.format import (
     FORMAT_VERSION,
@@ -46,8 +46,8 @@ from pipelines.cache.format import (
 )
 from pipelines.cache.jobs import PrepareError, PrepareJob
 from pipelines.datasets import Adapter, get_adapter
-from pipelines.fs import atomic_write_text
-from pipelines.manifest import quarantined, validate_manifest
+from pipelines.fs import atomic_write_text, folder_lock
+from pipelines.manifest import data_dir_id, quarantined, shown_data_dir, validate_manifest
 from pipelines.preprocessing import Preprocessing
 from pipelines.splits import assert_patient_disjoint, split_manifest
 from pipelines.transforms import format_windows, parse_windows
@@ -116,6 +116,8 @@ def _plan(
 
 
 def _check_same(settings: dict, stored: dict, out: Path) -> None:
+    if stored.get("data_dir") and not settings.get("keep_path_ids"):  # older caches: the path
+        stored = {**stored, "data_dir": data_dir_id(stored["data_dir"])}
     changed = [k for k in settings if k in stored and stored[k] != settings[k]]
     if changed:
         detail = ", ".join(f"{k} {stored[k]!r} -> {settings[k]!r}" for k in changed)
@@ -214,7 +216,8 @@ def prepare(
     if runner == "beam":
         beam.check_installed()
     workers_here = workers if runner == "pool" else 1  # Beam starts its own
-    with pool.DecodePool(workers_here, ref, data_dir, request.windows, size) as decode_pool:
+    with (folder_lock(out, job="prepare"),  # a second prepare into `out` stops at once
+          pool.DecodePool(workers_here, ref, data_dir, request.windows, size) as decode_pool):
         return _prepare(decode_pool, request, settings)
 
 
@@ -251,7 +254,7 @@ class PrepareRequest:
         settings = _jsonable(
             {
                 "dataset": self.name,
-                "data_dir": str(Path(self.data_dir).resolve()),
+                "data_dir": shown_data_dir(Path(self.data_dir).resolve(), self.keep_path_ids),
                 "image_size": list(self.size),
                 "windows": self.windows,
                 "val_fraction": self.val_fraction,
@@ -319,8 +322,7 @@ def _read_manifest(request: PrepareRequest):
         )
     if left_out and len(manifest) == 0:
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / QUARANTINE_FILE, "w", newline="") as handle:
-            csv.writer(handle).writerows([["path", "reason"], *left_out])
+        cells.write_csv(out / QUARANTINE_FILE, left_out, ["path", "reason"])
         raise PrepareError(
             f"All {len(left_out)} files were quarantined, see {out / QUARANTINE_FILE}; fix the "
             "files (or --data-dir) and run again."
@@ -430,17 +432,14 @@ def _finish_cache(out, plan, shards, progress_dir, facts, settings, run_stats, l
     if "mask_path" in plan.columns:
         columns.insert(5, "mask_path")
     final = plan[plan["id"].isin(written_ids)][columns]
-    with open(out / QUARANTINE_FILE, "w", newline="") as handle:
-        csv_writer = csv.writer(handle)
-        csv_writer.writerow(["path", "reason"])
-        csv_writer.writerows(quarantine)
+    cells.write_csv(out / QUARANTINE_FILE, quarantine, ["path", "reason"])
     if final.empty:  # no cache to train on: say why, not "0 examples" later
         _discard(out, progress_dir, shards)
         raise PrepareError(
             f"All {len(quarantine)} files were quarantined, see {out / QUARANTINE_FILE}; fix "
             "the files (or --data-dir) and run again."
         )
-    final.to_csv(out / MANIFEST_FILE, index=False)
+    cells.write_frame(final, out / MANIFEST_FILE)
     splits = {s: int((final["split"] == s).sum()) for s in split_names(plan["split"].unique())}
     by_split = {s: [x for x in shards if x.startswith(f"{s}-")] for s in splits}
     seconds = run_stats["seconds_last_run"]

@@ -52,9 +52,9 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import colour, dicom, nifti, transforms
+from pipelines.formats import IMAGE_SUFFIXES  # noqa: F401  (the one format table; re-exported)
 from pipelines.manifest import DataError, safe_join
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TASKS = ("multi-label", "multi-class", "binary")
 # The manifest column that asks load_image for colour (present only when channels is 3).
 CHANNELS_COLUMN = "image_channels"
@@ -277,10 +277,12 @@ def scan_headers(paths: Sequence, workers: int = 1) -> list:
         return list(pool.map(_header_or_error, paths, chunksize=chunk))
 
 
-def class_manifest(rows: list[dict], names: Sequence[str], task: str, channels: int = 1):
+def class_manifest(rows: list[dict], names: Sequence[str], task: str, channels: int = 1, *,
+                   data_dir=None):
     """Rows naming their class in ``"__class__"`` -> a validated manifest with one 0/1 column
     per class name (binary for two classes, else ``task``), for class-per-folder datasets;
-    ``channels`` as :func:`with_channels` records it."""
+    ``channels`` as :func:`with_channels` records it; ``data_dir`` as
+    :func:`pipelines.manifest.validate_manifest` reads it (which of two same-named files stays)."""
     import pandas as pd
 
     from pipelines.manifest import validate_manifest
@@ -289,7 +291,8 @@ def class_manifest(rows: list[dict], names: Sequence[str], task: str, channels: 
     for name in names:
         df[name] = (df["__class__"] == name).astype("int64")
     df = df.drop(columns="__class__")
-    df = validate_manifest(df, list(names), task="binary" if len(names) == 2 else task, channels=1)
+    df = validate_manifest(df, list(names), task="binary" if len(names) == 2 else task, channels=1,
+                           data_dir=data_dir)
     return with_channels(df, channels)
 
 

@@ -99,4 +99,4 @@ class Folder(Adapter):
                     row["mask_path"] = _find_mask(root, cls, path.relative_to(root / cls))
                 rows.append(row)
         channels = colour.resolve_channels(channels, (root / row["path"] for row in rows))
-        return base.class_manifest(rows, names, self.task, channels)
+        return base.class_manifest(rows, names, self.task, channels, data_dir=root)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from pipelines import cells
 from pipelines.cache import make_dataset, prepare, read_info
 from pipelines.cache.decode import Row
 from pipelines.cache.format import row_keys
@@ -71,7 +71,7 @@ def gather_predictions(source: ModelSource, cache, split: str, *, batch_size: in
             ys.append(labels.numpy())
             ids += [x.decode() for x in meta["id"].numpy()]
             pids += [x.decode() for x in meta["patient_id"].numpy()]
-    manifest = pd.read_csv(cache / "manifest.csv", dtype=str).set_index("id")
+    manifest = cells.read_csv(cache / "manifest.csv", dtype=str).set_index("id")
     study = manifest["study_id"] if "study_id" in manifest else None
     masks = manifest["mask_path"] if "mask_path" in manifest else None
     out = {

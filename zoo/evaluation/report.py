@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import cells
+from pipelines.cells import md_cell
 from zoo import metrics as M
 from zoo import plots
 
@@ -124,7 +126,7 @@ def write_predictions(path, gathered, pairs, model_labels, yt, yp_cal):
         probs[:, index[p.model]] = yp_cal[:, i]
     for i, lbl in enumerate(model_labels):
         frame[f"prob_{lbl}"] = probs[:, i]
-    frame.to_csv(path, index=False, float_format="%.9g")
+    cells.write_frame(frame, path, float_format="%.9g")
 
 
 def write_scan_predictions(path, scan_ids, patients, labels, y_true, y_prob) -> None:
@@ -134,7 +136,7 @@ def write_scan_predictions(path, scan_ids, patients, labels, y_true, y_prob) -> 
         frame[lbl] = y_true[:, i].astype(int)
     for i, lbl in enumerate(labels):
         frame[f"prob_{lbl}"] = y_prob[:, i]
-    frame.to_csv(path, index=False)
+    cells.write_frame(frame, path)
 
 
 def _safe_name(label: str) -> str:
@@ -219,16 +221,16 @@ def render_report(report: dict) -> str:
     for lbl, pc in m["per_class"].items():
         auroc = _f(pc["auroc"]) if pc["auroc"] is not None else pc["auroc_status"]
         lines.append(
-            f"| {lbl} | {pc['positives']} | {pc['negatives']} | {auroc} | {_ci(pc['auroc_ci95'])} "
+            f"| {md_cell(lbl)} | {pc['positives']} | {pc['negatives']} | {auroc} | {_ci(pc['auroc_ci95'])} "
             f"| {_f(pc['pr_auc'])} | {pc['threshold']:.3f} | {_f(pc['sensitivity'])} | "
             f"{_f(pc['specificity'])} | {_f(pc['f1'])} | {_f(pc['accuracy'])} |")
     if "confusion_matrix" in m:
         cm = m["confusion_matrix"]
         lines += ["", "## Confusion matrix (rows truth, columns prediction)", "",
-                  "| | " + " | ".join(cm["classes"]) + " |",
+                  "| | " + " | ".join(md_cell(c) for c in cm["classes"]) + " |",
                   "|---" * (len(cm["classes"]) + 1) + "|"]
         for name, row in zip(cm["classes"], cm["matrix"]):
-            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+            lines.append(f"| {md_cell(name)} | " + " | ".join(str(v) for v in row) + " |")
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     lines += ["", "Not for diagnostic use: research evaluation only.", ""]

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines import cells
 from pipelines.preprocessing import Preprocessing
 from pipelines.yamlfile import dump_yaml
 from zoo import card as card_mod
@@ -24,6 +25,7 @@ from zoo.card import plain_data
 from zoo.export import publish
 from zoo.export.onnx import export_onnx
 from zoo.export.signatures import (
+    MAX_BATCH,
     preprocessing_doc,
     resolve_spec,
     serving_module,
@@ -136,6 +138,7 @@ def export_saved_model(
     training_data: dict | None = None,
     card: dict | None = None,
     formats=("savedmodel",),
+    max_batch: int = MAX_BATCH,
 ) -> Path:
     """Export ``model`` to ``base_dir/model_name/<next version>/`` and return that directory.
 
@@ -155,9 +158,13 @@ def export_saved_model(
             recorded under ``training_data`` in ``assets.extra/preprocessing.json``.
         card: extra model-card fields, merged over the facts from ``zoo.model_info``.
         formats: ``"savedmodel"`` (always written) and optionally ``"onnx"`` (``model.onnx``).
+        max_batch: the most images one request may hold; both signatures refuse a larger batch
+            with InvalidArgument (default :data:`zoo.export.signatures.MAX_BATCH`, 64).
     """
     model_name = _check_name(model_name)
     formats = _check_formats(formats)
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch={max_batch!r} must be a positive integer, e.g. {MAX_BATCH}.")
     h, w, c, k = _check_model(model)
     labels = _check_labels(labels, k)
     config = plain_data(config) if config is not None else None
@@ -181,7 +188,7 @@ def export_saved_model(
     try:
         _write_version(tmp, model, model_name=model_name, labels=labels, config=config,
                        preprocessing=training_data if training_data is not None else preprocessing,
-                       spec=spec, card=card, formats=formats,
+                       spec=spec, card=card, formats=formats, max_batch=max_batch,
                        planned_version=publish.next_version(model_dir))
         version_dir = publish.publish_version(tmp, model_dir)
     except BaseException:
@@ -192,7 +199,7 @@ def export_saved_model(
 
 
 def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessing, spec, card,
-                   formats, planned_version: int) -> None:
+                   formats, max_batch: int, planned_version: int) -> None:
     """Everything one version holds, written into ``tmp`` (not yet visible to TF Serving)."""
     import tensorflow as tf
 
@@ -200,9 +207,9 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
     staging = tmp / ".staging"
     staging.mkdir()
     labels_path = staging / "labels.txt"
-    labels_path.write_text("\n".join(labels) + "\n")
+    cells.write_lines(labels_path, labels)
 
-    module, signatures = serving_module(model, str(labels_path), spec)
+    module, signatures = serving_module(model, str(labels_path), spec, max_batch=max_batch)
     # Serving needs no gradients; tracing custom gradients (swish, GELU) would take most of
     # the export time for the bigger models.
     options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
@@ -216,11 +223,12 @@ def _write_version(tmp: Path, model, *, model_name, labels, config, preprocessin
     }
     (extra / "config.yaml").write_text(dump_yaml(resolved))
     (extra / "preprocessing.json").write_text(
-        json.dumps(preprocessing_doc((h, w, c), spec, preprocessing, config), indent=2) + "\n"
+        json.dumps(preprocessing_doc((h, w, c), spec, preprocessing, config, max_batch=max_batch),
+                   indent=2) + "\n"
     )
     card_mod.write_card(extra, card_mod.build_export_card(
         model, model_name=model_name, version=planned_version, labels=labels, config=config,
-        input_shape=(h, w, c), signatures=signature_docs(c, len(labels)), extra=card,
+        input_shape=(h, w, c), signatures=signature_docs(c, len(labels), max_batch), extra=card,
     ))
     with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
         for record in warmup_records(model_name, (h, w, c)):

@@ -14,6 +14,7 @@ from pathlib import Path
 import zoo
 from pipelines.cli import check_writable
 from zoo.export.archive import FORMATS, export_saved_model
+from zoo.export.signatures import MAX_BATCH
 from zoo.models.weights import load_weights
 from zoo.training.rundir import read_run
 
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TF Serving model root (default: saved_models)")
     parser.add_argument("--format", nargs="+", default=["savedmodel"], choices=FORMATS,
                         dest="formats", help="savedmodel (always) and/or onnx")
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                        help="the most images one serving request may hold; a larger batch is "
+                        f"refused with InvalidArgument (default {MAX_BATCH})")
     return parser
 
 
@@ -76,7 +80,8 @@ def main(argv=None) -> int:
         if not labels:
             parser.error("the model has no default labels; pass --labels a,b,c.")
         path = export_saved_model(model, args.export_dir, model_name=args.name or name,
-                                  labels=labels, config=config, formats=args.formats)
+                                  labels=labels, config=config, formats=args.formats,
+                                  max_batch=args.max_batch)
     except (KeyError, ValueError, FileNotFoundError, TypeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {message}", file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import cells
 from pipelines.yamlfile import read_yaml
 from zoo.card import CARD_JSON
 from zoo.export.publish import version_dirs
@@ -34,9 +35,7 @@ class ExportedModel:
         self.version = int(path.name) if path.name.isdigit() else None
         self.loaded = tf.saved_model.load(str(path))
         self.signatures = self.loaded.signatures
-        self.labels = tuple(
-            line for line in (path / "assets" / "labels.txt").read_text().splitlines() if line
-        )
+        self.labels = tuple(cells.read_lines(path / "assets" / "labels.txt"))
         extra = path / "assets.extra"
         self.config = read_yaml(extra / "config.yaml", "export's config") or {}
         self.preprocessing = json.loads((extra / "preprocessing.json").read_text())

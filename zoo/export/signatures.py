@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.formats import SERVING_FORMATS, format_list
 from pipelines.preprocessing import (
+    MAX_IMAGE_PIXELS,
     Preprocessing,
     tf_declared_pixels,
     tf_decode_image,
     tf_finish,
+    tf_image_format_ok,
 )
 from pipelines.transforms import parse_windows
 from zoo.card import plain_data
@@ -33,8 +36,13 @@ OUTPUT_KEY = "probabilities"
 
 # serving_default accepts values this far outside [0, 1] (float round-off of a client's scaling).
 RANGE_TOLERANCE = 1e-3
-# serving_bytes refuses an encoded image declaring more pixels than this, before decoding it.
-MAX_PIXELS = 40_000_000
+# serving_bytes refuses an encoded image declaring more pixels than pipelines.preprocessing's
+# MAX_IMAGE_PIXELS (the decode budget prepare, explain and evaluate keep too), before decoding it.
+# Both signatures refuse a request of more than this many images (export option max_batch): with
+# the per-image cap it bounds what one request may cost.
+MAX_BATCH = 64
+# The per-image cap, under the name serving has always used.
+MAX_PIXELS = MAX_IMAGE_PIXELS
 
 
 def check_image(images):
@@ -63,13 +71,30 @@ def resize_to_input(images, spec):
     return tf_finish(images, spec)
 
 
-def decode_image(contents, spec, max_pixels: int = MAX_PIXELS):
-    """One encoded PNG/JPEG/BMP/GIF -> the model input [h, w, C]: the spec's decode, channel
-    rule, resize and rounding. An image declaring more than ``max_pixels`` is refused from its
-    header, before any pixel is decoded."""
+def check_batch(images, max_batch: int):
+    """InvalidArgument for a request of more than ``max_batch`` images."""
     import tensorflow as tf
 
-    pixels = tf_declared_pixels(contents)
+    guard = tf.debugging.assert_less_equal(
+        tf.shape(images)[0], tf.constant(max_batch, tf.int32),
+        message=f"the request holds more than {max_batch} images (this export's max_batch); "
+        "split it into smaller requests")
+    with tf.control_dependencies([guard]):
+        return tf.identity(images)
+
+
+def decode_image(contents, spec, max_pixels: int = MAX_IMAGE_PIXELS):
+    """One encoded image -> the model input [h, w, C]: the spec's decode, channel rule, resize
+    and rounding. A file whose first bytes are not a served format of
+    :data:`pipelines.formats.FORMATS`, or that declares more than ``max_pixels`` in its header,
+    is refused before any pixel is decoded."""
+    import tensorflow as tf
+
+    known = tf.debugging.Assert(tf_image_format_ok(contents), [
+        f"serving_bytes takes {format_list(serving=True)} files (told by their first bytes); "
+        "decode other formats (TIFF, DICOM) yourself and send the pixels to serving_default"])
+    with tf.control_dependencies([known]):
+        pixels = tf_declared_pixels(contents)
     guard = tf.debugging.assert_less_equal(
         pixels, tf.constant(max_pixels, tf.int64),
         message=f"serving_bytes refuses images above {max_pixels} pixels (declared in the file "
@@ -84,10 +109,11 @@ def decode_image(contents, spec, max_pixels: int = MAX_PIXELS):
 # --------------------------------------------------------------------------------------------
 
 
-def serving_module(model, labels_path: str, spec):
+def serving_module(model, labels_path: str, spec, *, max_batch: int = MAX_BATCH):
     """(tf.Module holding ``model``'s variables and the labels asset, {signature: function}).
 
-    ``spec`` is the :class:`pipelines.preprocessing.Preprocessing` the model was trained with.
+    ``spec`` is the :class:`pipelines.preprocessing.Preprocessing` the model was trained with;
+    both signatures refuse a request of more than ``max_batch`` images.
     """
     import tensorflow as tf
 
@@ -107,13 +133,15 @@ def serving_module(model, labels_path: str, spec):
                        lambda: tf.zeros([0, num_classes], tf.float32))
 
     def serve_image(image):
-        return {OUTPUT_KEY: predict_any(resize_to_input(check_image(image), spec))}
+        image = check_batch(check_image(image), max_batch)
+        return {OUTPUT_KEY: predict_any(resize_to_input(image, spec))}
 
     def serve_bytes(image_bytes):
-        images = tf.map_fn(
+        images = tf.map_fn(  # one image decoded at a time: the memory of one, not of ten
             lambda contents: decode_image(contents, spec),
-            image_bytes,
+            check_batch(image_bytes, max_batch),
             fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32),
+            parallel_iterations=1,
         )
         return {OUTPUT_KEY: predict_any(images)}
 
@@ -134,13 +162,14 @@ def serving_module(model, labels_path: str, spec):
     return module, signatures
 
 
-def signature_docs(channels: int, num_classes: int) -> dict:
+def signature_docs(channels: int, num_classes: int, max_batch: int = MAX_BATCH) -> dict:
     """One line per signature, for the model card."""
+    served = "/".join(f.upper() if f != "webp" else "WebP" for f in SERVING_FORMATS)
     return {
-        SIGNATURE_IMAGE: f"image float32 [batch, H, W, {channels}] in [0, 1] -> probabilities "
+        SIGNATURE_IMAGE: f"image float32 [batch <= {max_batch}, H, W, {channels}] in [0, 1] -> "
+        f"probabilities float32 [batch, {num_classes}]",
+        SIGNATURE_BYTES: f"image_bytes string [batch <= {max_batch}] ({served}) -> probabilities "
         f"float32 [batch, {num_classes}]",
-        SIGNATURE_BYTES: f"image_bytes string [batch] (PNG/JPEG/BMP/GIF) -> probabilities float32 "
-        f"[batch, {num_classes}]",
     }
 
 
@@ -183,7 +212,8 @@ def resolve_spec(input_shape, preprocessing=None, config=None):
     return spec.at_size((h, w)) if tuple(spec.size) != (h, w) else spec
 
 
-def preprocessing_doc(input_shape, spec, preprocessing=None, config=None) -> dict:
+def preprocessing_doc(input_shape, spec, preprocessing=None, config=None, *,
+                      max_batch: int = MAX_BATCH) -> dict:
     """The ``assets.extra/preprocessing.json`` document: the spec (what
     ``Preprocessing.load`` reads back), the model input, what each signature expects and does,
     the output, and (when known) how the training inputs were made."""
@@ -200,16 +230,19 @@ def preprocessing_doc(input_shape, spec, preprocessing=None, config=None) -> dic
             "intensity": ("CT windows " + str(spec.windows) if spec.kind == "ct" else
                           "8-bit values / 255 (16-bit / 65535)") + ", in [0, 1]",
             "checks": f"non-finite values or values outside [0, 1] (+-{RANGE_TOLERANCE}) are "
-            "an InvalidArgument error; an empty batch returns [0, K]",
+            f"an InvalidArgument error; an empty batch returns [0, K]; at most {max_batch} "
+            "images a request",
+            "max_batch": max_batch,
             "resize": dict(resize),
         },
         SIGNATURE_BYTES: {
             "input": "image_bytes", "dtype": "string", "shape": [None],
-            "formats": ["png", "jpeg", "bmp", "gif"],
+            "formats": list(SERVING_FORMATS),
             "decode": "pipelines.preprocessing.tf_decode_image: 8-bit / 255, 16-bit PNG / 65535, "
             "JPEG with the accurate integer IDCT, alpha dropped",
             "channels": spec.to_dict()["steps"]["channels"],
-            "max_pixels": MAX_PIXELS,
+            "max_pixels": MAX_IMAGE_PIXELS,
+            "max_batch": max_batch,
             "resize": dict(resize),
         },
         "output": {"key": OUTPUT_KEY, "dtype": "float32", "labels": "assets/labels.txt"},

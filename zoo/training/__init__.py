@@ -54,6 +54,8 @@ def default_cache_dir(cfg: TrainConfig) -> str:
              cfg.windows, cfg.val_fraction, cfg.test_fraction, cfg.seed]
     if cfg.options:  # only when given, so caches made without options keep their key
         parts.append(dict(sorted(cfg.options.items())))
+    if cfg.keep_path_ids:  # likewise: a cache keeping path ids is another cache
+        parts.append("keep_path_ids")
     key = json.dumps(parts)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return os.path.join("data", "cache", f"{cfg.dataset}-{cfg.image_size}px-{digest}")
@@ -98,12 +100,14 @@ def _prepare_data(cfg: TrainConfig, chief: bool):
                     print(f"Generating the {cfg.dataset} dataset ...", flush=True)
                 made = adapter.ensure_data(cfg.data_dir)
                 cfg.data_dir = cfg.data_dir or os.fspath(made)
-            print(f"Preparing {cfg.dataset} from {cfg.data_dir} into {cache} ...", flush=True)
+            # the path may name a patient: its id unless --keep-path-ids
+            print(f"Preparing {cfg.dataset} from {cfg.shown_data_dir()} into {cache} ...", flush=True)
             try:
                 prepare(cfg.dataset, cfg.data_dir, cache, image_size=cfg.image_size,
                         windows=cfg.windows, workers=cfg.prepare_workers,
                         val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                        seed=cfg.seed, progress=bool(cfg.verbose), options=cfg.options)
+                        seed=cfg.seed, progress=bool(cfg.verbose), options=cfg.options,
+                        keep_path_ids=cfg.keep_path_ids)
             except PrepareError as err:  # all files quarantined, changed settings, ...
                 raise ConfigError(str(err)) from None
         else:  # other workers wait for the chief's cache (shared filesystem)
@@ -226,7 +230,7 @@ def run(config: TrainConfig | dict | None = None, *, source: DataSource | None =
             old = read_yaml(config_path, "run's saved config") or {}
         except YamlFileError as err:
             raise ConfigError(str(err)) from None
-        differ = _config_mismatch(old, cfg.to_dict())
+        differ = _config_mismatch(old, cfg.to_record())
         if differ:
             raise ConfigError(
                 f"{run_dir} holds a checkpoint of a run with different {', '.join(differ)}; pass "
@@ -289,5 +293,5 @@ def _export(model, cfg: TrainConfig, source, metrics):
                            "auroc_mean": metrics["best"]["auroc_mean"],
                            "examples": metrics["final"]["examples"]}}
     return export_saved_model(model, cfg.export_dir, model_name=cfg.model, labels=list(source.labels),
-                              config=cfg.to_dict(), preprocessing=preprocessing,
+                              config=cfg.to_record(), preprocessing=preprocessing,
                               training_data={**dict(source.description), **training_facts}, card=card)

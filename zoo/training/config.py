@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.datasets import get_adapter, list_adapters
+from pipelines.fs import atomic_write_text
+from pipelines.manifest import PATH_ID_PREFIX, shown_data_dir
 from pipelines.yamlfile import YamlFileError, dump_yaml, read_yaml
 from zoo.models.common import MIN_SIZE
 from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
@@ -133,6 +135,7 @@ class TrainConfig:
     checkpoint_steps: int = 50
     keep_checkpoints: int = 2
     fresh: bool = False
+    keep_path_ids: bool = False  # record --data-dir itself (else its id) and keep path ids in the cache
     verbose: int = 1
     # where each recipe option came from: "flag", "config file ...", "given", "recipe <model>"
     origins: dict = field(default_factory=dict)
@@ -168,6 +171,8 @@ class TrainConfig:
                 close = difflib.get_close_matches(key, known, n=2, cutoff=0.5)
                 hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
                 raise ConfigError(f"Unknown option {key!r} in the {source}{hint}; valid options: {', '.join(known)}.")
+        if str(values.get("data_dir") or "").startswith(PATH_ID_PREFIX):
+            values = {**values, "data_dir": None}  # a saved config.yaml withheld the path
         return cls(**values)
 
     @classmethod
@@ -185,8 +190,22 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def shown_data_dir(self) -> str | None:
+        """``data_dir`` as files and logs show it: its id (:func:`pipelines.manifest.data_dir_id`),
+        since a folder's path often names a patient, unless ``keep_path_ids`` or it is the
+        adapter's own default folder (a generated phantom, named by us)."""
+        if self.data_dir is None:
+            return None
+        keep = self.keep_path_ids or self.data_dir == _default_data_dir(self.dataset)
+        return shown_data_dir(self.data_dir, keep)
+
+    def to_record(self) -> dict[str, Any]:
+        """:meth:`to_dict` as files record it (config.yaml, the export): ``data_dir`` as
+        :meth:`shown_data_dir` says."""
+        return {**self.to_dict(), "data_dir": self.shown_data_dir()}
+
     def save_yaml(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(dump_yaml(self.to_dict()))
+        atomic_write_text(path, dump_yaml(self.to_record()))
 
     # ---- checks that need no TensorFlow ----------------------------------------------------
     def validate(self) -> TrainConfig:

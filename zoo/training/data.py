@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
-from pipelines import preprocessing
+from pipelines import cells, preprocessing
 from pipelines.cache import make_dataset, read_info
 
 __all__ = ["DataSource", "CacheSource", "ArraySource", "activation_for"]
@@ -129,7 +128,7 @@ class CacheSource(_Source):
 
     def _manifest_df(self):
         if self._manifest is None:
-            self._manifest = pd.read_csv(self.cache_dir / "manifest.csv")
+            self._manifest = cells.read_csv(self.cache_dir / "manifest.csv")
         return self._manifest
 
     def split_labels(self, split):

@@ -13,7 +13,6 @@ previous complete file, never half of one.
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from pipelines import cells
 from pipelines.fs import atomic_path, atomic_write_json
 from zoo.training.strategy import worker_id
 
@@ -58,15 +58,11 @@ def read_history(path) -> list[dict]:
     """The rows of history.csv as dicts of strings; [] when there is none yet."""
     if not os.path.exists(path):
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return cells.read_rows(path)
 
 
 def write_history(path, fields, rows) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    cells.write_csv(path, rows, fields)
 
 
 class Recorder:

@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines import cells
 from pipelines.yamlfile import read_yaml
 
 __all__ = ["read_run", "read_config", "RunContents"]
@@ -157,7 +158,7 @@ def _dataset_info(run_dir: Path, config: dict) -> dict:
 
 def _labels(run_dir: Path, config: dict, info: dict) -> tuple | None:
     if (run_dir / LABELS_FILE).is_file():
-        return tuple(x for x in (run_dir / LABELS_FILE).read_text().splitlines() if x)
+        return tuple(cells.read_lines(run_dir / LABELS_FILE))
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         data = json.loads(metrics.read_text())
