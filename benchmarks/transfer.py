@@ -344,18 +344,31 @@ def summarise(results: list[dict]) -> list[dict]:
     return table
 
 
+MAJORITY_LEVEL = 0.55  # balanced accuracy at or below this is the majority-class level
+
+
+def did_not_learn(row: dict) -> str:
+    """The note a summary row carries when it sits at the majority-class level."""
+    if row.get("balanced_accuracy") is not None and row["balanced_accuracy"] <= MAJORITY_LEVEL:
+        return "did not learn: majority class at this budget (see the command)"
+    return ""
+
+
 def markdown(table: list[dict], command: str) -> str:
-    lines = ["| downstream | model | train share | start | accuracy | balanced accuracy | macro AUROC | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| downstream | model | train share | start | accuracy | balanced accuracy | macro AUROC | seeds | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         if r["status"] != "ok":
-            lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | {r['status']} | | | 0 |")
+            lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | {r['status']} | | | 0 | |")
             continue
         cells = [f"{r[k]:.3f} ± {r[k + '_sd']:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"
                  for k in ("accuracy", "balanced_accuracy", "auroc")]
+        note = did_not_learn(r)
         lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | " + " | ".join(cells)
-                     + f" | {r['seeds']} |")
-    lines += ["", f"mean ± sd over seeds [mean of per-seed bootstrap 95% CIs]; command: `{command}`"]
+                     + f" | {r['seeds']} | {note} |")
+    lines += ["", f"mean ± sd over seeds [mean of per-seed bootstrap 95% CIs]; command: `{command}`",
+              "", "A row whose balanced accuracy is at most {:.2f} predicts (nearly) one class: it is marked "
+              "\"did not learn\" and measures the training budget, not the start.".format(MAJORITY_LEVEL)]
     lines += ["", *target_lines(table)]
     return "\n".join(lines) + "\n"
 
