@@ -42,6 +42,7 @@ from benchmarks.transfer import (
     predict,
     record_run,
     scores,
+    seed_stats,
     train_one,
 )
 from pipelines.fs import atomic_write_json
@@ -156,12 +157,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     for (name, model, size), rs in groups.items():
         row = {"set": name, "model": model, "size": size, "seeds": len(rs),
                "parameters": rs[0].get("parameters"), "seconds": float(np.mean([r["seconds"] for r in rs]))}
-        for k in ("accuracy", "balanced_accuracy", "auroc"):
-            vals = np.array([r[k] for r in rs], dtype=float)
-            row[k] = float(np.nanmean(vals))
-            row[f"{k}_sd"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
-            row[f"{k}_lo"] = float(np.nanmean([r[f"{k}_lo"] for r in rs]))
-            row[f"{k}_hi"] = float(np.nanmean([r[f"{k}_hi"] for r in rs]))
+        row.update(seed_stats(rs))
         rates = [r["train_images_per_s"] for r in rs if r.get("train_images_per_s")]
         row["train_images_per_s"] = float(np.mean(rates)) if rates else None
         row["best_epoch"] = [r.get("best_epoch") for r in rs]

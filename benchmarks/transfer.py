@@ -334,14 +334,21 @@ def summarise(results: list[dict]) -> list[dict]:
             table.append(row)
             continue
         row["status"] = "ok"
-        for k in ("accuracy", "balanced_accuracy", "auroc"):
-            vals = np.array([r[k] for r in ok], dtype=float)
-            row[k] = float(np.nanmean(vals))
-            row[f"{k}_sd"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
-            row[f"{k}_lo"] = float(np.nanmean([r[f"{k}_lo"] for r in ok]))
-            row[f"{k}_hi"] = float(np.nanmean([r[f"{k}_hi"] for r in ok]))
+        row.update(seed_stats(ok))
         table.append(row)
     return table
+
+
+def seed_stats(runs: list[dict], keys=("accuracy", "balanced_accuracy", "auroc")) -> dict:
+    """Mean and sd over seeds of each score, and the mean of the per-seed bootstrap bounds."""
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in runs], dtype=float)
+        out[k] = float(np.nanmean(vals))
+        out[f"{k}_sd"] = float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
+        out[f"{k}_lo"] = float(np.nanmean([r[f"{k}_lo"] for r in runs]))
+        out[f"{k}_hi"] = float(np.nanmean([r[f"{k}_hi"] for r in runs]))
+    return out
 
 
 MAJORITY_LEVEL = 0.55  # balanced accuracy at or below this is the majority-class level
@@ -367,8 +374,8 @@ def markdown(table: list[dict], command: str) -> str:
         lines.append(f"| {r['downstream']} | {r['model']} | {r['fraction']:.0%} | {r['start']} | " + " | ".join(cells)
                      + f" | {r['seeds']} | {note} |")
     lines += ["", f"mean ± sd over seeds [mean of per-seed bootstrap 95% CIs]; command: `{command}`",
-              "", "A row whose balanced accuracy is at most {:.2f} predicts (nearly) one class: it is marked "
-              "\"did not learn\" and measures the training budget, not the start.".format(MAJORITY_LEVEL)]
+              "", f"A row whose balanced accuracy is at most {MAJORITY_LEVEL:.2f} predicts (nearly) one class: it is marked "
+              "\"did not learn\" and measures the training budget, not the start."]
     lines += ["", *target_lines(table)]
     return "\n".join(lines) + "\n"
 

@@ -102,6 +102,14 @@ def _resolve_from(module: str, path: Path, node: ast.ImportFrom) -> str | None:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _first_party_from(module: str, path: Path, node: ast.ImportFrom):
+    """(target module, alias, target.name) of each name a first-party ``from`` import takes."""
+    target = _resolve_from(module, path, node)
+    if target and target.split(".")[0] in PACKAGES:
+        for alias in node.names:
+            yield target, alias, f"{target}.{alias.name}"
+
+
 def _import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
     """Edges module -> first-party module it imports, anywhere in the file (function-local
     imports included). ``from a.b import c`` is an edge to ``a.b.c`` when that is a module,
@@ -115,11 +123,7 @@ def _import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
                     if alias.name in mods:
                         graph[module].add(alias.name)
             elif isinstance(node, ast.ImportFrom):
-                target = _resolve_from(module, path, node)
-                if not target or target.split(".")[0] not in PACKAGES:
-                    continue
-                for alias in node.names:
-                    full = f"{target}.{alias.name}"
+                for target, _alias, full in _first_party_from(module, path, node):
                     graph[module].add(full if full in mods else target)
     return {m: {t for t in targets if t in mods and t != m} for m, targets in graph.items()}
 
@@ -231,11 +235,7 @@ def _private_uses(mods: dict[str, Path], files: list[Path], root: Path) -> list[
         aliases = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                target = _resolve_from(own, path, node)
-                if not target or target.split(".")[0] not in PACKAGES:
-                    continue
-                for alias in node.names:
-                    full = f"{target}.{alias.name}"
+                for target, alias, full in _first_party_from(own, path, node):
                     if full in mods:
                         aliases[alias.asname or alias.name] = full
                     elif alias.name.startswith("_") and not alias.name.startswith("__") and target != own:
