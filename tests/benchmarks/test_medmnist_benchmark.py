@@ -48,11 +48,11 @@ def test_unknown_set_is_one_sentence(tmp_path, shared_data):
         medmnist.main(["--sets", "octmnist", "--data-dir", str(shared_data), "--json", str(tmp_path / "x.json")])
 
 
-def _run(seed, acc, bacc, still=False):
+def _run(seed, acc, bacc, still=False, name="breastmnist"):
     scores = {}
     for key, value in (("accuracy", acc), ("balanced_accuracy", bacc), ("auroc", 0.95)):
         scores |= {key: value, f"{key}_lo": value - 0.05, f"{key}_hi": value + 0.05}
-    return {"set": "breastmnist", "model": "m", "size": 64, "seed": seed, "parameters": 1000,
+    return {"set": name, "model": "m", "size": 64, "seed": seed, "parameters": 1000,
             "seconds": 10.0, "train_images_per_s": 100.0, "best_epoch": 5, "still_improving": still, **scores}
 
 
@@ -66,3 +66,11 @@ def test_rows_at_the_majority_class_or_still_rising_are_marked():
     assert rising["marks"] == ["not converged: the ceiling was hit while validation AUROC still rose"]
     verdict = medmnist.verdicts([fine])["breastmnist"]
     assert verdict["beats_bar"] and verdict["short_by"]["accuracy"] < 0
+
+
+def test_the_majority_class_level_follows_the_number_of_classes():
+    # five RetinaMNIST grades: chance is 0.20 balanced accuracy, so 0.35 learned something
+    (retina,) = medmnist.summarise([_run(s, 0.53, 0.35, name="retinamnist") for s in range(3)])
+    assert retina["marks"] == []
+    (flat,) = medmnist.summarise([_run(s, 0.43, 0.22, name="retinamnist") for s in range(3)])
+    assert flat["marks"] == ["did not learn: balanced accuracy at the majority-class level"]

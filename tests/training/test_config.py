@@ -96,6 +96,9 @@ def test_example_configs_load_and_validate():
     defaults = TrainConfig()
     for key, value in yaml.safe_load((ROOT / "configs" / "ichnet-synthetic.yaml").read_text()).items():
         assert getattr(defaults, key) == getattr(main_job, key) == value, key
+    # and nothing the recipe resolves differs between the spelled-out file and no flags at all
+    for key in defaults.origins:
+        assert getattr(defaults, key) == getattr(main_job, key), key
 
 
 def test_list_models_prints_the_registry(capsys):
