@@ -190,7 +190,7 @@ def verdicts(rows: list[dict]) -> dict:
         bar_acc, bar_auc = PUBLISHED[name][BAR]
         out[name] = {"best": f"{best['model']} @ {best['size']} px", "accuracy": best["accuracy"],
                      "auroc": best["auroc"], "bar": {"accuracy": bar_acc, "auroc": bar_auc},
-                     "beats_bar": best["beats_bar"],
+                     "beats_bar": best["beats_bar"], "accuracy_sd": best.get("accuracy_sd", 0.0),
                      "short_by": {"accuracy": round(bar_acc - best["accuracy"], 4),
                                   "auroc": round(bar_auc - best["auroc"], 4)}}
     return out
@@ -204,10 +204,13 @@ def verdict_lines(result: dict) -> list[str]:
             lines.append(f"- {name}: no compact model (< 1.5 M parameters) gave a result here.")
             continue
         word = "beats" if v["beats_bar"] else "does not beat"
+        if v["beats_bar"] and -v["short_by"]["accuracy"] < (v.get("accuracy_sd") or 0.0):
+            word = "ties with"
         lines.append(f"- {name}: the best compact model, {v['best']}, {word} {BAR} "
                      f"({v['accuracy']:.3f} / {v['auroc']:.3f} against {v['bar']['accuracy']:.3f} / "
                      f"{v['bar']['auroc']:.3f} accuracy / AUROC; short by {v['short_by']['accuracy']:+.3f} / "
-                     f"{v['short_by']['auroc']:+.3f}, negative = ahead).")
+                     f"{v['short_by']['auroc']:+.3f}, negative = ahead)"
+                     + ("; the accuracy lead is under one seed sd." if word == "ties with" else "."))
     return lines
 
 
