@@ -13,32 +13,31 @@ The spec (YAML) lists the sources; each is an existing dataset adapter with its 
       - name: mednist            # the namespace of its labels: mednist/Hand
         dataset: mednist         # an adapter name (pipelines.datasets.list_adapters())
         data_dir: ../shared/data/mednist/MedNIST.tar.gz
+        # archive: x.tar.gz      # data_dir is then a folder inside it (pipelines.archive)
+        # max_images: 12000      # a seeded sample of at most this many training images
         options: {}              # the adapter's read_manifest keywords
         channels: 1              # folder/csv pictures: 1 (grey), 3 (colour) or auto
         modality: {Hand: X-ray, CXR: X-ray, ChestCT: CT}   # or one string for the source
         licence: CC BY-SA 4.0
         citation: B. J. Erickson, MedNIST (Mayo Clinic)
 
-What the builder does, in order (everything that can be refused is refused before any pixel is
-decoded, and nothing is written but a hidden temporary folder, renamed to ``--out`` when done):
+What the builder does (all refusals come before any pixel is decoded; only a hidden temp folder
+is written, renamed to ``--out`` when done):
 
 1. Read every source's manifest; drop the rows of its official ``test`` split (they never
    enter the corpus), and keep its official ``val`` split as the corpus's val rows (a source
-   without one gives ``val_fraction`` of its images, seeded).
+   without one gives ``val_fraction`` of its patients or exams, or images, seeded).
 2. Harmonise: every image is resized to ``--image-size`` (the cache's bilinear, antialiased
    resize) and brought to ``channels`` channels by :func:`pipelines.preprocessing.to_channels`:
    RGB -> grey is the BT.601 luma rule, grey -> 3 channels repeats the grey. When the sources
    disagree on channels the spec must say ``channels:``.
-3. Deduplicate by content: the sha256 of the harmonised uint8 pixels. The first copy (in spec
-   order) is kept; later copies within a source or across sources are dropped and counted.
-   Images equal to any source's test image (excluded sources included) are dropped too.
-4. Labels stay namespaced (``mednist/Hand``, ``breastmnist/malignant``) in one union label
-   space. The objective (see :func:`zoo.training.losses.make_loss` with ``groups``) is a
-   softmax over the union masked to the image's own source: each image is scored only against
-   its source's classes, so a source never teaches that another source's classes are absent.
+3. Deduplicate by the sha256 of the harmonised uint8 pixels: the first copy (spec order) is
+   kept, later ones dropped and counted, and so is any image equal to a source's test image.
+4. Labels stay namespaced (``mednist/Hand``) in one union label space. The objective
+   (:func:`zoo.training.losses.make_loss` with ``groups``) is a softmax over the union masked to
+   the image's own source, so a source never teaches that another source's classes are absent.
 
-Output (a prepared cache: ``pipelines.records.make_dataset`` reads it; ``balanced="source"``
-samples every source equally, ``balanced=True`` every class)::
+Output (a prepared cache for ``pipelines.records.make_dataset``; ``balanced="source"``)::
 
     dataset.json        the cache index, plus "sources" (label indices per source) and "objective"
     manifest.csv        id, patient_id, ..., labels..., split, shard, source, source_id, sha256
@@ -64,6 +63,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import cells
+from pipelines.archive import extract_once
 from pipelines.cache.decode import Row, to_cache_pixels
 from pipelines.corpus_card import CARD_JSON, CARD_MD, SEP, card_markdown, corpus_sources, make_card
 from pipelines.datasets import get_adapter
@@ -117,10 +117,11 @@ def load_spec(path) -> dict:
             source["options"] = adapter.check_options(option_channels(source.get("options"), source.get("channels")))
         except ValueError as err:
             raise CorpusError(f"Source {name!r} in {path}: {err}") from None
-        data_dir = _resolve_dir(source["data_dir"], path)
-        if data_dir is None:
-            raise CorpusError(f"The data_dir {source['data_dir']!r} of source {name!r} in {path} does not exist; fix the path or remove the source.")
-        source["_data_dir"] = data_dir
+        key = "archive" if source.get("archive") else "data_dir"  # a tarball: extracted at build
+        found = _resolve_dir(source[key], path)
+        if found is None:
+            raise CorpusError(f"The {key} {source[key]!r} of source {name!r} in {path} does not exist; fix the path or remove the source.")
+        source["_archive" if key == "archive" else "_data_dir"] = found
     channels = spec.get("channels")
     if channels is not None and channels not in (1, 3):
         raise CorpusError(f"channels: {channels!r} in {path} must be 1 (grey, RGB by BT.601 luma) or 3 (grey repeated).")
@@ -155,6 +156,8 @@ def _read_sources(spec, exclude, val_fraction, seed):
     for source in spec["sources"]:
         adapter = get_adapter(source["dataset"])
         try:
+            if source.get("_archive"):
+                source["_data_dir"] = os.fspath(extract_once(source["_archive"]) / str(source["data_dir"]))
             df = adapter.read_manifest(source["_data_dir"], **(source.get("options") or {}))
         except (DataError, TypeError, ValueError) as err:
             raise CorpusError(f"Source {source['name']!r} could not be read: {err}") from None
@@ -163,13 +166,14 @@ def _read_sources(spec, exclude, val_fraction, seed):
         split = df["split"].astype(str) if "split" in df.columns else None
         if split is None or not (split == "val").any():
             rng = np.random.default_rng([seed, len(read), len(df)])
-            val = rng.random(len(df)) < val_fraction
+            val = _by_group(df, rng.random(len(df))) < val_fraction
             base_split = split if split is not None else np.array(["train"] * len(df), dtype=object)
             split = np.where((np.asarray(base_split) != "test") & val, "val", np.asarray(base_split))
             split = np.where(np.isin(split, ["val", "test"]), split, "train")
         else:
             split = np.where(np.isin(split, ["val", "test"]), split, "train")
         df["split"] = split
+        df = _capped(df, source, seed)
         read.append({
             "spec": source,
             "adapter": adapter,
@@ -179,6 +183,25 @@ def _read_sources(spec, exclude, val_fraction, seed):
             "excluded": source["name"] in exclude,
         })
     return read
+
+
+def _by_group(df, draws: np.ndarray) -> np.ndarray:
+    """Each row's draw replaced by its patient's first draw, so a patient (exam) is in one split."""
+    if "patient_id" not in df.columns:
+        return draws
+    first = df.groupby(df["patient_id"].astype(str), sort=False).cumcount() == 0
+    lead = dict(zip(df["patient_id"].astype(str)[first], draws[first.to_numpy()]))
+    return df["patient_id"].astype(str).map(lead).to_numpy(dtype=float)
+
+
+def _capped(df, source, seed):
+    """At most ``max_images`` training rows of a source (a seeded sample); val and test kept."""
+    cap = source.get("max_images")
+    train = np.flatnonzero(df["split"].to_numpy() == "train")
+    if not cap or len(train) <= int(cap):
+        return df
+    drop = np.random.default_rng([seed, 7, len(df)]).permutation(train)[int(cap):]
+    return df.drop(index=drop).reset_index(drop=True)
 
 
 def _channels(spec, read) -> int:

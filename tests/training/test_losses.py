@@ -85,3 +85,39 @@ def test_warmup_cosine_schedule():
     step = WarmupSchedule(1.0, total_steps=100, kind="step")
     assert [float(step(i)) for i in (0, 59, 60, 84, 85)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
     assert float(WarmupSchedule(0.3, 10, kind="constant")(7)) == pytest.approx(0.3)
+
+
+def test_corpus_label_smoothing_stays_within_the_examples_source():
+    # labels 0-1 belong to source 0, labels 2-5 to source 1: smoothing must not put target mass
+    # on the other source's classes, which the mask sets to ~0 (that was a constant ~1.0 of loss)
+    import numpy as np
+
+    from zoo.training.losses import make_loss
+
+    groups = [0, 0, 1, 1, 1, 1]
+    loss = make_loss("ce", activation="softmax", num_classes=6, label_smoothing=0.1, groups=groups)
+    y = np.array([[1, 0, 0, 0, 0, 0]], np.float32)
+    p = np.array([[0.95, 0.05, 0.0, 0.0, 0.0, 0.0]], np.float32)
+    got = float(loss(y, p).numpy()[0])
+    target = np.array([0.95, 0.05])  # 1 - 0.1 + 0.1 / 2 and 0.1 / 2: the own source's two classes
+    want = float(-(target * np.log([0.95, 0.05])).sum())
+    assert abs(got - want) < 1e-4, (got, want)
+
+
+def test_corpus_auroc_scores_each_label_within_its_source():
+    import numpy as np
+
+    from zoo.training.metrics import score
+
+    groups = [0, 0, 1, 1]
+    # source 0 images (rows 0-3) are ranked perfectly within their source; source 1's outputs
+    # for source 0's labels are high garbage that no loss ever saw
+    y = np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0],
+                  [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+    p = np.array([[0.5, 0.1, 0.2, 0.2], [0.4, 0.1, 0.3, 0.2], [0.1, 0.4, 0.3, 0.2], [0.1, 0.5, 0.2, 0.2],
+                  [0.9, 0.05, 0.04, 0.01], [0.05, 0.9, 0.01, 0.04]], np.float32)
+    union = score(["a", "b", "c", "d"], y, p, 0.0)
+    corpus = score(["a", "b", "c", "d"], y, p, 0.0, groups=groups)
+    assert corpus["auroc"]["a"] == 1.0 and corpus["auroc"]["b"] == 1.0
+    assert corpus["auroc"]["c"] == 1.0 and corpus["auroc"]["d"] == 1.0
+    assert union["auroc"]["a"] < 1.0  # the garbage from the other source ranked in

@@ -71,11 +71,14 @@ def make_loss(name: str, *, activation: str, num_classes: int, class_weights=Non
     def loss(y_true, y_prob):
         y = tf.cast(y_true, tf.float32)
         p = tf.cast(y_prob, tf.float32)
+        mask = None
         if same is not None:  # renormalise over the example's own source
             mask = tf.cast(tf.matmul(y, same) > 0, tf.float32)
             p = p * mask / tf.maximum(tf.reduce_sum(p * mask, axis=-1, keepdims=True), _EPS)
         p = tf.clip_by_value(p, _EPS, 1.0 - _EPS)
-        if smoothing:
+        if smoothing and mask is not None:  # smoothed over the own source's classes only
+            y_s = y * (1.0 - smoothing) + smoothing * mask / tf.reduce_sum(mask, axis=-1, keepdims=True)
+        elif smoothing:
             y_s = y * (1.0 - smoothing) + smoothing / (num_classes if softmax else 2.0)
         else:
             y_s = y

@@ -266,7 +266,7 @@ class Trainer:
                            self.cfg.bn_calibration_batches)
         y, p = self.predict(self.split)
         val_loss = float(np.mean(self.loss_fn(tf.constant(y), tf.constant(p)).numpy()))
-        return score(self.labels, y, p, val_loss)
+        return score(self.labels, y, p, val_loss, groups=getattr(self.source, "label_groups", None))
 
     def on_epoch_end(self, epoch: int, scores: dict) -> None:
         """Log the epoch, write its TensorBoard scalars and history.csv row, keep the weights
