@@ -320,73 +320,88 @@ def _test_hashes(read, size, channels) -> set:
     return test_hashes
 
 
+def _keep(build: _Build, kept, bar) -> tuple[list, dict]:
+    """Pass 1, in spec order (so the first copy of a duplicate is the one kept): decode, hash and
+    decide every non-test image. Returns ``[(source index, row, label index)]`` and the counts."""
+    seen: dict[str, str] = {}
+    keep, offset = [], 0
+    stats = {r["spec"]["name"]: Counter() for r in kept}
+    for i, r in enumerate(kept):
+        name, df = r["spec"]["name"], r["df"]
+        st = stats[name]
+        st["test_rows_left_out"] = int((df["split"] == "test").sum())
+        for row in df[df["split"] != "test"].to_dict("records"):
+            if bar is not None:
+                bar.update(1)
+            try:
+                digest = _digest(_pixels(r["adapter"], row, r["spec"]["_data_dir"], build.size, build.channels))
+            except (DataError, OSError, ValueError):
+                st["unreadable"] += 1
+                continue
+            if digest in build.test_hashes:
+                st["dropped_equal_to_a_test_image"] += 1
+                continue
+            if digest in seen:
+                st["dropped_duplicate_within_source" if seen[digest] == name else "dropped_duplicate_across_sources"] += 1
+                continue
+            seen[digest] = name
+            k = int(np.argmax([row[lab] for lab in r["labels"]]))
+            keep.append((i, row, offset + k, digest))
+            st["images"] += 1
+            st[f"class:{r['labels'][k]}"] += 1
+            st[f"modality:{_modality(r['spec'], r['labels'][k])}"] += 1
+            st[f"split:{row['split']}"] += 1
+        offset += len(r["labels"])
+    return keep, stats
+
+
 def _write_images(build: _Build, kept, *, progress: bool):
-    """Decode, harmonise, deduplicate and write every kept source's non-test images to the
-    temporary shards; ``(rows, stats)``: the manifest rows (temporary shard names) and the
-    per-source counts for the card."""
-    import tensorflow as tf
+    """Decode, harmonise, deduplicate (:func:`_keep`) and write every kept source's non-test
+    images to the temporary shards; ``(rows, stats)``: the manifest rows and per-source counts.
 
-    from pipelines.cache.format import pseudonym, serialize_example  # imports TensorFlow
+    Pass 2 writes in a seeded random order across sources and classes, as prepare's writer
+    does: the reader's shuffle buffer is local, and shards in spec and class order would feed
+    training one class after another."""
+    from pipelines.cache.format import pseudonym, rename_shards, serialize_example, shard_writer  # TensorFlow
 
-    size, labels, tmp, salt = build.size, build.labels, build.tmp, build.salt
-    shape = (size[0], size[1], build.channels)
-    total = sum(int((r["df"]["split"] != "test").sum()) for r in kept)
+    shape = (build.size[0], build.size[1], build.channels)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
+        total = 2 * sum(int((r["df"]["split"] != "test").sum()) for r in kept)
         bar = tqdm(total=total, unit="img", desc="corpus", file=sys.stderr, dynamic_ncols=True)
-    seen: dict[str, str] = {}
-    rows_out = []
-    stats = {r["spec"]["name"]: Counter() for r in kept}
     writers: dict[str, list] = {}
-    offset = 0
+    rows_out = []
     try:
-        for r in kept:
-            name, df, adapter = r["spec"]["name"], r["df"], r["adapter"]
-            st = stats[name]
-            st["test_rows_left_out"] = int((df["split"] == "test").sum())
-            for row in df[df["split"] != "test"].to_dict("records"):
-                if bar is not None:
-                    bar.update(1)
-                try:
-                    pixels = _pixels(adapter, row, r["spec"]["_data_dir"], size, build.channels)
-                except (DataError, OSError, ValueError):
-                    st["unreadable"] += 1
-                    continue
-                digest = _digest(pixels)
-                if digest in build.test_hashes:
-                    st["dropped_equal_to_a_test_image"] += 1
-                    continue
-                if digest in seen:
-                    st["dropped_duplicate_within_source" if seen[digest] == name else "dropped_duplicate_across_sources"] += 1
-                    continue
-                seen[digest] = name
-                k = int(np.argmax([row[lab] for lab in r["labels"]]))
-                label = np.zeros(len(labels), np.float32)
-                label[offset + k] = 1.0
-                split = str(row["split"])
-                ident = f"{name}{SEP}{row['id']}"
-                patient = pseudonym(salt, f"{name}{SEP}{row.get('patient_id', row['id'])}")
-                writer = _shard_writer(writers, tmp, split, build.shard_size, tf)
-                writer[0].write(serialize_example(pixels.tobytes(), shape, label, ident, patient))
-                writer[1] += 1
-                rows_out.append({"id": ident, "patient_id": patient, "study_id": patient,
-                                 "series_id": patient, "slice": -1, "label": offset + k,
-                                 "split": split, "shard": writer[2], "source": name,
-                                 "source_id": str(row["id"]), "sha256": digest[:16]})
-                st["images"] += 1
-                st[f"class:{r['labels'][k]}"] += 1
-                st[f"modality:{_modality(r['spec'], r['labels'][k])}"] += 1
-                st[f"split:{split}"] += 1
-            offset += len(r["labels"])
+        keep, stats = _keep(build, kept, bar)
+        order = np.random.default_rng([int(build.settings.get("seed", 0)), 11, len(keep)]).permutation(len(keep))
+        for j in order:
+            i, row, index, digest = keep[j]
+            r = kept[i]
+            name = r["spec"]["name"]
+            if bar is not None:
+                bar.update(1)
+            pixels = _pixels(r["adapter"], row, r["spec"]["_data_dir"], build.size, build.channels)
+            label = np.zeros(len(build.labels), np.float32)
+            label[index] = 1.0
+            split = str(row["split"])
+            ident = f"{name}{SEP}{row['id']}"
+            patient = pseudonym(build.salt, f"{name}{SEP}{row.get('patient_id', row['id'])}")
+            writer = shard_writer(writers, build.tmp, split, build.shard_size)
+            writer[0].write(serialize_example(pixels.tobytes(), shape, label, ident, patient))
+            writer[1] += 1
+            rows_out.append({"id": ident, "patient_id": patient, "study_id": patient,
+                             "series_id": patient, "slice": -1, "label": index,
+                             "split": split, "shard": writer[2], "source": name,
+                             "source_id": str(row["id"]), "sha256": digest[:16]})
     finally:
         for shards in writers.values():
             for w in shards:
                 w[0].close()
         if bar is not None:
             bar.close()
-    shards = _rename_shards(tmp, writers)
+    shards = rename_shards(build.tmp, writers)
     for row in rows_out:
         row["shard"] = shards[row["shard"]]
     return rows_out, stats
@@ -439,30 +454,6 @@ def _write_index(build: _Build, spec, read, kept, rows_out, stats) -> pd.DataFra
     (tmp / CARD_JSON).write_text(json.dumps(card, indent=2))
     (tmp / CARD_MD).write_text(card_markdown(card))
     return manifest
-
-
-def _shard_writer(writers, tmp, split, shard_size, tf):
-    """The open writer of ``split`` ([TFRecordWriter, count, temp name]); a new one when full."""
-    shards = writers.setdefault(split, [])
-    if not shards or shards[-1][1] >= shard_size:
-        if shards:
-            shards[-1][0].close()
-        name = f"{split}-{len(shards):05d}.tmp"
-        shards.append([tf.io.TFRecordWriter(str(tmp / name)), 0, name])
-    return shards[-1]
-
-
-def _rename_shards(tmp, writers) -> dict[str, str]:
-    """Temp shard names -> ``<split>-NNNNN-of-NNNNN.tfrecord``."""
-    from pipelines.cache.format import shard_name  # imports TensorFlow
-
-    mapping = {}
-    for split, shards in writers.items():
-        for i, w in enumerate(shards):
-            final = shard_name(split, i, len(shards))
-            replace(tmp / w[2], tmp / final)
-            mapping[w[2]] = final
-    return mapping
 
 
 # --------------------------------------------------------------------------------------- CLI

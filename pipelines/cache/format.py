@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from pipelines.fs import replace
+
 FORMAT_VERSION = 1
 INFO_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.csv"
@@ -101,6 +103,30 @@ def derive_seed(*parts: int) -> int:
 
 def shard_name(split: str, index: int, total: int) -> str:
     return f"{split}-{index:05d}-of-{total:05d}.tfrecord"
+
+
+def shard_writer(writers: dict, folder, split: str, shard_size: int) -> list:
+    """The open writer of ``split`` in ``writers`` (``[TFRecordWriter, count, temp name]``),
+    a new ``<split>-NNNNN.tmp`` in ``folder`` when the last holds ``shard_size`` records."""
+    shards = writers.setdefault(split, [])
+    if not shards or shards[-1][1] >= shard_size:
+        if shards:
+            shards[-1][0].close()
+        name = f"{split}-{len(shards):05d}.tmp"
+        shards.append([tf.io.TFRecordWriter(str(Path(folder) / name)), 0, name])
+    return shards[-1]
+
+
+def rename_shards(folder, writers: dict) -> dict[str, str]:
+    """The closed temp shards of :func:`shard_writer` renamed to ``<split>-NNNNN-of-NNNNN.tfrecord``;
+    returns temp name -> final name."""
+    mapping = {}
+    for split, shards in writers.items():
+        for i, w in enumerate(shards):
+            final = shard_name(split, i, len(shards))
+            replace(Path(folder) / w[2], Path(folder) / final)
+            mapping[w[2]] = final
+    return mapping
 
 
 def split_names(splits) -> list[str]:

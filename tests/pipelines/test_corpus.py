@@ -92,6 +92,11 @@ def test_exclude_leaves_a_source_out_and_source_balanced_sampling(tmp_path, sour
                                                             training=True, balanced="source")])
     groups = np.asarray(read_info(both)["label_groups"])[ys.argmax(1)]
     assert set(groups) == {0, 1}
+    # the shards are written in a seeded random order, not source by source and class by class
+    # (a local shuffle buffer over sorted shards fed training one class after another)
+    order = [int(np.argmax(y)) for _, y in make_dataset(both, "train", batch_size=1, training=False).unbatch()]
+    runs = 1 + sum(a != b for a, b in zip(order, order[1:]))
+    assert runs > len(set(order)) + 4, order
     with pytest.raises(ValueError, match="balanced='sauce' must be"):
         make_dataset(tmp_path / "c", "train", batch_size=4, balanced="sauce")
 

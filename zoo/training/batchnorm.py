@@ -43,7 +43,8 @@ class BatchNormCalibrator:
     poor although training-mode ones are good. Before each evaluation we set every moving
     mean/variance to the plain average over ``batches`` training batches (batch i uses momentum
     i/(i+1)), as in "Rethinking 'Batch' in BatchNorm" (Wu and Johnson, 2021). The data is the
-    unshuffled, unsharded training split, so every worker computes the same statistics.
+    training split shuffled by a fixed seed and unsharded, so every worker computes the same
+    statistics (file order would be one class in a corpus or a class-sorted folder).
     """
 
     def __init__(self, model):

@@ -262,8 +262,12 @@ class Trainer:
         "examples"}`` (an AUROC is None when the split has one class of that label). Batch-norm
         statistics are first recalibrated on training batches when the config asks for it."""
         if self.cfg.bn_calibration_batches:
-            self.calibrate(self.source.eval_dataset("train", batch_size=max(self.global_batch, 32)),
-                           self.cfg.bn_calibration_batches)
+            # shuffled (and source- or class-balanced where the run samples so), unsharded and
+            # unaugmented: the same batches on every worker. File order would calibrate on the
+            # first few hundred rows, which in a corpus or a class-sorted folder is one class.
+            data = self.source.train_dataset(epoch=int(self.state.epoch.numpy()), seed=self.cfg.seed + 1,
+                                             batch_size=max(self.global_batch, 32))
+            self.calibrate(data, self.cfg.bn_calibration_batches)
         y, p = self.predict(self.split)
         val_loss = float(np.mean(self.loss_fn(tf.constant(y), tf.constant(p)).numpy()))
         return score(self.labels, y, p, val_loss, groups=getattr(self.source, "label_groups", None))
