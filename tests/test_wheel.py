@@ -20,8 +20,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 from tests.medical_files import write_shipped
 
@@ -117,7 +115,7 @@ def test_the_wheel_ships_the_medical_weights_and_loads_them_outside_the_repo(tmp
         assert any(json.loads(p.read_text())["sha256"] == result["sha256"] for p in real)
 
 
-@pytest.mark.parametrize("name", ["weights/README.md"])
-def test_the_weights_folder_is_package_data_without_an_init(name):
-    assert (ROOT / "zoo" / name).is_file() and not (ROOT / "zoo" / "weights" / "__init__.py").exists()
+def test_the_weights_folder_is_package_data_without_an_init():
+    weights = ROOT / "zoo" / "weights"
+    assert (weights / "README.md").is_file() and not (weights / "__init__.py").exists()
     assert '"weights/*.weights.h5", "weights/*.json"' in (ROOT / "pyproject.toml").read_text()
