@@ -10,6 +10,7 @@
     python train.py --pretrain corpora/medical-64 --model resnet18 --image-size 64   # backbone
     python train.py --dataset medmnist --data-dir ../shared/data/medmnist-extra/breastmnist.npz \
         --model resnet18 --image-size 64 --weights runs/resnet18-corpus/backbone.weights.h5
+    python train.py --model ichnet --weights medical   # the shipped medical backbone, offline
 
 Precedence: built-in defaults < the model's training recipe (zoo.recipes: optimiser, lr, batch,
 warmup, schedule, weight decay, label smoothing, augmentation, epochs, early stopping) <
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"registry name (default {d.model}; see --list-models)")
     g.add_argument("--model-kwargs", help='JSON object of builder arguments, e.g. \'{"dropout": 0.2}\'')
-    g.add_argument("--weights", help="local .weights.h5/.keras file to start from, or a backbone.weights.h5 "
-                                     "(pretrained backbone under a fresh head)")
+    g.add_argument("--weights", help="'medical' (the medical backbone shipped with medzoo for --model, "
+                                     "under a fresh head), a local .weights.h5/.keras file to start "
+                                     "from, or a backbone.weights.h5 (pretrained backbone under a fresh head)")
     g.add_argument("--allow-overlap", action="store_true",
                    help="allow fine-tuning a backbone on a dataset that is one of its corpus sources")
     g.add_argument("--freeze-backbone", action="store_true", help="train only the head (linear probe)")

@@ -81,7 +81,9 @@ def registry_facts(model_name: str) -> dict:
     """Card facts from ``zoo.model_info`` when ``model_name`` is registered, else ``{}``.
 
     Keys: summary, paper, doi, task, feature_layer, from_paper, our_reading, ``measured`` (the
-    benchmark result files of :mod:`zoo.results`, when there are any), and the registered
+    benchmark result files of :mod:`zoo.results`, when there are any), ``shipped_weights`` (the
+    medical backbones shipped with medzoo, ``weights="medical"``, when there are any), and the
+    registered
     defaults as ``default_labels``, ``default_input_shape`` (and ``default_parameters`` when the
     registry has counted them): the card's own ``labels``, ``input_shape`` and ``parameters``
     describe the model that was exported or evaluated, which may differ from the defaults.
@@ -97,6 +99,8 @@ def registry_facts(model_name: str) -> dict:
     for key in ("input_shape", "parameters", "labels"):
         if key in facts:
             facts[f"default_{key}"] = facts.pop(key)
+    if info.get("weights"):  # the medical backbones shipped with medzoo (zoo.models.medical)
+        facts["shipped_weights"] = info["weights"]
     if results := measured(model_name):  # benchmark result files, never constants in code
         facts["measured"] = results
     return plain_data(facts)
@@ -273,6 +277,7 @@ def _facts_lines(card: dict) -> list[str]:
     for key, title in (("from_paper", "From the paper"), ("our_reading", "Our reading")):
         if card.get(key):
             lines += ["", f"### {title}", ""] + [f"- {item}" for item in card[key]]
+    lines += _weights_lines(card.get("shipped_weights") or [])
     lines += _measured_lines(card.get("measured") or {})
     lines += _recipe_lines(card.get("recipe") or {})
     lines += ["", "## Serving signatures", ""]
@@ -280,6 +285,8 @@ def _facts_lines(card: dict) -> list[str]:
     if card.get("training"):
         lines += ["", "## Training", ""]
         lines += [f"- {k}: {_md_value(v)}" for k, v in card["training"].items()]
+        if card.get("initial_weights"):
+            lines.append(f"- started from: {_started_from(card['initial_weights'])}")
         lines.append("- Full resolved config: `assets.extra/config.yaml`")
     lines += ["", "## Metrics", ""]
     metrics = card.get("metrics") or {"status": NOT_EVALUATED}
@@ -291,11 +298,32 @@ def _facts_lines(card: dict) -> list[str]:
         lines += ["", "## Intended use", "", str(card["intended_use"])]
     shown = {"model_name", "version", "summary", "task", "paper", "doi", "input_shape",
              "parameters", "labels", "exported_at", "software", "from_paper", "our_reading",
-             "signatures", "training", "metrics", "intended_use", "measured", "recipe", *_OWN_KEYS}
+             "signatures", "training", "metrics", "intended_use", "measured", "recipe",
+             "shipped_weights", "initial_weights", *_OWN_KEYS}
     other = {k: v for k, v in card.items() if k not in shown and v not in (None, "", [], {})}
     if other:
         lines += ["", "## Other facts", ""] + [f"- {k}: {_md_value(v)}" for k, v in other.items()]
     return lines
+
+
+def _weights_lines(shipped: list) -> list[str]:
+    """The medical backbones shipped for the model (``weights="medical"``); [] without any."""
+    if not shipped:
+        return []
+    lines = ["", "### Shipped pretrained weights (`weights=\"medical\"`)", ""]
+    for w in shipped:
+        metric = w.get("corpus_metric") or {}
+        score = f", corpus {metric.get('name')} {metric.get('value')}" if metric else ""
+        lines.append(f"- {w.get('file')}: {w.get('image_size')} px, {w.get('channels')} "
+                     f"channel(s), sha256 {w.get('sha256')}{score}")
+    return lines
+
+
+def _started_from(record: dict) -> str:
+    """The weights a run started from (``zoo.models.medical.describe``), in one line."""
+    sources = (record.get("corpus") or {}).get("sources")
+    corpus = f", corpus {', '.join(map(str, sources))}" if sources else ""
+    return f"{record.get('weights')} ({record.get('file')}, sha256 {record.get('sha256')}{corpus})"
 
 
 def _recipe_lines(recipe: dict) -> list[str]:

@@ -31,6 +31,7 @@ __all__ = [
     "model_entry",
     "model_family",
     "model_info",
+    "add_info_field",
     "ModelEntry",
     "NONE_MEANS",
 ]
@@ -57,6 +58,7 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _PARAM_CACHE: dict[str, int] = {}
+_INFO_FIELDS: dict[str, Callable[[str], Any]] = {}
 
 
 def register_model(fn=None, *, info: dict | None = None, none_means: dict | None = None,
@@ -138,9 +140,22 @@ def get_model(name: str, **kwargs):
     return entry.fn(**{**entry.defaults, **given})
 
 
+def add_info_field(key: str, fn: Callable[[str], Any]) -> None:
+    """Make ``model_info(name)[key]`` be ``fn(name)``, computed at each call (it must be cheap).
+
+    How a module this one may not import adds a fact: :mod:`zoo.models.medical` adds
+    ``weights``, the medical backbones shipped for the model (read from their JSON cards).
+    """
+    old = _INFO_FIELDS.get(key)
+    if old is not None and old.__module__ != fn.__module__:  # a reload of the same module is fine
+        raise ValueError(f"model_info field {key!r} is already provided by {old.__module__}; "
+                         "pick another key.")
+    _INFO_FIELDS[key] = fn
+
+
 def model_info(name: str, *, count_params: bool = True) -> dict:
     """The card facts for ``name``: paper, DOI, task, labels, default input, parameters, family,
-    module, ...
+    module, shipped pretrained ``weights`` (``[]`` when none), ...
 
     ``parameters`` counts the model built with its defaults (built once, then cached); with
     ``count_params=False`` nothing is built and ``parameters`` is left out unless already cached.
@@ -157,6 +172,8 @@ def model_info(name: str, *, count_params: bool = True) -> dict:
     if "summary" not in info:
         doc = (entry.fn.__doc__ or "").strip()
         info["summary"] = doc.splitlines()[0] if doc else ""
+    for key, fn in _INFO_FIELDS.items():
+        info[key] = fn(name)
     if name not in _PARAM_CACHE and not count_params:
         return info
     if name not in _PARAM_CACHE:

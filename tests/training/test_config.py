@@ -51,12 +51,27 @@ def test_unknown_option_in_yaml_names_the_close_match(tmp_path):
     ({"model_kwargs": {"num_classes": 3}}, "may not set num_classes"),
     ({"data_dir": "/nonexistent/medzoo-data"}, "Data directory '/nonexistent/medzoo-data' does not exist"),
     ({"class_weights": "1,-2"}, "--class-weights must be 'balanced'"),
+    ({"weights": "imagenet"}, "--weights imagenet would need a download"),
+    ({"weights": "/nonexistent/b.weights.h5"}, "Weights file '/nonexistent/b.weights.h5' does not exist"),
+    ({"weights": "sha256:0123456789abcdef/b.weights.h5"}, "stand-in for a withheld path"),
 ])
 def test_bad_values_are_one_clear_sentence(values, needle):
     with pytest.raises(ConfigError) as err:
         TrainConfig(**values).validate()
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_weights_medical_is_accepted_and_a_file_is_recorded_without_its_folder(tmp_path):
+    assert TrainConfig(weights="medical").validate().to_record()["weights"] == "medical"
+    path = tmp_path / "Jane Doe" / "backbone.weights.h5"
+    path.parent.mkdir()
+    path.write_bytes(b"x")
+    shown = TrainConfig(weights=str(path)).validate().to_record()["weights"]
+    assert shown.startswith("sha256:") and shown.endswith("/backbone.weights.h5")
+    assert "Jane" not in shown
+    kept = TrainConfig(weights=str(path), keep_path_ids=True).to_record()["weights"]
+    assert kept == str(path)
 
 
 def test_class_weights_forms():

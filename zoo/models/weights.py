@@ -1,4 +1,5 @@
-"""Local weights into a built model: a whole model's file, a backbone, or an ImageNet file.
+"""Local weights into a built model: a whole model's file, a backbone, an ImageNet file, or the
+medical backbone shipped with medzoo (``weights="medical"``, :mod:`zoo.models.medical`).
 
 Every builder ends with ``load_weights(model, weights)``. It lives apart from
 :mod:`zoo.models.common` because it reaches the backbone loader (:mod:`zoo.models.backbone`) and
@@ -13,14 +14,19 @@ import os
 import keras
 import numpy as np
 
-from zoo.models import backbone, imagenet
+from zoo.models import backbone, imagenet, medical
 from zoo.models.weightfile import check_declared_size, check_finite, open_h5
 
 __all__ = ["load_weights"]
 
 
 def load_weights(model: keras.Model, weights):
-    """Load ``weights`` (None or a local ``.weights.h5``/``.keras`` file) into ``model``.
+    """Load ``weights`` (None, ``"medical"`` or a local ``.weights.h5``/``.keras`` file) into
+    ``model``.
+
+    ``"medical"``: the backbone shipped with medzoo for the model's registered name
+    (``model.name``), at the shipped image size nearest the model's input, checked against its
+    card's sha256 and loaded under a fresh head (:func:`zoo.models.medical.resolve`).
 
     A backbone file (``backbone.weights.h5`` from ``train.py --pretrain``) loads every layer up
     to ``features`` and leaves the head fresh (:mod:`zoo.models.backbone`); so does a local
@@ -29,10 +35,16 @@ def load_weights(model: keras.Model, weights):
     """
     if weights is None:
         return model
+    if isinstance(weights, str) and weights == medical.MEDICAL:
+        _, height, _, channels = tuple(model.input_shape)
+        path, card = medical.resolve(model.name, height, channels=channels)
+        medical.verify(path, card)
+        return backbone.load_backbone(model, path)
     if not isinstance(weights, (str, os.PathLike)) or str(weights) in ("imagenet",):
         raise ValueError(
-            f"weights={weights!r} would need a download, and medzoo never downloads: pass None "
-            "or the path of a local .weights.h5 / .keras file."
+            f"weights={weights!r} would need a download, and medzoo never downloads: pass None, "
+            "'medical' (the shipped medical backbones) or the path of a local .weights.h5 / "
+            ".keras file."
         )
     path = os.fspath(weights)
     if not os.path.isfile(path):

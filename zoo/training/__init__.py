@@ -33,6 +33,7 @@ from pipelines.datasets import get_adapter, list_adapters
 from pipelines.fs import atomic_write_json
 from pipelines.yamlfile import YamlFileError, read_yaml
 from zoo.export import export_saved_model
+from zoo.models import medical
 from zoo.models.backbone import is_backbone_file, read_metadata
 from zoo.training.config import RESUME_KEYS, ConfigError, TrainConfig, resolve_switch
 from zoo.training.data import CacheSource, DataSource
@@ -134,21 +135,43 @@ def _pretrain_setup(cfg: TrainConfig):
 
 
 def _check_backbone(cfg: TrainConfig, *, data: bool):
-    """A backbone file in ``--weights``: readable, of ``--model``, and not trained on the
-    downstream data (the leak check). Returns its metadata, or None for other weights."""
+    """A backbone in ``--weights`` (a backbone file, or ``medical``: the file shipped for
+    ``--model`` at the size nearest ``--image-size``, checked against its card's sha256):
+    readable, of ``--model``, and not trained on the downstream data (the leak check). Returns
+    its metadata, or None for other weights."""
     if not cfg.weights:
         return None
-    if not is_backbone_file(cfg.weights):
+    path, name, what = cfg.weights, cfg.weights, "--weights"
+    if cfg.weights == medical.MEDICAL:
+        try:
+            path, card = medical.resolve(cfg.model, cfg.image_size)
+            medical.verify(path, card)
+        except medical.MedicalWeightsError as err:
+            raise ConfigError(str(err)) from None
+        name = what = f"--weights medical ({path.name})"
+    elif not is_backbone_file(path):
         return None
-    meta = read_metadata(cfg.weights)
+    meta = read_metadata(path)
     if meta.get("model") and meta["model"] != cfg.model:
         raise ConfigError(
-            f"The backbone {cfg.weights} was pretrained as {meta['model']}, not {cfg.model}; pass "
+            f"The backbone {name} was pretrained as {meta['model']}, not {cfg.model}; pass "
             f"--model {meta['model']} or a backbone of {cfg.model}."
         )
     if data:
-        check_leak(meta, cfg.dataset, cfg.data_dir, allow_overlap=cfg.allow_overlap)
+        check_leak(meta, cfg.dataset, cfg.data_dir, allow_overlap=cfg.allow_overlap, what=what)
     return meta
+
+
+def _weights_record(cfg: TrainConfig, source, registry_model: bool) -> dict | None:
+    """What the run starts from (``medical.describe``: file name, sha256, corpus sources), for
+    the opening console lines, metrics.json and the export's card; None without ``--weights``
+    or when a caller's ``model_fn`` builds the model."""
+    if not cfg.weights or not registry_model:
+        return None
+    try:
+        return medical.describe(cfg.weights, cfg.model, source.input_shape)
+    except medical.MedicalWeightsError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_outputs(cfg: TrainConfig, source) -> None:
@@ -243,13 +266,15 @@ def run(config: TrainConfig | dict | None = None, *, source: DataSource | None =
         several = corpus is not None and len(corpus["sources"]) > 1
         sampling = cfg.sampling if cfg.sampling != "auto" else ("source" if several else "shuffle")
         source.balanced = {"shuffle": False, "class": "class", "source": "source"}[sampling]
+    weights = _weights_record(cfg, source, registry_model=model_fn is None)
     if model_fn is None:
         model_fn = _registry_model_fn(cfg)
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(config_path)
 
-    model, metrics = fit(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
+    model, metrics = fit(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn,
+                         weights=weights)
     if chief:
         final_model = _final_model(model, model_fn, source, run_dir)
         final_model.save(run_dir / "model.keras")
@@ -258,13 +283,13 @@ def run(config: TrainConfig | dict | None = None, *, source: DataSource | None =
             metrics["backbone"] = os.fspath(path)
             print(f"Wrote {path} and backbone.json", flush=True)
         elif backbone_meta is not None:
-            metrics["backbone"] = {"weights": cfg.weights, "model": backbone_meta.get("model"),
+            metrics["backbone"] = {"weights": cfg.shown_weights(), "model": backbone_meta.get("model"),
                                    "corpus_sources": (backbone_meta.get("corpus") or {}).get("sources")}
         if cfg.export and not cfg.pretrain:
             version = _export(final_model, cfg, source, metrics)
             metrics["export"] = os.fspath(version)
             print(f"Exported {version}", flush=True)
-            atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -291,7 +316,8 @@ def _export(model, cfg: TrainConfig, source, metrics):
     card = {"validation": {"split": cfg.eval_split, "best_epoch": metrics["best"]["epoch"],
                            "auroc": metrics["best"]["auroc"] or metrics["val_auroc"],
                            "auroc_mean": metrics["best"]["auroc_mean"],
-                           "examples": metrics["final"]["examples"]}}
+                           "examples": metrics["final"]["examples"]},
+            "initial_weights": metrics.get("weights")}
     return export_saved_model(model, cfg.export_dir, model_name=cfg.model, labels=list(source.labels),
                               config=cfg.to_record(), preprocessing=preprocessing,
                               training_data={**dict(source.description), **training_facts}, card=card)

@@ -23,9 +23,10 @@ from typing import Any
 
 from pipelines.datasets import get_adapter, list_adapters
 from pipelines.fs import atomic_write_text
-from pipelines.manifest import PATH_ID_PREFIX, shown_data_dir
+from pipelines.manifest import PATH_ID_PREFIX, data_dir_id, shown_data_dir
 from pipelines.yamlfile import YamlFileError, dump_yaml, read_yaml
 from zoo.models.common import MIN_SIZE
+from zoo.models.medical import MEDICAL
 from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
 from zoo.registry import list_models, model_entry
 
@@ -101,7 +102,7 @@ class TrainConfig:
     # model
     model: str = "ichnet"
     model_kwargs: dict = field(default_factory=dict)
-    weights: str | None = None
+    weights: str | None = None        # None, "medical" (shipped backbone) or a local file
     allow_overlap: bool = False        # fine-tune a backbone on one of its corpus sources
     freeze_backbone: bool = False      # linear probe: only the head trains
     backbone_lr_mult: float = 1.0      # the backbone's learning rate = lr * this
@@ -199,10 +200,21 @@ class TrainConfig:
         keep = self.keep_path_ids or self.data_dir == _default_data_dir(self.dataset)
         return shown_data_dir(self.data_dir, keep)
 
+    def shown_weights(self) -> str | None:
+        """``weights`` as files and logs show it: None and ``"medical"`` as they are; a file as
+        ``sha256:<id of its folder>/<file name>`` (the folder's path may name a patient), unless
+        ``keep_path_ids``."""
+        if self.weights is None or self.weights == MEDICAL or self.keep_path_ids:
+            return self.weights
+        path = Path(os.fspath(self.weights))
+        if str(path).startswith(PATH_ID_PREFIX):
+            return str(path)
+        return f"{data_dir_id(path.parent)}/{path.name}"
+
     def to_record(self) -> dict[str, Any]:
         """:meth:`to_dict` as files record it (config.yaml, the export): ``data_dir`` as
-        :meth:`shown_data_dir` says."""
-        return {**self.to_dict(), "data_dir": self.shown_data_dir()}
+        :meth:`shown_data_dir` and ``weights`` as :meth:`shown_weights` say."""
+        return {**self.to_dict(), "data_dir": self.shown_data_dir(), "weights": self.shown_weights()}
 
     def save_yaml(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, dump_yaml(self.to_record()))
@@ -218,6 +230,7 @@ class TrainConfig:
             self.model_kwargs = parse_model_kwargs(self.model_kwargs)
         need(isinstance(self.options, dict), f"options must be a mapping of the dataset adapter's options such as {{'channels': 3}}, got {self.options!r}.")
         need(isinstance(self.model_kwargs, dict), f"model_kwargs must be a JSON object such as '{{\"dropout\": 0.2}}', got {self.model_kwargs!r}.")
+        _check_weights(self.weights)
         reserved = {"input_shape", "num_classes", "activation", "weights"} & set(self.model_kwargs)
         need(not reserved, f"model_kwargs may not set {', '.join(sorted(reserved))}: use --image-size, the dataset's labels and --weights instead.")
         for name in ("image_size", "epochs", "batch_size", "checkpoint_steps", "keep_checkpoints", "prepare_workers"):
@@ -259,6 +272,25 @@ class TrainConfig:
             need(os.path.exists(self.data_dir),
                  f"Data directory {self.data_dir!r} does not exist; pass --data-dir pointing at the dataset (or omit it for --dataset synthetic).")
         return self
+
+
+def _check_weights(weights) -> None:
+    """None, "medical" or an existing local file (whether "medical" is shipped for the model
+    is checked in ``run``, with the model's name and input size)."""
+    if weights is None or weights == MEDICAL:
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ConfigError(f"--weights must be 'medical' or the path of a local weights file, got {weights!r}.")
+    text = os.fspath(weights)
+    if text.startswith(PATH_ID_PREFIX):
+        raise ConfigError(f"--weights {text} is a saved config's stand-in for a withheld path; pass "
+                          "--weights with the file's path (or 'medical').")
+    if text in ("imagenet",):
+        raise ConfigError(f"--weights {text} would need a download, and medzoo never downloads; pass "
+                          "'medical' (the shipped medical backbones) or the path of a local file.")
+    if not os.path.isfile(text):
+        raise ConfigError(f"Weights file {text!r} does not exist; pass --weights medical or the path "
+                          "of a local .weights.h5 / .keras file.")
 
 
 def _default_data_dir(dataset: str):

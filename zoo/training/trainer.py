@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.augment import epoch_seed
+from zoo.models.medical import describe_line
 from zoo.training.batchnorm import BatchNormCalibrator
 from zoo.training.build import (
     OptimizerVariables,
@@ -86,8 +87,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, source: DataSource, *, strategy, run_dir,
-                 model_fn: Callable):
+                 model_fn: Callable, weights: dict | None = None):
         self.cfg, self.source, self.strategy = cfg, source, strategy
+        self.weights = weights  # what the model starts from (zoo.models.medical.describe)
         self.chief = is_chief(strategy)
         self.run_dir = Path(run_dir)
         self.replicas = strategy.num_replicas_in_sync
@@ -140,6 +142,8 @@ class Trainer:
                  f"{self.source.input_shape} inputs, {len(labels)} labels ({self.source.activation}); "
                  f"strategy {strategy_name(self.strategy)} with {self.replicas} replica(s), global "
                  f"batch {self.global_batch}, {self.steps} steps/epoch.")
+        if self.weights is not None:
+            self.log(describe_line(self.weights))
         where = "off" if self.cfg.augment in (False, None, "none") else (
             "on the device" if self.augmenter is not None else "in tf.data (CPU)")
         self.log(f"Precision {self.model.dtype_policy.name}, XLA {'on' if self.jit else 'off'}, "
@@ -395,6 +399,7 @@ class Trainer:
             "precision": self.model.dtype_policy.name,
             "jit_compile": self.jit,
             "augment_on": self.cfg.augment_on,
+            "weights": self.weights,
         }
         self.log(format_auroc_table(final, self.split))
         self.log(f"final weights sha256 {digest}")
@@ -406,16 +411,20 @@ class Trainer:
         self.recorder.close()
 
 
-def fit(cfg: TrainConfig, source: DataSource, *, strategy, run_dir, model_fn: Callable):
+def fit(cfg: TrainConfig, source: DataSource, *, strategy, run_dir, model_fn: Callable,
+        weights: dict | None = None):
     """Train ``model_fn(input_shape, num_classes, activation)`` on ``source``; returns
-    ``(model, metrics)``.
+    ``(model, metrics)``. ``weights`` describes what the model starts from (a
+    :func:`zoo.models.medical.describe` record): logged when the run opens, and recorded in
+    metrics.json as ``weights``.
 
     Writes (chief only) into ``run_dir``: checkpoints/, logs/ (TensorBoard), history.csv,
     best.weights.h5 and metrics.json. The model holds the final weights (best.weights.h5 the
     best ones, which ``zoo.training.run`` saves and exports). Ends at ``--epochs``, or earlier
     when ``--early-stop`` runs out of patience.
     """
-    trainer = Trainer(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn)
+    trainer = Trainer(cfg, source, strategy=strategy, run_dir=run_dir, model_fn=model_fn,
+                      weights=weights)
     try:
         epoch0, step0 = trainer.resume()
         for epoch in range(epoch0, cfg.epochs):
