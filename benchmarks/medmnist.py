@@ -97,6 +97,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples per run")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="a training setting over the recipe (a study of the recipe, not the default table)")
+    p.add_argument("--weights", default=None,
+                   help="start from these weights: 'medical' (the shipped backbones) or a local file; default scratch")
+    p.add_argument("--fraction", type=float, default=1.0,
+                   help="share of the official training split (seeded, stratified), e.g. 0.1")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke configuration")
     p.add_argument("--merge", nargs="+", metavar="RESULT.json",
                    help="write --json from these result files (other sets or sizes) and train nothing")
@@ -116,7 +120,8 @@ def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
     from zoo.training.data import ArraySource
 
     source_spec = {"name": name, "dataset": "medmnist", "_data_dir": Path(args.data_dir) / SETS[name]}
-    splits, labels = downstream_arrays(source_spec, size, 1.0, seed)
+    splits, labels = downstream_arrays(source_spec, size, args.fraction, seed)
+    start = start_name(args.weights)
     if args.quick:  # a pocket of each split: the loop, the scores and the file, not the model
         splits = {k: (x[:48], y[:48]) for k, (x, y) in splits.items()}
     task = "binary" if len(labels) == 2 else "multi-class"
@@ -125,16 +130,20 @@ def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
     cfg = {"model": model, "image_size": size, "seed": seed, "export": False, "verbose": 0,
            "fresh": True, **{k: _value(v) for k, v in overrides.items()},
            "output_dir": str(Path(args.work_dir) / (f"{name}-{model}-{size}px-seed{seed}"
-                                                     + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))))}
+                                                     + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
+                                                     + (f"-{start}" if args.weights else "")
+                                                     + (f"-frac{args.fraction:g}" if args.fraction < 1 else "")))}
     if args.quick:
         cfg.update(epochs=2, steps_per_epoch=2, batch_size=16, bn_calibration_batches=1)
     n_train = len(splits["train"][0])
-    key = {"config": cfg, "train_images": n_train, "n_boot": args.n_boot}
-    record = {"set": name, "model": model, "size": size, "seed": seed, "train_images": n_train}
+    key = {"config": cfg, "train_images": n_train, "n_boot": args.n_boot, "weights": args.weights}
+    record = {"set": name, "model": model, "size": size, "seed": seed, "train_images": n_train,
+              "start": start, "fraction": args.fraction}
     done = finished_run(cfg["output_dir"], key)
     if done is None:
         def model_fn(shape, k, act):
-            return zoo.get_model(model, input_shape=tuple(shape), num_classes=k, activation=act)
+            return zoo.get_model(model, input_shape=tuple(shape), num_classes=k, activation=act,
+                                 weights=args.weights)
 
         t0 = time.perf_counter()
         net = train_one(cfg, source, model_fn)
@@ -153,14 +162,20 @@ def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
             "stopped_early": metrics.get("stopped_early"), "still_improving": metrics.get("still_improving")}
 
 
+def start_name(weights) -> str:
+    """'scratch', 'medical', or the weights file's name."""
+    return "scratch" if not weights else ("medical" if weights == "medical" else Path(str(weights)).name)
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     """Mean ± sd over seeds per (set, model, size), with the marks a row must carry."""
     groups: dict = {}
     for r in runs:
-        groups.setdefault((r["set"], r["model"], r["size"]), []).append(r)
+        key = (r["set"], r["model"], r["size"], r.get("start", "scratch"), r.get("fraction", 1.0))
+        groups.setdefault(key, []).append(r)
     rows = []
-    for (name, model, size), rs in groups.items():
-        row = {"set": name, "model": model, "size": size, "seeds": len(rs),
+    for (name, model, size, start, fraction), rs in groups.items():
+        row = {"set": name, "model": model, "size": size, "start": start, "fraction": fraction, "seeds": len(rs),
                "parameters": rs[0].get("parameters"), "seconds": float(np.mean([r["seconds"] for r in rs]))}
         row.update(seed_stats(rs))
         rates = [r["train_images_per_s"] for r in rs if r.get("train_images_per_s")]
@@ -182,13 +197,15 @@ def verdicts(rows: list[dict]) -> dict:
     """Per set: the best compact model (< 1.5 M parameters) by mean accuracy, and the bar."""
     out = {}
     for name in dict.fromkeys(r["set"] for r in rows):
-        compact = [r for r in rows if r["set"] == name and (r["parameters"] or 0) < COMPACT and not r["marks"]]
+        compact = [r for r in rows if r["set"] == name and (r["parameters"] or 0) < COMPACT and not r["marks"]
+                   and r.get("fraction", 1.0) == 1.0]
         if not compact:
             out[name] = {"best": None}
             continue
         best = max(compact, key=lambda r: (r["accuracy"], r["auroc"]))
         bar_acc, bar_auc = PUBLISHED[name][BAR]
-        out[name] = {"best": f"{best['model']} @ {best['size']} px", "accuracy": best["accuracy"],
+        origin = "" if best.get("start", "scratch") == "scratch" else f" from {best['start']}"
+        out[name] = {"best": f"{best['model']}{origin} @ {best['size']} px", "accuracy": best["accuracy"],
                      "auroc": best["auroc"], "bar": {"accuracy": bar_acc, "auroc": bar_auc},
                      "beats_bar": best["beats_bar"], "accuracy_sd": best.get("accuracy_sd", 0.0),
                      "short_by": {"accuracy": round(bar_acc - best["accuracy"], 4),
@@ -240,7 +257,9 @@ def table(result: dict) -> str:
         cell = {k: f"{r[k]:.3f} ± {r[k + '_sd']:.3f} [{r[k + '_lo']:.3f}, {r[k + '_hi']:.3f}]"
                 for k in ("accuracy", "auroc", "balanced_accuracy")}
         rate = f"{r['train_images_per_s']:.0f}" if r.get("train_images_per_s") else ""
-        lines.append(f"| {r['set']} | `{r['model']}` | {r['size']} | {r['parameters']:,} | {cell['accuracy']} | "
+        model = f"`{r['model']}`" + ("" if r.get("start", "scratch") == "scratch" else f" from {r['start']}") \
+            + ("" if r.get("fraction", 1.0) == 1.0 else f", {r['fraction']:.0%} of train")
+        lines.append(f"| {r['set']} | {model} | {r['size']} | {r['parameters']:,} | {cell['accuracy']} | "
                      f"{cell['auroc']} | {cell['balanced_accuracy']} | {', '.join(map(str, r['best_epoch']))} | "
                      f"{rate} | {r['seconds']:.0f} | {'; '.join(r['marks'])} |")
     for name in dict.fromkeys(r["set"] for r in result["rows"]):
