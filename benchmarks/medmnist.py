@@ -46,6 +46,7 @@ from benchmarks.transfer import (
     train_one,
 )
 from pipelines.fs import atomic_write_json
+from zoo.results import software
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -231,6 +232,32 @@ def verdict_lines(result: dict) -> list[str]:
     return lines
 
 
+def transfer_lines(result: dict) -> list[str]:
+    """Per set, model, size and share: the medical start against scratch (mean test accuracy)."""
+    lines = []
+    by = {(r["set"], r["model"], r["size"], r.get("fraction", 1.0), r.get("start", "scratch")): r
+          for r in result["rows"]}
+    for (name, model, size, fraction, start), r in by.items():
+        base = by.get((name, model, size, fraction, "scratch"))
+        if start == "scratch" or base is None:
+            continue
+        gain = r["accuracy"] - base["accuracy"]
+        lines.append(f"- {name}, `{model}` @ {size} px, {fraction:.0%} of train: from {start} "
+                     f"{r['accuracy']:.3f} ± {r['accuracy_sd']:.3f} against scratch {base['accuracy']:.3f} ± "
+                     f"{base['accuracy_sd']:.3f} test accuracy ({gain * 100:+.1f} points; AUROC "
+                     f"{r['auroc']:.3f} against {base['auroc']:.3f}).")
+    return lines
+
+
+def with_provenance(result: dict) -> dict:
+    """The keys every result file carries (zoo.results): benchmark, model, seed, command, date,
+    software, source."""
+    runs = result.get("runs", [])
+    return {"benchmark": "medmnist", "model": ",".join(dict.fromkeys(r["model"] for r in runs)),
+            "seed": sorted({r["seed"] for r in runs}), "date": time.strftime("%Y-%m-%d"),
+            "software": software(), "source": f"measured with {result['command']}", **result}
+
+
 def merge(paths, out) -> dict:
     """One result file from several (runs of other sets or sizes); rows and verdicts recomputed."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
@@ -245,6 +272,7 @@ def merge(paths, out) -> dict:
               "published": PUBLISHED, "published_plus_64_accuracy": PUBLISHED_PLUS_64_ACC, "runs": runs}
     result["rows"] = summarise(runs)
     result["verdicts"] = verdicts(result["rows"])
+    result = with_provenance(result)
     atomic_write_json(out, result)
     return result
 
@@ -305,6 +333,7 @@ def main(argv=None) -> int:
                                                       "seeds": seeds, "quick": args.quick, "overrides": args.override},
               "published": PUBLISHED, "published_plus_64_accuracy": PUBLISHED_PLUS_64_ACC,
               "runs": runs, "rows": rows, "verdicts": verdicts(rows)}
+    result = with_provenance(result)
     atomic_write_json(args.json, result)
     print(table(result) + "\n" + "\n".join(verdict_lines(result)))
     return 0

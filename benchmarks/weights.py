@@ -150,7 +150,10 @@ def main(argv=None) -> int:
                      "stopped_early": card["stopped_early"], "corpus_val_auroc": card["corpus_metric"]["value"],
                      "corpus_val_loss": card["corpus_metric"]["val_loss"], "sha256": card["sha256"]})
         print(f"{card['file']}  sha256 {card['sha256']}", flush=True)
-    atomic_write_json(args.json, {"command": command.strip(), "corpus": str(corpus), "rows": rows})
+    atomic_write_json(args.json, {"benchmark": "weights", "model": ",".join(models), "seed": args.seed,
+                                  "command": command.strip(), "date": datetime.date.today().isoformat(),
+                                  "software": versions(), "source": f"measured with {command.strip()}",
+                                  "corpus": str(corpus), "rows": rows})
     print("\n| model | px | file KiB | best epoch / run | corpus val AUROC | val loss | sha256 |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -136,6 +136,28 @@ def render_medmnist_table(folder=None) -> str:
     return (table(record) + "\n" + "\n".join(verdict_lines(record))).rstrip("\n")
 
 
+MEDICAL_START, MEDICAL_END = "<!-- medical:start -->", "<!-- medical:end -->"
+
+
+def render_medical_table(folder=None) -> str:
+    """The shipped medical backbones (``weights.json``) and the transfer comparison
+    (``medical-transfer.json``, a benchmarks.medmnist result with scratch and medical starts)."""
+    import json
+
+    from benchmarks.medmnist import table, transfer_lines
+
+    folder = Path(folder) if folder else ROOT / "benchmarks" / "results"
+    shipped = json.loads((folder / "weights.json").read_text())
+    lines = ["| backbone file | KiB | best epoch / epochs run | corpus val mean AUROC | val loss | sha256 (first 16) |",
+             "|---|---:|---|---:|---:|---|"]
+    for r in shipped["rows"]:
+        lines.append(f"| `{r['file']}` | {r['kib']:.0f} | {r['best_epoch']} / {r['epochs_run']} | "
+                     f"{r['corpus_val_auroc']:.4f} | {r['corpus_val_loss']:.4f} | `{r['sha256'][:16]}` |")
+    lines += ["", f"command: `{shipped['command']}`", ""]
+    record = json.loads((folder / "medical-transfer.json").read_text())
+    return ("\n".join(lines) + "\n" + table(record) + "\n" + "\n".join(transfer_lines(record))).rstrip("\n")
+
+
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 # (row title, key of a pipeline result file, format, key of the load beside it)
 SPEED_ROWS = (
@@ -200,6 +222,8 @@ def main(argv=None) -> int:
         new = replace_section(new, render_speed_table(), SPEED_START, SPEED_END)
     if MEDMNIST_START in new:
         new = replace_section(new, render_medmnist_table(), MEDMNIST_START, MEDMNIST_END)
+    if MEDICAL_START in new:
+        new = replace_section(new, render_medical_table(), MEDICAL_START, MEDICAL_END)
     return sync_readme(args.doc, text, new, check=args.check, what="results table",
                        command="python scripts/results_tables.py")
 

@@ -32,6 +32,7 @@ def _script():
     ("speed", "benchmarks/results/pipeline-*.json"),
     ("transfer", "benchmarks/results/transfer/transfer.json"),
     ("medmnist", "benchmarks/results/medmnist.json"),
+    ("medical", "benchmarks/results/medical-transfer.json"),
 ])
 def test_readme_tables_are_current(section, files):
     """Each generated section of docs/RESULTS.md equals what its result files render today."""
@@ -42,6 +43,7 @@ def test_readme_tables_are_current(section, files):
         "speed": (rt.render_speed_table, rt.SPEED_START, rt.SPEED_END),
         "transfer": (rt.render_transfer_table, rt.TRANSFER_START, rt.TRANSFER_END),
         "medmnist": (rt.render_medmnist_table, rt.MEDMNIST_START, rt.MEDMNIST_END),
+        "medical": (rt.render_medical_table, rt.MEDICAL_START, rt.MEDICAL_END),
     }[section]
     text = RESULTS.read_text()
     assert start in text and end in text, f"docs/RESULTS.md lacks the {section} markers"
