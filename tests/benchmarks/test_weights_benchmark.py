@@ -1,0 +1,54 @@
+"""benchmarks.weights end to end on a pocket corpus: corpus, pretraining, shipped file and card,
+then weights="medical" from that folder into a model of another size and channel count."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import yaml
+
+from benchmarks import weights
+
+
+def _npz(path, seed, classes):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", 40), ("val", 12), ("test", 8)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % classes).reshape(-1, 1).astype(np.uint8)
+    np.savez(path, **arrays)
+
+
+def test_one_command_rebuilds_a_shipped_backbone_with_its_card(tmp_path, monkeypatch, capsys):
+    import zoo
+
+    for name, seed, k in (("alpha", 0, 2), ("beta", 1, 3), ("down", 2, 2)):
+        _npz(tmp_path / f"{name}.npz", seed, k)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"sources": [
+        {"name": n, "dataset": "medmnist", "data_dir": str(tmp_path / f"{n}.npz"), "licence": "CC0",
+         "citation": n} for n in ("alpha", "beta", "down")]}))
+    out = tmp_path / "weights"
+    argv = ["--models", "ichnet_small", "--size", "32", "--spec", str(spec), "--held-out", "down",
+            "--corpus", str(tmp_path / "corpus"), "--runs", str(tmp_path / "runs"), "--out", str(out),
+            "--epochs", "2", "--early-stop", "1", "--steps-per-epoch", "2", "--json", str(tmp_path / "w.json")]
+    assert weights.main(argv) == 0
+    h5, card_path = out / "ichnet_small-medical-32.weights.h5", out / "ichnet_small-medical-32.json"
+    card = json.loads(card_path.read_text())
+    digest = hashlib.sha256(h5.read_bytes()).hexdigest()
+    assert card["sha256"] == digest and digest in capsys.readouterr().out
+    assert card["corpus"]["sources"] == ["alpha", "beta"] and card["corpus"]["held_out"] == ["down"]
+    assert card["channels"] == 1 and card["image_size"] == 32 and card["versions"]["keras"]
+    assert [p["epoch"] for p in card["curve"]] == list(range(1, card["epochs_run"] + 1))
+    assert 0.0 <= card["corpus_metric"]["value"] <= 1.0
+    table = json.loads((tmp_path / "w.json").read_text())
+    assert table["rows"][0]["sha256"] == digest and table["benchmark"] == "weights"
+
+    # a rerun reuses the finished run (same bytes), and the file loads as "medical"
+    assert weights.main(argv) == 0
+    assert hashlib.sha256(h5.read_bytes()).hexdigest() == digest
+    monkeypatch.setenv("MEDZOO_WEIGHTS_DIR", str(out))
+    model = zoo.get_model("ichnet_small", weights="medical", num_classes=3, input_shape=(48, 48, 3))
+    assert model.output_shape == (None, 3)
