@@ -29,7 +29,6 @@ import csv
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pipelines.corpus import build_corpus  # noqa: E402
 from pipelines.fs import atomic_path, atomic_write_json  # noqa: E402
 from zoo.models.medical import WEIGHTS_DIR, write_card  # noqa: E402
+from zoo.results import software  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "configs" / "corpus-medical.yaml"
@@ -99,17 +99,6 @@ def curve(run_dir: Path) -> list[dict]:
             for r in rows]
 
 
-def versions() -> dict:
-    import keras
-    import numpy
-    import tensorflow
-
-    from zoo import __version__
-
-    return {"medzoo": __version__, "keras": keras.__version__, "tensorflow": tensorflow.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
-
-
 def ship(model: str, run_dir: Path, corpus: Path, args, command: str) -> dict:
     """Copy the run's backbone into the package folder with its card; returns the card."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -125,15 +114,14 @@ def ship(model: str, run_dir: Path, corpus: Path, args, command: str) -> dict:
         "model": model, "image_size": args.size, "channels": 1,
         "corpus": {"name": corpus.name, "sources": [s for s in kept if s not in held_out(args)],
                    "held_out": held_out(args), "card": card_json},
-        "command": command, "date": datetime.date.today().isoformat(), "versions": versions(),
+        "command": command, "date": datetime.date.today().isoformat(), "versions": software(),
         "corpus_metric": {"name": "corpus val mean AUROC (best epoch)", "value": best_point["val_auroc_mean"],
                           "val_loss": best_point["val_loss"]},
         "best_epoch": best, "epochs_run": metrics.get("epochs_run"), "stopped_early": metrics.get("stopped_early"),
         "still_improving": metrics.get("still_improving"), "steps_per_epoch": args.steps_per_epoch,
         "curve": points,
     }
-    write_card(target, card)
-    return json.loads(target.with_name(target.name.replace(".weights.h5", ".json")).read_text())
+    return json.loads(write_card(target, card).read_text())
 
 
 def main(argv=None) -> int:
@@ -157,7 +145,7 @@ def main(argv=None) -> int:
         print(f"{card['file']}  sha256 {card['sha256']}", flush=True)
     atomic_write_json(args.json, {"benchmark": "weights", "model": ",".join(models), "seed": args.seed,
                                   "command": command.strip(), "date": datetime.date.today().isoformat(),
-                                  "software": versions(), "source": f"measured with {command.strip()}",
+                                  "software": software(), "source": f"measured with {command.strip()}",
                                   "corpus": str(corpus), "rows": rows})
     print("\n| model | px | file KiB | best epoch / run | corpus val AUROC | val loss | sha256 |")
     print("|---|---|---|---|---|---|---|")

@@ -362,7 +362,12 @@ def _write_images(build: _Build, kept, *, progress: bool):
     Pass 2 writes in a seeded random order across sources and classes, as prepare's writer
     does: the reader's shuffle buffer is local, and shards in spec and class order would feed
     training one class after another."""
-    from pipelines.cache.format import pseudonym, rename_shards, serialize_example, shard_writer  # TensorFlow
+    from pipelines.cache.format import (  # TensorFlow
+        pseudonym,
+        rename_shards,
+        serialize_example,
+        shard_writer,
+    )
 
     shape = (build.size[0], build.size[1], build.channels)
     bar = None

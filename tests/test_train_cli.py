@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.tiny_cache import head_ct_cache
 
 TRAIN = [sys.executable, str(ROOT / "train.py")]
 TINY = json.dumps({"stem": 8, "stages": [[8, 1], [8, 1]], "head": 16})
@@ -38,13 +39,7 @@ def _env(**extra):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """A 32 px cache of a tiny synthetic head-CT dataset in the RSNA layout (8 patients)."""
-    from pipelines.cache import prepare
-    from pipelines.datasets.synthetic import write_head_ct
-
-    root = tmp_path_factory.mktemp("ct")
-    write_head_ct(root / "head-ct", patients=8, slices=4, size=64, seed=3)
-    return prepare("synthetic", root / "head-ct", root / "cache", image_size=32,
-                   val_fraction=0.25, test_fraction=0.0, seed=0, progress=False)
+    return head_ct_cache(tmp_path_factory.mktemp("ct"))
 
 
 def _args(cache, out, *extra):

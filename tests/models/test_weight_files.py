@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.models.backbone import BackboneError, load_backbone, read_metadata, save_backbone
 from zoo.models import weightfile
+from zoo.models.backbone import BackboneError, load_backbone, read_metadata, save_backbone
 from zoo.models.weightfile import MAX_METADATA_BYTES, WeightsFileError, open_h5
 from zoo.models.weights import load_weights
 

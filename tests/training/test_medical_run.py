@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.medical_files import write_shipped
+from tests.tiny_cache import head_ct_cache
 from zoo.models import medical
 from zoo.models.backbone import save_backbone
 
@@ -16,13 +17,7 @@ from zoo.models.backbone import save_backbone
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """A 32 px cache of a tiny synthetic head-CT dataset (8 patients)."""
-    from pipelines.cache import prepare
-    from pipelines.datasets.synthetic import write_head_ct
-
-    root = tmp_path_factory.mktemp("ct")
-    write_head_ct(root / "head-ct", patients=8, slices=4, size=64, seed=3)
-    return prepare("synthetic", root / "head-ct", root / "cache", image_size=32,
-                   val_fraction=0.25, test_fraction=0.0, seed=0, progress=False)
+    return head_ct_cache(tmp_path_factory.mktemp("ct"))
 
 
 def _argv(cache, tmp_path, weights, *extra):
