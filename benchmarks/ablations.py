@@ -4,16 +4,24 @@
     python -m benchmarks.ablations --claims edge_conservative --seeds 5 --epochs 20
     python -m benchmarks.ablations --dataset medmnist \\
         --data-dir ../shared/data/medmnist/pneumoniamnist.npz    # your data instead of BreastMNIST
+    python -m benchmarks.ablations --claims edge_conservative rense_block multi_receptive_field \\
+        --lesion kidney --ratio 1/16 --size 64 --real none  # real 4 px kidney stones
     python -m benchmarks.ablations --quick               # a smoke run in well under a minute
 
 Claims, switches and twins come from :mod:`zoo.ablations`. For each claim, the paper form and
 every twin (same widths and head, different only in the switched block) are trained with the
-same seeds, data and schedule (Adam, plain ``model.fit`` on in-memory arrays, no augmentation)
+same seeds, data and schedule (Adam, plain ``model.fit`` on in-memory arrays, no augmentation,
+early stopping on validation AUROC with the best epoch's weights restored: ``--patience``
+epochs, ``--epochs`` the ceiling; a form whose seeds hit the ceiling while still improving is
+marked "not converged")
 
 * on the claim's phantom (:mod:`pipelines.phantoms`): the small-lesion sweep (one kidney stone
   of 1..8 px per positive, calcified vessel arcs on both classes) for the RenseNet and ICH
   claims, the muscle-ultrasound speckle set (trained on a mix of noise levels, tested at each)
   for the myositis claims;
+* on the real small-lesion set with ``--lesion kidney`` instead of the phantom: stone /
+  no-stone patches of the kidney-stone CT set (:mod:`pipelines.kidney_stones`) at a stated
+  box-to-patch ``--ratio`` (at 64 px, ``--ratio 1/16`` makes the stones 4 px);
 * on a real set: BreastMNIST (ultrasound, 28 px upsampled; malignant is the positive class) by
   default, ``--real pneumoniamnist`` for chest X-rays, or ``--dataset/--data-dir`` (any adapter
   train.py takes; its last label is the positive class unless ``--positive`` names one).
@@ -43,12 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.ablation_data import KIDNEY, REAL, SHARED  # noqa: F401 - the tests' names
+
 RESULTS = Path(__file__).resolve().parent / "results"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL = {
-    "breastmnist": ("medmnist-extra/breastmnist.npz", 0),  # (file, positive label): malignant
-    "pneumoniamnist": ("medmnist/pneumoniamnist.npz", 1),  # pneumonia
-}
 # which registered variant stands for each claim (the small ones: the default run fits on CPU)
 CLAIM_MODELS = {
     "edge_conservative": "rensenet_small",
@@ -60,104 +65,52 @@ CLAIM_MODELS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# data
-
-
-def _resize(x, size):
-    """[n, h, w, c] -> [n, size, size, c], bilinear."""
-    if x.shape[1:3] == (size, size):
-        return x.astype(np.float32)
-    import tensorflow as tf
-
-    return tf.image.resize(x.astype(np.float32), (size, size)).numpy()
-
-
-def _subset(rng, n, limit):
-    idx = np.arange(n)
-    return np.sort(rng.permutation(n)[:limit]) if limit and limit < n else idx
-
-
-def real_medmnist(name, size, *, n_train=None, n_test=None, data_root=SHARED, seed=0):
-    """(x_train, y_train, x_test, y_test) of a MedMNIST file, upsampled to ``size``, in [0, 1]."""
-    rel, positive = REAL[name]
-    path = Path(data_root) / rel
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass --data-root (the shared data "
-                                "folder) or --real none.")
-    data = np.load(path)
-    rng = np.random.default_rng([seed, 5])
-    out = []
-    for split, limit in (("train", n_train), ("test", n_test)):
-        x, y = data[f"{split}_images"], data[f"{split}_labels"].reshape(-1)
-        keep = _subset(rng, len(x), limit)
-        x = x[keep][..., None] if x.ndim == 3 else x[keep]
-        out += [_resize(x / 255.0, size), (y[keep] == positive).astype(int)]
-    return tuple(out)
-
-
-def user_dataset(dataset, data_dir, size, work, *, positive=None, seed=0):
-    """A dataset adapter's data (as train.py reads it) through a prepared cache."""
-    from pipelines.records import make_dataset, prepare, read_info
-
-    cache = prepare(dataset, data_dir, Path(work) / f"cache-{dataset}-{size}", image_size=size,
-                    val_fraction=0.0, test_fraction=0.3, seed=seed, progress=False)
-    labels = list(read_info(cache)["labels"])
-    k = labels.index(positive) if positive is not None else len(labels) - 1
-    out = []
-    for split in ("train", "test"):
-        xs, ys = [], []
-        for x, y in make_dataset(cache, split, batch_size=64):
-            xs.append(x.numpy())
-            ys.append(y.numpy())
-        y = np.concatenate(ys)
-        y = y[:, k] if y.ndim == 2 and y.shape[1] > 1 else (y.reshape(-1) == k)
-        out += [np.concatenate(xs).astype(np.float32), (y > 0.5).astype(int)]
-    return tuple(out)
-
-
-def lesion_data(size, n_train, n_test, diameters, seed):
-    from pipelines.phantoms import small_lesion_set
-
-    train = small_lesion_set(n_train, size, diameters=diameters, seed=1000 + seed)
-    test = small_lesion_set(n_test, size, diameters=diameters, seed=7)
-    return train, test
-
-
-def speckle_data(size, n_train, n_test, noises, seed):
-    from pipelines.phantoms import speckle_set
-
-    per = max(1, n_train // len(noises))
-    parts = [speckle_set(per, size, noise=s, seed=2000 + 97 * seed + i)
-             for i, s in enumerate(noises)]
-    train = {"x": np.concatenate([p["x"] for p in parts]),
-             "y": np.concatenate([p["y"] for p in parts])}
-    tests = {s: speckle_set(n_test, size, noise=s, seed=8) for s in noises}
-    return train, tests
-
-
-# ---------------------------------------------------------------------------------------------
 # training and scoring
 
 
-def train_model(model_name, kwargs, x, y, *, seed, epochs, batch, lr, eager=False):
-    """Train one (model, switch) on arrays; returns (model, training images per second)."""
+def train_model(model_name, kwargs, train, val, *, seed, epochs, patience, batch, lr, eager=False):
+    """Train one (model, switch) on arrays with early stopping on validation AUROC.
+
+    Up to ``epochs`` epochs; after ``patience`` epochs without a better validation AUROC the run
+    stops and the best epoch's weights are restored (``patience=0``: all ``epochs``, last
+    weights). Returns (model, training images per second, info) where info holds
+    ``best_epoch``, ``epochs_run``, ``best_val_auroc`` and ``rising`` (the ceiling was hit within
+    ``patience`` epochs of the best: the run may not have converged).
+    """
     import keras
 
     import zoo
 
+    (x, y), (xv, yv) = train, val
     keras.utils.set_random_seed(seed)
     model = zoo.get_model(model_name, input_shape=tuple(x.shape[1:]), num_classes=2,
                           activation="softmax", **kwargs)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
                   run_eagerly=eager)
     yy = keras.utils.to_categorical(y, 2)
-    model.fit(x, yy, batch_size=batch, epochs=1, verbose=0)  # includes tracing
-    t0 = time.perf_counter()
-    if epochs > 1:
-        model.fit(x, yy, batch_size=batch, epochs=epochs - 1, verbose=0)
-    secs = time.perf_counter() - t0
-    img_s = len(x) * (epochs - 1) / secs if epochs > 1 else float("nan")
-    return model, img_s
+    best, best_epoch, best_weights, secs = -np.inf, 0, None, 0.0
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.fit(x, yy, batch_size=batch, epochs=1, verbose=0)
+        if epoch > 1:  # the first epoch includes tracing
+            secs += time.perf_counter() - t0
+        if patience <= 0:
+            continue
+        score = auroc(yv, predict(model, xv))
+        if score > best:
+            best, best_epoch, best_weights = score, epoch, model.get_weights()
+        elif epoch - best_epoch >= patience:
+            break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    else:
+        best_epoch = epoch
+    img_s = len(x) * (epoch - 1) / secs if secs > 0 else float("nan")
+    info = {"best_epoch": best_epoch, "epochs_run": epoch,
+            "best_val_auroc": float(best) if best_weights is not None else None,
+            "rising": bool(patience > 0 and epoch == epochs and epochs - best_epoch < patience)}
+    return model, img_s, info
 
 
 def predict(model, x):
@@ -239,29 +192,90 @@ def forms(claim, drop=()):
         if f"{claim.switch}={v}" not in drop]
 
 
+def _data_label(which, args, real_name):
+    if which == "lesion":
+        return ("small-lesion phantom" if args.lesion == "phantom" else
+                f"kidney-stone patches ({args.ratio * args.size:g} px stones)")
+    return "speckle phantom" if which == "speckle" else real_name
+
+
+def load_data(args, claims, seeds, work):
+    """{which: {seed: bundle}} for the data the claims need, and the real set's name."""
+    from benchmarks import ablation_data as ad
+
+    data = {}
+    if args.lesion != "none" and any(c.phantom == "small_lesion" for c in claims):
+        if args.lesion == "kidney":
+            kidney = ad.kidney_data(args.size, args.ratio, n_train=args.kidney_pairs,
+                                    n_test=args.kidney_test_pairs, data_root=args.data_root)
+            print(f"kidney-stone pairs (stone, no stone) per split: {kidney['pairs']}", flush=True)
+            data["lesion"] = dict.fromkeys(seeds, kidney)
+        else:
+            data["lesion"] = {s: ad.lesion_data(args.size, args.n_train, args.n_test,
+                                                args.diameters, s) for s in seeds}
+    if any(c.phantom == "speckle" for c in claims):
+        data["speckle"] = {s: ad.speckle_data(args.size, args.n_train, args.n_test, args.noise, s)
+                           for s in seeds}
+    real_name = None
+    if args.dataset:
+        real_name = args.dataset
+        real = ad.user_dataset(args.dataset, args.data_dir, args.size, work, positive=args.positive)
+    elif args.real != "none":
+        real_name = args.real
+        real = ad.real_medmnist(args.real, args.size, n_train=args.real_n_train,
+                                n_test=args.real_n_test, data_root=args.data_root)
+    if real_name:
+        data["real"] = dict.fromkeys(seeds, real)
+    return data, real_name
+
+
+def score(model, bundle, *, explain):
+    """Test figures of a trained model on a bundle's test split."""
+    test = bundle["test"]
+    p = predict(model, test["x"])
+    fig = {"p": p, "y": test["y"], "auroc": auroc(test["y"], p)}
+    if "diameter" in test:
+        fig["by_diameter"] = per_diameter(test["y"], test["diameter"], p)
+    if "by_noise" in test:
+        fig["by_noise"] = {s: auroc(ys, predict(model, xs)) for s, (xs, ys) in test["by_noise"].items()}
+    if explain and "mask" in test:
+        fig["pointing"] = pointing(model, test["x"], test["mask"], test["y"])
+    return fig
+
+
+def _row(c, label, paper_label, per_seed, paper, data_name, model_name, n_boot):
+    a = np.array([f["auroc"] for f in per_seed])
+    rising = sum(f["rising"] for f in per_seed)
+    row = {"claim": c.key, "paper": c.paper, "data": data_name, "model": model_name,
+           "form": label, "is_paper": label == paper_label, "seeds": len(per_seed),
+           "auroc_mean": float(a.mean()),
+           "auroc_sd": float(a.std(ddof=1)) if len(a) > 1 else float("nan"),
+           "auroc_per_seed": a.tolist(), "params": per_seed[0]["params"],
+           "flops": per_seed[0].get("flops"),
+           "train_img_s": float(np.nanmean([f["img_s"] for f in per_seed])),
+           "best_epoch": [f["best_epoch"] for f in per_seed],
+           "epochs_run": [f["epochs_run"] for f in per_seed],
+           "converged": rising == 0}
+    if rising:
+        row["mark"] = (f"not converged: {rising} of {len(per_seed)} seeds hit the epoch ceiling "
+                       "within the patience window of their best validation AUROC")
+    if label != paper_label:
+        d, lo, hi = paired_ci(per_seed[0]["y"], [f["p"] for f in paper],
+                              [f["p"] for f in per_seed], n_boot=n_boot)
+        row.update(diff=d, diff_lo=lo, diff_hi=hi)
+    if "pointing" in per_seed[0]:
+        row.update({f"pg_{k}": v for k, v in per_seed[0]["pointing"].items()})
+    return row
+
+
 def run(args) -> dict:
     from zoo.ablations import claim as get_claim
 
     work = Path(args.work_dir or "/tmp/medzoo-ablations")
     work.mkdir(parents=True, exist_ok=True)
-    size, seeds = args.size, list(range(args.seeds))
-    # data, shared by every claim that uses it
-    data = {}
+    seeds = list(range(args.seeds))
     claims = [get_claim(k) for k in args.claims]
-    if any(c.phantom == "small_lesion" for c in claims):
-        data["lesion"] = {s: lesion_data(size, args.n_train, args.n_test, args.diameters, s)
-                          for s in seeds}
-    if any(c.phantom == "speckle" for c in claims):
-        data["speckle"] = {s: speckle_data(size, args.n_train, args.n_test, args.noise, s)
-                           for s in seeds}
-    real_name = None
-    if args.dataset:
-        real_name = args.dataset
-        real = user_dataset(args.dataset, args.data_dir, size, work, positive=args.positive)
-    elif args.real != "none":
-        real_name = args.real
-        real = real_medmnist(args.real, size, n_train=args.real_n_train,
-                             n_test=args.real_n_test, data_root=args.data_root)
+    data, real_name = load_data(args, claims, seeds, work)
     trained = {}  # (model, label, data, seed) -> figures; paper forms shared between claims
 
     def fit(model_name, kwargs, which, seed):
@@ -269,39 +283,20 @@ def run(args) -> dict:
         if key in trained:
             return trained[key]
         t0 = time.perf_counter()
-        if which == "lesion":
-            train, test = data["lesion"][seed]
-            model, img_s = train_model(model_name, kwargs, train["x"], train["y"], seed=seed,
-                                       epochs=args.epochs, batch=args.batch, lr=args.lr,
-                                       eager=args.quick)
-            p = predict(model, test["x"])
-            fig = {"p": p, "y": test["y"], "auroc": auroc(test["y"], p),
-                   "by_diameter": per_diameter(test["y"], test["diameter"], p)}
-            if seed == 0 and not args.no_explain:
-                fig["pointing"] = pointing(model, test["x"], test["mask"], test["y"])
-        elif which == "speckle":
-            train, tests = data["speckle"][seed]
-            model, img_s = train_model(model_name, kwargs, train["x"], train["y"], seed=seed,
-                                       epochs=args.epochs, batch=args.batch, lr=args.lr,
-                                       eager=args.quick)
-            ps = {s: predict(model, t["x"]) for s, t in tests.items()}
-            y = np.concatenate([t["y"] for t in tests.values()])
-            p = np.concatenate(list(ps.values()))
-            fig = {"p": p, "y": y, "auroc": auroc(y, p),
-                   "by_noise": {s: auroc(tests[s]["y"], ps[s]) for s in tests}}
-        else:
-            xtr, ytr, xte, yte = real
-            model, img_s = train_model(model_name, kwargs, xtr, ytr, seed=seed,
-                                       epochs=args.real_epochs or args.epochs, batch=args.batch,
-                                       lr=args.lr, eager=args.quick)
-            p = predict(model, xte)
-            fig = {"p": p, "y": yte, "auroc": auroc(yte, p)}
-        fig.update(img_s=img_s, params=int(model.count_params()), seconds=time.perf_counter() - t0)
+        bundle = data[which][seed]
+        epochs = (args.real_epochs or args.epochs) if which == "real" else args.epochs
+        model, img_s, info = train_model(model_name, kwargs, bundle["train"], bundle["val"],
+                                         seed=seed, epochs=epochs, patience=args.patience,
+                                         batch=args.batch, lr=args.lr, eager=args.quick)
+        fig = score(model, bundle, explain=seed == 0 and not args.no_explain)
+        fig.update(info, img_s=img_s, params=int(model.count_params()),
+                   seconds=time.perf_counter() - t0)
         if seed == 0:
             fig["flops"] = None if args.no_flops else flops(model)
         trained[key] = fig
         print(f"  {model_name} {kwargs or '(paper form)'} on {which}, seed {seed}: AUROC "
-              f"{fig['auroc']:.3f} ({fig['seconds']:.0f}s)", flush=True)
+              f"{fig['auroc']:.3f}, best epoch {info['best_epoch']} of {info['epochs_run']}"
+              f"{' (still rising)' if info['rising'] else ''} ({fig['seconds']:.0f}s)", flush=True)
         return fig
 
     rows, curves = [], {}
@@ -309,34 +304,16 @@ def run(args) -> dict:
         model_name = CLAIM_MODELS[c.key] if args.model is None else args.model
         print(f"claim {c.key}: {model_name}, {c.switch} in {c.values}", flush=True)
         phantom = "lesion" if c.phantom == "small_lesion" else "speckle"
-        for which in [phantom] + (["real"] if real_name else []):
+        for which in [w for w in (phantom, "real") if w in data]:
             figs = {label: [fit(model_name, kw, which, s) for s in seeds]
                     for label, kw in forms(c, args.drop)}
             paper_label = forms(c, args.drop)[0][0]
-            paper = figs[paper_label]
             for label, per_seed in figs.items():
-                a = np.array([f["auroc"] for f in per_seed])
-                row = {"claim": c.key, "paper": c.paper, "data": real_name if which == "real"
-                       else ("small-lesion phantom" if which == "lesion" else "speckle phantom"),
-                       "model": model_name, "form": label, "is_paper": label == paper_label,
-                       "seeds": len(seeds), "auroc_mean": float(a.mean()),
-                       "auroc_sd": float(a.std(ddof=1)) if len(a) > 1 else float("nan"),
-                       "auroc_per_seed": a.tolist(), "params": per_seed[0]["params"],
-                       "flops": per_seed[0].get("flops"),
-                       "train_img_s": float(np.nanmean([f["img_s"] for f in per_seed]))}
-                if label != paper_label:
-                    d, lo, hi = paired_ci(per_seed[0]["y"], [f["p"] for f in paper],
-                                          [f["p"] for f in per_seed], n_boot=args.n_boot)
-                    row.update(diff=d, diff_lo=lo, diff_hi=hi)
-                if "pointing" in per_seed[0]:
-                    row.update({f"pg_{k}": v for k, v in per_seed[0]["pointing"].items()})
-                rows.append(row)
-                if "by_diameter" in per_seed[0]:
-                    curves.setdefault(("lesion", c.key), {})[label] = _mean_curve(
-                        per_seed, "by_diameter")
-                if "by_noise" in per_seed[0]:
-                    curves.setdefault(("noise", c.key), {})[label] = _mean_curve(
-                        per_seed, "by_noise")
+                rows.append(_row(c, label, paper_label, per_seed, figs[paper_label],
+                                 _data_label(which, args, real_name), model_name, args.n_boot))
+                for kind, key in (("lesion", "by_diameter"), ("noise", "by_noise")):
+                    if key in per_seed[0]:
+                        curves.setdefault((kind, c.key), {})[label] = _mean_curve(per_seed, key)
     return {"rows": rows, "curves": curves}
 
 
@@ -373,6 +350,8 @@ def markdown(rows) -> str:
               if "diff" in r else "—")
         pg = (f"{r['pg_gradcam']:.2f} / {r['pg_layercam']:.2f}" if "pg_gradcam" in r else "—")
         form = f"**{r['form']}** (paper)" if r["is_paper"] else r["form"]
+        if not r.get("converged", True):
+            form += " (not converged)"
         mflops = None if r["flops"] is None else r["flops"] / 1e6
         lines.append(f"| {r['claim']} | {r['data']} | {form} | {r['auroc_mean']:.3f} ± "
                      f"{_f(r['auroc_sd'])} | {ci} | {verdict(r)} | {r['params']:,} | "
@@ -382,7 +361,8 @@ def markdown(rows) -> str:
 
 CSV_KEYS = ("claim", "paper", "data", "model", "form", "is_paper", "seeds", "auroc_mean",
             "auroc_sd", "diff", "diff_lo", "diff_hi", "params", "flops", "train_img_s",
-            "pg_gradcam", "pg_gradcam_2px", "pg_layercam", "pg_layercam_2px")
+            "pg_gradcam", "pg_gradcam_2px", "pg_layercam", "pg_layercam_2px", "converged",
+            "best_epoch")
 
 
 def merge(paths) -> tuple[dict, list[str]]:
@@ -437,6 +417,9 @@ def write_outputs(result, args, command, out_dir: Path) -> list[Path]:
         fig.savefig(png)
         plt.close(fig)
         written.append(png)
+    png = stone_size_plot(result["rows"], out_dir, plt)
+    if png:
+        written.append(png)
     config = {k: v for k, v in vars(args).items() if k not in ("out_dir", "work_dir")}
     models = sorted({r["model"] for r in result["rows"]})
     record = {"benchmark": "ablations", "model": ",".join(models),
@@ -454,6 +437,38 @@ def write_outputs(result, args, command, out_dir: Path) -> list[Path]:
     return written
 
 
+def stone_size_plot(rows, out_dir, plt):
+    """Test AUROC against the stone's size in pixels, one line per (claim, form), where the
+    rows hold kidney-stone patches at two or more box-to-patch ratios (merged runs)."""
+    import re
+
+    lines = {}
+    for r in rows:
+        m = re.fullmatch(r"kidney-stone patches \(([\d.]+) px stones\)", r["data"])
+        if m:
+            lines.setdefault((r["claim"], r["form"], r["is_paper"]), {})[float(m[1])] = r
+    lines = {k: v for k, v in lines.items() if len(v) > 1}
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=90)
+    for (claim, form, is_paper), by_px in sorted(lines.items()):
+        xs = sorted(by_px)
+        ax.errorbar(xs, [by_px[x]["auroc_mean"] for x in xs],
+                    yerr=[by_px[x]["auroc_sd"] for x in xs], fmt="-o" if is_paper else "--o",
+                    ms=3, capsize=2, label=f"{form}{' (paper)' if is_paper else ''}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("stone size in the patch (px)")
+    ax.set_ylabel("test AUROC (mean ± sd over seeds)")
+    ax.set_title("kidney-stone patches: stone / no stone", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = out_dir / "ablations-kidney-stone-size.png"
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
 def _paper_value(key):
     from zoo.ablations import claim
 
@@ -466,6 +481,13 @@ def _paper_value(key):
 
 def _floats(text):
     return [float(v) for v in text.split(",")]
+
+
+def _ratio(text):
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
 
 
 def _ints(text):
@@ -492,6 +514,15 @@ def parser():
                    help="lesion diameters in px, comma separated (default 1..8)")
     g.add_argument("--noise", type=_floats, default=[0.0, 0.1, 0.2, 0.3],
                    help="speckle noise levels (sd), comma separated")
+    g.add_argument("--lesion", choices=("phantom", "kidney", "none"), default="phantom",
+                   help="the small-lesion claims' data: the phantom, stone / no-stone patches "
+                   "of the kidney-stone CT set (pipelines.kidney_stones), or none")
+    g.add_argument("--ratio", type=_ratio, default=1 / 16,
+                   help="kidney patches: stone box side / patch side, e.g. 1/16 (at 64 px the "
+                   "stones are 4 px)")
+    g.add_argument("--kidney-pairs", type=int, default=None,
+                   help="cap the kidney training (stone, no-stone) pairs; val gets a quarter")
+    g.add_argument("--kidney-test-pairs", type=int, default=None, help="cap the test pairs")
     g.add_argument("--real", choices=("breastmnist", "pneumoniamnist", "none"),
                    default="breastmnist")
     g.add_argument("--real-n-train", type=int, default=None, help="cap the real training set")
@@ -503,7 +534,10 @@ def parser():
     g.add_argument("--positive", help="the positive label of --dataset (default: the last)")
     g = p.add_argument_group("training")
     g.add_argument("--seeds", type=int, default=3)
-    g.add_argument("--epochs", type=int, default=8)
+    g.add_argument("--epochs", type=int, default=60, help="the ceiling on epochs (default 60)")
+    g.add_argument("--patience", type=int, default=8,
+                   help="stop after this many epochs without a better validation AUROC and "
+                   "keep the best epoch's weights (default 8; 0 = train every epoch)")
     g.add_argument("--real-epochs", type=int, default=None, help="default: --epochs")
     g.add_argument("--batch", type=int, default=32)
     g.add_argument("--lr", type=float, default=2e-3)

@@ -363,6 +363,8 @@ def ablation_lines(rows: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|"]
     for r in rows:
         form = f"**{r['form']}** (paper)" if r.get("is_paper") else r["form"]
+        if r.get("converged") is False:
+            form += " (not converged)"
         diff = ("—" if r.get("is_paper") or r.get("diff") is None else
                 f"{r['diff']:+.3f} [{r['diff_lo']:+.3f}, {r['diff_hi']:+.3f}]")
         lines.append(f"| {r['claim']} | {r['data']} | {r.get('model', '')} | {form} | "

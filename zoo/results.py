@@ -102,7 +102,7 @@ def measured(model_name: str, folder=None) -> dict:
 
 
 _ABLATION_KEYS = ("claim", "data", "model", "form", "is_paper", "seeds", "auroc_mean", "auroc_sd",
-                  "diff", "diff_lo", "diff_hi")
+                  "diff", "diff_lo", "diff_hi", "converged", "pg_layercam")
 
 
 def ablation_rows(model_name: str, folder=None) -> list[dict]:
