@@ -68,12 +68,14 @@ CLAIM_MODELS = {
 # training and scoring
 
 
-def train_model(model_name, kwargs, train, val, *, seed, epochs, patience, batch, lr, eager=False):
+def train_model(model_name, kwargs, train, val, *, seed, epochs, patience, batch, lr, eager=False,
+                min_epochs=0):
     """Train one (model, switch) on arrays with early stopping on validation AUROC.
 
     Up to ``epochs`` epochs; after ``patience`` epochs without a better validation AUROC the run
     stops and the best epoch's weights are restored (``patience=0``: all ``epochs``, last
-    weights). Returns (model, training images per second, info) where info holds
+    weights); it never stops before ``min_epochs`` (slow starters are not cut off at chance).
+    Returns (model, training images per second, info) where info holds
     ``best_epoch``, ``epochs_run``, ``best_val_auroc`` and ``rising`` (the ceiling was hit within
     ``patience`` epochs of the best: the run may not have converged).
     """
@@ -100,7 +102,7 @@ def train_model(model_name, kwargs, train, val, *, seed, epochs, patience, batch
         score = auroc(yv, predict(model, xv))
         if score > best:
             best, best_epoch, best_weights = score, epoch, model.get_weights()
-        elif epoch - best_epoch >= patience:
+        elif epoch - best_epoch >= patience and epoch >= min_epochs:
             break
     if best_weights is not None:
         model.set_weights(best_weights)
@@ -243,7 +245,10 @@ def score(model, bundle, *, explain):
     return fig
 
 
-def _row(c, label, paper_label, per_seed, paper, data_name, model_name, n_boot):
+CHANCE_MARGIN = 0.55  # a mean test AUROC at or below this is "did not learn", not a result
+
+
+def make_row(c, label, paper_label, per_seed, paper, data_name, model_name, n_boot):
     a = np.array([f["auroc"] for f in per_seed])
     rising = sum(f["rising"] for f in per_seed)
     row = {"claim": c.key, "paper": c.paper, "data": data_name, "model": model_name,
@@ -259,6 +264,10 @@ def _row(c, label, paper_label, per_seed, paper, data_name, model_name, n_boot):
     if rising:
         row["mark"] = (f"not converged: {rising} of {len(per_seed)} seeds hit the epoch ceiling "
                        "within the patience window of their best validation AUROC")
+    if a.mean() <= CHANCE_MARGIN:
+        row["mark"] = (f"did not learn: mean test AUROC {a.mean():.3f} is at chance "
+                       f"(<= {CHANCE_MARGIN}); best epochs {[f['best_epoch'] for f in per_seed]}")
+        row["learned"] = False
     if label != paper_label:
         d, lo, hi = paired_ci(per_seed[0]["y"], [f["p"] for f in paper],
                               [f["p"] for f in per_seed], n_boot=n_boot)
@@ -287,7 +296,8 @@ def run(args) -> dict:
         epochs = (args.real_epochs or args.epochs) if which == "real" else args.epochs
         model, img_s, info = train_model(model_name, kwargs, bundle["train"], bundle["val"],
                                          seed=seed, epochs=epochs, patience=args.patience,
-                                         batch=args.batch, lr=args.lr, eager=args.quick)
+                                         batch=args.batch, lr=args.lr, eager=args.quick,
+                                         min_epochs=args.min_epochs)
         fig = score(model, bundle, explain=seed == 0 and not args.no_explain)
         fig.update(info, img_s=img_s, params=int(model.count_params()),
                    seconds=time.perf_counter() - t0)
@@ -309,7 +319,7 @@ def run(args) -> dict:
                     for label, kw in forms(c, args.drop)}
             paper_label = forms(c, args.drop)[0][0]
             for label, per_seed in figs.items():
-                rows.append(_row(c, label, paper_label, per_seed, figs[paper_label],
+                rows.append(make_row(c, label, paper_label, per_seed, figs[paper_label],
                                  _data_label(which, args, real_name), model_name, args.n_boot))
                 for kind, key in (("lesion", "by_diameter"), ("noise", "by_noise")):
                     if key in per_seed[0]:
@@ -352,6 +362,8 @@ def markdown(rows) -> str:
         form = f"**{r['form']}** (paper)" if r["is_paper"] else r["form"]
         if not r.get("converged", True):
             form += " (not converged)"
+        if r.get("learned") is False:
+            form += " (did not learn)"
         mflops = None if r["flops"] is None else r["flops"] / 1e6
         lines.append(f"| {r['claim']} | {r['data']} | {form} | {r['auroc_mean']:.3f} ± "
                      f"{_f(r['auroc_sd'])} | {ci} | {verdict(r)} | {r['params']:,} | "
@@ -538,6 +550,8 @@ def parser():
     g.add_argument("--patience", type=int, default=8,
                    help="stop after this many epochs without a better validation AUROC and "
                    "keep the best epoch's weights (default 8; 0 = train every epoch)")
+    g.add_argument("--min-epochs", type=int, default=10,
+                   help="never stop early before this epoch (default 10)")
     g.add_argument("--real-epochs", type=int, default=None, help="default: --epochs")
     g.add_argument("--batch", type=int, default=32)
     g.add_argument("--lr", type=float, default=2e-3)

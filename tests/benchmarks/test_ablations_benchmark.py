@@ -100,6 +100,9 @@ def test_early_stopping_restores_the_best_epoch():
                                            patience=2, batch=16, lr=1e-2)
     assert info["epochs_run"] == info["best_epoch"] + 2 < 30 and not info["rising"]
     assert ablations.auroc(1 - y, ablations.predict(model, x)) == pytest.approx(info["best_val_auroc"])
+    _, _, late = ablations.train_model("myositisnet", {}, (x, y), (x, 1 - y), seed=0, epochs=30,
+                                       patience=2, batch=16, lr=1e-2, min_epochs=7)
+    assert late["epochs_run"] == max(7, late["best_epoch"] + 2)  # no stop before min_epochs
     _, _, ceiling = ablations.train_model("myositisnet", {}, (x, y), (x, y), seed=0, epochs=2,
                                           patience=5, batch=16, lr=1e-2)
     assert ceiling["epochs_run"] == 2 and ceiling["rising"]  # stopped by the ceiling, not converged
@@ -136,3 +139,17 @@ def test_kidney_rows_at_several_ratios_give_the_stone_size_curve(tmp_path):
     assert png == tmp_path / "ablations-kidney-stone-size.png" and png.stat().st_size > 1000
     one_ratio = [r for r in rows if r["data"].startswith("kidney-stone patches (4 ")]
     assert ablations.stone_size_plot(one_ratio, tmp_path / "none", plt) is None
+
+
+def test_a_row_at_chance_is_marked_did_not_learn():
+    import numpy as np
+
+    from zoo.ablations import claim
+
+    y = np.tile([0, 1], 20)
+    fig = {"auroc": 0.52, "p": np.full(40, 0.5), "y": y, "rising": False, "params": 1, "img_s": 1.0,
+           "best_epoch": 2, "epochs_run": 10}
+    row = ablations.make_row(claim("edge_conservative"), "downsample=edge", "downsample=edge",
+                         [fig, fig], [fig, fig], "kidney", "rensenet_small", 10)
+    assert row["learned"] is False and row["mark"].startswith("did not learn")
+    assert "(did not learn)" in ablations.markdown([row])
