@@ -215,7 +215,7 @@ def load_data(args, claims, seeds, work):
         else:
             data["lesion"] = {s: ad.lesion_data(args.size, args.n_train, args.n_test,
                                                 args.diameters, s) for s in seeds}
-    if any(c.phantom == "speckle" for c in claims):
+    if not args.no_speckle and any(c.phantom == "speckle" for c in claims):
         data["speckle"] = {s: ad.speckle_data(args.size, args.n_train, args.n_test, args.noise, s)
                            for s in seeds}
     real_name = None
@@ -535,6 +535,8 @@ def parser():
     g.add_argument("--kidney-pairs", type=int, default=None,
                    help="cap the kidney training (stone, no-stone) pairs; val gets a quarter")
     g.add_argument("--kidney-test-pairs", type=int, default=None, help="cap the test pairs")
+    g.add_argument("--no-speckle", action="store_true",
+                   help="the myositis claims on the real set only (skip the speckle phantom)")
     g.add_argument("--real", choices=("breastmnist", "pneumoniamnist", "none"),
                    default="breastmnist")
     g.add_argument("--real-n-train", type=int, default=None, help="cap the real training set")

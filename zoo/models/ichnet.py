@@ -88,10 +88,10 @@ CARD = {
         "zoo.explain --method layercam) is the map to read for localisation; see the measured "
         "pointing game in the model card's results",
         "ablation twin: receptive_field='single' keeps one undilated branch per block, same "
-        "widths (python -m benchmarks.ablations, small-lesion phantom and BreastMNIST); in the "
-        "shipped reduced run (32 px, 5 epochs, 3 seeds, ichnet_small) both forms stayed near "
-        "chance on both sets and no difference was shown: the claim is untested at that "
-        "budget, not refuted",
+        "widths (python -m benchmarks.ablations); at convergence (early stopping, 3 seeds, "
+        "ichnet_small) on real 4 px kidney stones at 64 px no difference was shown, and the "
+        "twin is about half the parameters; the figures are in docs/RESULTS.md and this "
+        "card's results",
     ],
 }
 
