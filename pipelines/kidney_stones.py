@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.archive import extract_once
 from pipelines.manifest import DataError
 
 __all__ = ["DEFAULT_ARCHIVE", "MARGIN", "SPLITS", "source_of", "stone_patches"]
@@ -47,8 +48,6 @@ def source_of(name: str) -> str:
 def _split_dir(root, split) -> Path:
     root = Path(root)
     if root.is_file():
-        from pipelines.archive import extract_once
-
         root = extract_once(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist; pass the kidney-stone tarball "
@@ -161,13 +160,11 @@ def stone_patches(root, split, *, size=64, ratio=1 / 16, jitter=0.25, seed=0, ma
     mask = np.zeros((2 * len(plans), size, size), bool)
     y = np.tile([1, 0], len(plans))
     group = np.repeat([p[-1] for p in plans], 2)
-    opened = {}
+    current = image = None
     for i, (path, boxes, side, pos, neg, _) in enumerate(plans):
-        if path not in opened:
-            opened.clear()
+        if path != current:  # plans come in file order: each slice is read once
             with Image.open(path) as im:
-                opened[path] = im.convert("L")
-        image = opened[path]
+                current, image = path, im.convert("L")
         x[2 * i, ..., 0] = _patch(image, *pos, side, size)
         mask[2 * i] = _mask(boxes, *pos, side, size)
         x[2 * i + 1, ..., 0] = _patch(image, *neg, side, size)

@@ -7,12 +7,12 @@ import os
 
 import pytest
 
-from benchmarks import ablations
+from benchmarks import ablation_data, ablations
 
 
 def _breastmnist():
     """The shared BreastMNIST file; a failure under CI when it is missing, else a skip."""
-    breast = ablations.SHARED / ablations.REAL["breastmnist"][0]
+    breast = ablation_data.SHARED / ablation_data.REAL["breastmnist"][0]
     if not breast.is_file():
         if os.environ.get("CI"):
             pytest.fail(f"{breast} is missing; the shared data folder must be present in CI.")
@@ -109,8 +109,8 @@ def test_early_stopping_restores_the_best_epoch():
 
 
 def test_kidney_stone_patches_run_the_lesion_claims_with_the_pointing_game(tmp_path, shared_data):
-    if not (shared_data / ablations.KIDNEY).is_file():
-        pytest.fail(f"{shared_data / ablations.KIDNEY} is missing from the shared data.")
+    if not (shared_data / ablation_data.KIDNEY).is_file():
+        pytest.fail(f"{shared_data / ablation_data.KIDNEY} is missing from the shared data.")
     ablations.main(["--quick", "--claims", "edge_conservative", "--drop", "downsample=max",
                     "downsample=strided", "--lesion", "kidney", "--ratio", "1/8",
                     "--kidney-pairs", "16", "--kidney-test-pairs", "12", "--real", "none",
