@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when the scored split's mean AUROC has not improved for PATIENCE "
                         "epochs (the best epoch's weights are kept and exported); 0 = off "
                         f"{recipe('early_stop')}")
+    g.add_argument("--ema", type=float, metavar="EPOCHS",
+                   help="evaluate, keep and export a moving average of the weights over about this "
+                        f"many epochs; 0 = off {recipe('ema')}")
     g.add_argument("--batch-size", type=int, help=f"GLOBAL batch, split over replicas {recipe('batch_size')}")
     g.add_argument("--lr", type=float, help=f"peak learning rate {recipe('lr')}")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=recipe("optimizer"))

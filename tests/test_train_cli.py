@@ -67,9 +67,11 @@ def _digest(stdout):
 
 
 def test_mirrored_two_cpu_devices_trains_and_exports(cache, tmp_path):
+    # with the weight average on: its update runs in the cross-replica context of the step
     out = _ok(_run(_args(cache, tmp_path / "run", "--cpu-replicas", "2", "--strategy", "mirrored",
-                         "--epochs", "1", "--steps-per-epoch", "3", "--export-dir",
+                         "--epochs", "1", "--steps-per-epoch", "3", "--ema", "1", "--export-dir",
                          str(tmp_path / "exports")), cwd=tmp_path))
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["ema"] == 1.0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["strategy"] == "MirroredStrategy" and metrics["replicas"] == 2
     assert set(metrics["val_auroc"]) == {"any", "epidural", "intraparenchymal",
@@ -200,8 +202,9 @@ def _cluster(args, cwd, timeout=300):
 
 def test_two_workers_identical_weights_chief_alone_writes_and_restart_resumes(cache, tmp_path):
     run_dir, exports = tmp_path / "run", tmp_path / "exports"
+    # the weight average on: every worker keeps the same average (its digest is the final one)
     args = _args(cache, run_dir, "--strategy", "multiworker", "--steps-per-epoch", "3",
-                 "--export-dir", str(exports))
+                 "--export-dir", str(exports), "--ema", "1")
     chief, worker = _cluster(args + ["--epochs", "1"], cwd=tmp_path)
     assert _digest(chief) == _digest(worker)
     assert "MultiWorkerMirroredStrategy with 2 replica(s)" in chief

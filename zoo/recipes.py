@@ -36,6 +36,8 @@ class Recipe:
         augment: True (the default spec), False, or a spec such as ``"flip,rotation=10"``.
         epochs: the ceiling on epochs.
         early_stop: patience in epochs on the scored split's mean AUROC; 0 = off.
+        ema: the horizon, in epochs, of an exponential moving average of the weights that is
+            evaluated, kept and exported (``zoo.training.ema``); 0 = off.
         input_sizes: the square input sizes (pixels) the recipe was tuned at; informative, the
             input size itself comes from ``--image-size``.
     """
@@ -50,6 +52,7 @@ class Recipe:
     augment: bool | str = True
     epochs: int = 20
     early_stop: int = 0
+    ema: float = 0.0
     input_sizes: tuple[int, ...] = (96,)
 
     def __post_init__(self):
@@ -59,6 +62,8 @@ class Recipe:
                 raise ValueError(f"Recipe {name} must be a positive integer, got {value!r}.")
         if not isinstance(self.early_stop, int) or self.early_stop < 0:
             raise ValueError(f"Recipe early_stop must be 0 (off) or a positive integer, got {self.early_stop!r}.")
+        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or self.ema < 0:
+            raise ValueError(f"Recipe ema must be 0 (off) or a positive number of epochs, got {self.ema!r}.")
         if not self.lr > 0:
             raise ValueError(f"Recipe lr must be positive, got {self.lr!r}.")
         sizes = tuple(self.input_sizes)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from benchmarks import medmnist
 
 
@@ -42,7 +44,6 @@ def test_medmnist_quick_writes_scored_runs_and_a_table(tmp_path, shared_data, ca
 
 
 def test_unknown_set_is_one_sentence(tmp_path, shared_data):
-    import pytest
 
     with pytest.raises(SystemExit, match="unknown set 'octmnist'; choose from"):
         medmnist.main(["--sets", "octmnist", "--data-dir", str(shared_data), "--json", str(tmp_path / "x.json")])
@@ -74,3 +75,42 @@ def test_the_majority_class_level_follows_the_number_of_classes():
     assert retina["marks"] == []
     (flat,) = medmnist.summarise([_run(s, 0.43, 0.22, name="retinamnist") for s in range(3)])
     assert flat["marks"] == ["did not learn: balanced accuracy at the majority-class level"]
+
+
+def test_a_linear_probe_freezes_the_shipped_backbone_and_is_its_own_row(tmp_path, shared_data):
+
+    import zoo
+
+    out = tmp_path / "probe.json"
+    argv = ["--quick", "--weights", "medical", "--probe", "--data-dir", str(shared_data),
+            "--work-dir", str(tmp_path / "work"), "--json", str(out)]
+    assert medmnist.main(argv) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["start"] == "medical linear probe"
+    (run_dir,) = (tmp_path / "work").iterdir()
+    assert run_dir.name.endswith("-medical-probe")
+    # only the head trained: the backbone's weights are the shipped ones
+    trained = zoo.get_model("ichnet_small", input_shape=(32, 32, 1), num_classes=2, activation="softmax")
+    trained.load_weights(run_dir / "best.weights.h5")
+    shipped = zoo.get_model("ichnet_small", input_shape=(32, 32, 1), num_classes=2, activation="softmax",
+                            weights="medical")
+    for name in ("head_conv", "head_bn"):  # the last backbone layers, batch-norm statistics too
+        for got, want in zip(trained.get_layer(name).weights, shipped.get_layer(name).weights):
+            assert (got.numpy() == want.numpy()).all(), got.path
+    assert not (trained.get_layer("head_logits").kernel.numpy()
+                == shipped.get_layer("head_logits").kernel.numpy()).all()
+    assert "medical linear probe" in medmnist.table(result)
+    with pytest.raises(SystemExit, match="--probe freezes a pretrained backbone"):
+        medmnist.main(["--quick", "--probe", "--json", str(tmp_path / "x.json")])
+
+
+def test_a_row_trained_with_overrides_is_its_own_row_and_no_verdict():
+    plain = [_run(s, 0.80, 0.75) for s in range(3)]
+    study = [{**_run(s, 0.95, 0.90), "overrides": "ema=5"} for s in range(3)]
+    rows = medmnist.summarise(plain + study)
+    assert sorted((r["overrides"], r["seeds"]) for r in rows) == [("", 3), ("ema=5", 3)]
+    # the better study row does not stand for the recipe
+    assert medmnist.verdicts(rows)["breastmnist"]["accuracy"] == pytest.approx(0.80)
+    text = medmnist.table({"rows": rows, "settings": {"seeds": [0, 1, 2]}, "command": "c"})
+    assert "| breastmnist | `m`, ema=5 | 64 |" in text

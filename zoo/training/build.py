@@ -15,6 +15,7 @@ from pipelines.augment import Augmentation, build_augmentation
 from zoo.models.backbone import backbone_layers
 from zoo.training.config import ConfigError, TrainConfig
 from zoo.training.data import DataSource
+from zoo.training.ema import WeightAverage, ema_decay
 from zoo.training.losses import balanced_class_weights, make_loss
 from zoo.training.optim import WarmupSchedule, make_optimizer
 from zoo.training.strategy import has_gpu
@@ -26,6 +27,7 @@ __all__ = [
     "build_loss",
     "build_model",
     "build_optimizer",
+    "build_weight_average",
     "class_weights_for",
     "split_backbone",
     "steps_per_epoch",
@@ -145,8 +147,17 @@ def build_augmenter(cfg: TrainConfig):
     return augmenter
 
 
+def build_weight_average(cfg: TrainConfig, model, steps: int, strategy):
+    """The weights' moving average over ``cfg.ema`` epochs (:mod:`zoo.training.ema`), or None."""
+    if not cfg.ema:
+        return None
+    with strategy.scope():
+        return WeightAverage(model, ema_decay(cfg.ema, steps))
+
+
 class OptimizerVariables:
-    """What the checkpoint needs of the optimizers: their variables, together."""
+    """What the checkpoint needs of the optimizers (and of the weight average): their
+    variables, together."""
 
     def __init__(self, optimizers):
         self.variables = [v for opt in optimizers if opt is not None for v in opt.variables]

@@ -59,7 +59,7 @@ RESUME_KEYS = (
     "model", "model_kwargs", "weights", "batch_size", "lr", "optimizer", "weight_decay",
     "schedule", "warmup_epochs", "loss", "focal_gamma", "class_weights", "label_smoothing",
     "mixed_precision", "seed", "steps_per_epoch", "bn_calibration_batches",
-    "pretrain", "sampling", "freeze_backbone", "backbone_lr_mult", "options",
+    "pretrain", "sampling", "freeze_backbone", "backbone_lr_mult", "options", "ema",
 )
 SAMPLINGS = ("shuffle", "class", "source")
 
@@ -117,6 +117,7 @@ class TrainConfig:
     schedule: str | None = None
     warmup_epochs: float | None = None
     early_stop: int | None = None        # patience in epochs on the scored split; 0 = off
+    ema: float | None = None             # weight-average horizon in epochs; 0 = off
     loss: str = "auto"
     focal_gamma: float = 2.0
     class_weights: str | list | None = None
@@ -245,6 +246,8 @@ class TrainConfig:
              f"--early-stop must be 0 (off) or a positive number of epochs, got {self.early_stop!r}.")
         need(isinstance(self.cpu_replicas, int) and self.cpu_replicas >= 0,
              f"--cpu-replicas must be 0 (off) or a positive integer, got {self.cpu_replicas!r}.")
+        need(isinstance(self.ema, (int, float)) and not isinstance(self.ema, bool) and self.ema >= 0,
+             f"--ema must be 0 (off) or a positive number of epochs, got {self.ema!r}.")
         need(float(self.lr) > 0, f"--lr must be positive, got {self.lr!r}.")
         need(float(self.weight_decay) >= 0, f"--weight-decay must be >= 0, got {self.weight_decay!r}.")
         need(float(self.warmup_epochs) >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}.")

@@ -21,10 +21,15 @@ split's mean AUROC (the score that picks best.weights.h5) has not improved for P
 epochs and the best epoch), so a run resumed inside a patience window stops at the epoch an
 uninterrupted run stops at, and every worker of a cluster takes it together. The exported model
 holds the best epoch's weights, early stop or not.
+
+Weight averaging (``--ema EPOCHS``, :mod:`zoo.training.ema`): each step also moves an
+exponential moving average of the weights. Every evaluation, best.weights.h5 and the final
+model are the averaged weights; the optimizer keeps stepping the raw ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +48,7 @@ from zoo.training.build import (
     build_loss,
     build_model,
     build_optimizer,
+    build_weight_average,
     class_weights_for,
     split_backbone,
     steps_per_epoch,
@@ -107,7 +113,8 @@ class Trainer:
                                                         mixed=self.mixed)
         self.backbone_optimizer = build_backbone_optimizer(cfg, self.steps, strategy,
                                                            self.backbone_vars, log=self.log)
-        optimizers = OptimizerVariables([self.optimizer, self.backbone_optimizer])
+        self.ema = build_weight_average(cfg, self.model, self.steps, strategy)
+        optimizers = OptimizerVariables([self.optimizer, self.backbone_optimizer, self.ema])
         self.state = TrainState(self.model, optimizers, self.run_dir / "checkpoints",
                                 strategy=strategy, max_to_keep=cfg.keep_checkpoints)
         self.calibrate = BatchNormCalibrator(self.model) if cfg.bn_calibration_batches else None
@@ -195,6 +202,8 @@ class Trainer:
         batch, so the sum is the global mean)."""
         batch = next(iterator)
         per_replica = self.strategy.run(self._replica_step, args=tuple(batch))
+        if self.ema is not None:
+            self.ema.update()
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     def augment(self, x, key):
@@ -263,8 +272,13 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Scores on the evaluation split: ``{"loss", "auroc_mean", "auroc": {label: value},
-        "examples"}`` (an AUROC is None when the split has one class of that label). Batch-norm
-        statistics are first recalibrated on training batches when the config asks for it."""
+        "examples"}`` (an AUROC is None when the split has one class of that label), of the
+        averaged weights under ``--ema``. Batch-norm statistics are first recalibrated on
+        training batches when the config asks for it."""
+        with self.averaged():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
         if self.cfg.bn_calibration_batches:
             # shuffled (and source- or class-balanced where the run samples so), unsharded and
             # unaugmented: the same batches on every worker. File order would calibrate on the
@@ -276,9 +290,16 @@ class Trainer:
         val_loss = float(np.mean(self.loss_fn(tf.constant(y), tf.constant(p)).numpy()))
         return score(self.labels, y, p, val_loss, groups=getattr(self.source, "label_groups", None))
 
+    def averaged(self):
+        """A block in which the model holds the weights that are evaluated and kept: the
+        moving average under ``--ema`` (what the block does to them, batch-norm
+        recalibration, stays in the average), else the model's own."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
     def on_epoch_end(self, epoch: int, scores: dict) -> None:
         """Log the epoch, write its TensorBoard scalars and history.csv row, keep the weights
-        when the mean validation AUROC beats the best so far, and checkpoint the epoch."""
+        (the averaged ones under ``--ema``) when the mean validation AUROC beats the best so
+        far, and checkpoint the epoch."""
         state = self.state
         train_loss = float(state.loss_sum.numpy()) / self.steps
         mean = scores["auroc_mean"]
@@ -289,7 +310,8 @@ class Trainer:
         if mean is not None and mean > float(state.best.numpy()):
             state.best.assign(mean)
             state.best_epoch.assign(epoch + 1)
-            self.recorder.save_best(self.model)
+            with self.averaged():
+                self.recorder.save_best(self.model)
         state.epoch.assign(epoch + 1)
         state.step.assign(0)
         state.loss_sum.assign(0.0)
@@ -370,6 +392,8 @@ class Trainer:
         """Evaluate the final weights and return the run's metrics (the chief writes them to
         metrics.json): final and best-epoch AUROCs, sizes, throughput, the weights digest."""
         cfg, state, labels = self.cfg, self.state, self.labels
+        if self.ema is not None:  # the run's final model is its averaged weights
+            self.ema.assign_to_model()
         final = self.evaluate()
         digest = weights_digest(self.model)
         best_epoch = int(state.best_epoch.numpy())
