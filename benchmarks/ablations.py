@@ -322,7 +322,7 @@ def run(args) -> dict:
         print(f"claim {c.key}: {model_name}, {c.switch} in {c.values}", flush=True)
         phantom = "lesion" if c.phantom == "small_lesion" else "speckle"
         for which in [w for w in (phantom, "real") if w in data]:
-            figs = {label: [fit(model_name, kw, which, s) for s in seeds]
+            figs = {label: [fit(model_name, {**args.model_kwargs, **kw}, which, s) for s in seeds]
                     for label, kw in forms(c, args.drop)}
             paper_label = forms(c, args.drop)[0][0]
             for label, per_seed in figs.items():
@@ -470,7 +470,7 @@ def stone_size_plot(rows, out_dir, plt):
     if not lines:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=90)
-    for (claim, form, is_paper), by_px in sorted(lines.items()):
+    for (_claim, form, is_paper), by_px in sorted(lines.items()):
         xs = sorted(by_px)
         ax.errorbar(xs, [by_px[x]["auroc_mean"] for x in xs],
                     yerr=[by_px[x]["auroc_sd"] for x in xs], fmt="-o" if is_paper else "--o",
@@ -525,6 +525,9 @@ def parser():
                    help="twins to leave out to save time, e.g. downsample=max")
     g.add_argument("--model", help="train this registered variant for every claim instead of "
                    "the default per claim (it must have the claim's switch)")
+    g.add_argument("--model-kwargs", type=json.loads, default={}, metavar="JSON",
+                   help="builder arguments for every form, e.g. '{\"edge_detail_init\": \"zeros\"}' "
+                   "(a study of the paper form; the rows keep their switch labels)")
     g = p.add_argument_group("data")
     g.add_argument("--size", type=int, default=48, help="input size in pixels (default 48)")
     g.add_argument("--n-train", type=int, default=480, help="phantom training images")

@@ -135,3 +135,30 @@ def test_valid_padding_rejects_indivisible_size():
     layer = EdgeConservativePooling(padding="valid")
     with pytest.raises(ValueError, match="divisible by pool_size=2"):
         layer(keras.Input((7, 8, 1)))
+
+
+def test_zero_detail_init_starts_as_a_conv_of_the_pooled_input_and_can_learn_the_detail(tmp_path):
+    """detail_init="zeros": at initialisation the detail changes nothing (two inputs with the
+    same window means give the same output) and the pooled rows keep their initialiser; the
+    detail rows get a gradient, so training can switch the path on."""
+    rng = np.random.default_rng(5)
+    x1 = rng.uniform(size=(2, 8, 8, 2)).astype("float32")
+    detail = np.zeros_like(x1)
+    detail[:, 2:4, 4:6, :] = np.array([[0.5, -0.5], [-0.5, 0.5]], "float32")[..., None]
+    x2 = x1 + detail
+    layer = EdgeConservativePooling(filters=4, activation=None, detail_init="zeros")
+    y1, y2 = (keras.ops.convert_to_numpy(layer(x, training=False)) for x in (x1, x2))
+    np.testing.assert_allclose(y1, y2, atol=1e-6)
+    kernel = keras.ops.convert_to_numpy(layer.merge_conv.kernel)
+    assert np.all(kernel[:, :, 2:] == 0.0) and np.abs(kernel[:, :, :2]).min() > 0.0
+
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x2, training=True) ** 2)
+    grad = tape.gradient(loss, layer.merge_conv.kernel).numpy()
+    assert np.abs(grad[:, :, 2:]).max() > 0.0
+    check_layer(EdgeConservativePooling, {"filters": 3, "detail_init": "zeros"}, (8, 8, 2), tmp_path,
+                (4, 4, 3))
+    with pytest.raises(ValueError, match="detail_init must be None or 'zeros'"):
+        EdgeConservativePooling(detail_init="ones")

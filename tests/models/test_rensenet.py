@@ -104,3 +104,14 @@ def test_bad_arguments(kwargs, match):
 def test_unknown_keyword_is_a_type_error():
     with pytest.raises(TypeError):
         zoo.get_model("rensenet", growthrate=8)
+
+
+def test_edge_detail_init_reaches_every_edge_step_and_only_with_edge():
+    model = zoo.get_model("rensenet_small", input_shape=(32, 32, 1), edge_detail_init="zeros")
+    edges = [layer for layer in model.layers if layer.__class__.__name__ == "EdgeConservativePooling"]
+    assert edges and all(layer.detail_init == "zeros" for layer in edges)
+    plain = zoo.get_model("rensenet_small", input_shape=(32, 32, 1))
+    assert all(layer.detail_init is None for layer in plain.layers
+               if layer.__class__.__name__ == "EdgeConservativePooling")
+    with pytest.raises(ValueError, match="edge_detail_init applies to downsample='edge' only"):
+        zoo.get_model("rensenet_small", input_shape=(32, 32, 1), downsample="avg", edge_detail_init="zeros")

@@ -55,6 +55,12 @@ class EdgeConservativePooling(keras.layers.Layer):
         momentum: BatchNorm momentum (default 0.99).
         epsilon: BatchNorm epsilon (default 1e-3).
         kernel_initializer: for the 1x1 convolution (default ``"he_normal"``).
+        detail_init: ``None`` (default: ``kernel_initializer`` for the whole 1x1 kernel) or
+            ``"zeros"``: the kernel rows that read the residual detail start at zero, so at
+            initialisation the layer is a 1x1 convolution of the average-pooled input (the
+            ``downsample="avg"`` transition up to order) and learns to use the detail only where
+            the gradient asks for it. Our addition, for the study of why the paper form trains
+            slowly (docs/RESULTS.md).
 
     Input shape: ``[batch, H, W, C]``. Output shape: ``[batch, ceil(H/p), ceil(W/p), filters]``.
 
@@ -76,6 +82,7 @@ class EdgeConservativePooling(keras.layers.Layer):
         momentum=0.99,
         epsilon=1e-3,
         kernel_initializer="he_normal",
+        detail_init=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -100,6 +107,11 @@ class EdgeConservativePooling(keras.layers.Layer):
                 f"EdgeConservativePooling activation must be a Keras activation name such as "
                 f"'relu', or None for linear, got {activation!r}."
             ) from None
+        if detail_init not in (None, "zeros"):
+            raise ValueError(
+                f"EdgeConservativePooling detail_init must be None or 'zeros', got {detail_init!r}."
+            )
+        self.detail_init = detail_init
         self.filters = filters
         self.pool_size = int(pool_size)
         self.padding = padding
@@ -147,6 +159,10 @@ class EdgeConservativePooling(keras.layers.Layer):
             name="merge_conv",
         )
         self.merge_conv.build((None, out_h, out_w, channels * (p * p + 1)))
+        if self.detail_init == "zeros":  # rows [channels:] read the space-to-depth detail
+            kernel = self.merge_conv.kernel
+            self.merge_conv.kernel.assign(ops.concatenate(
+                [kernel[:, :, :channels], ops.zeros_like(kernel[:, :, channels:])], axis=2))
         self.merge_bn = layers.BatchNormalization(
             momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype_policy, name="merge_bn"
         )
@@ -217,5 +233,6 @@ class EdgeConservativePooling(keras.layers.Layer):
             momentum=self.momentum,
             epsilon=self.epsilon,
             kernel_initializer=self.kernel_initializer,
+            detail_init=self.detail_init,
         )
         return config

@@ -146,10 +146,11 @@ def _check_spec(stem, growth_rate, units, compression):
     return units, growth
 
 
-def _downsample(x, filters, kind, momentum, name):
+def _downsample(x, filters, kind, momentum, name, detail_init=None):
     """One downsampling step by 2 to ``filters`` channels; its output layer is named ``name``."""
     if kind == "edge":
-        return EdgeConservativePooling(filters=filters, momentum=momentum, name=name)(x)
+        return EdgeConservativePooling(filters=filters, momentum=momentum, detail_init=detail_init,
+                                       name=name)(x)
     if kind == "strided":
         x = conv(x, filters, 3, 2, name=f"{name}_conv")
         x = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
@@ -174,6 +175,7 @@ def build_rensenet(
     pooling="avg",
     lse_r=5.0,
     downsample="edge",
+    edge_detail_init=None,
     block="rense",
     name="rensenet",
 ):
@@ -202,6 +204,9 @@ def build_rensenet(
             * ``"avg"`` / ``"max"``: 1x1 conv -> BN -> ReLU, then 2x2 average / max pooling
               (a DenseNet transition);
             * ``"strided"``: 3x3 conv stride 2 -> BN -> ReLU.
+        edge_detail_init: ``EdgeConservativePooling(detail_init=)`` of every edge step: None
+            (default, one initialiser for the whole merge kernel) or ``"zeros"`` (the detail
+            path starts switched off); refused with another ``downsample``.
         block: ablation switch for the blocks' skip connections (``RenseBlock(connection=)``),
             same widths: ``"rense"`` (default, the paper: residual + dense), ``"dense"``
             (concatenation only) or ``"residual"`` (addition only). Blocks are named
@@ -221,16 +226,19 @@ def build_rensenet(
         raise ValueError(f"build_rensenet: bn_momentum must be in [0, 1), got {bn_momentum!r}.")
     check_choice(downsample, "build_rensenet: downsample", DOWNSAMPLES)
     check_choice(block, "build_rensenet: block", BLOCKS)
+    if edge_detail_init is not None and downsample != "edge":
+        raise ValueError(f"build_rensenet: edge_detail_init applies to downsample='edge' only, "
+                         f"got downsample={downsample!r}; leave edge_detail_init at None.")
     inputs = image_input(shape)
     x = conv_bn_act(inputs, stem, 3, prefix="stem", momentum=bn_momentum)
-    x = _downsample(x, stem, downsample, bn_momentum, "stem_pool")
+    x = _downsample(x, stem, downsample, bn_momentum, "stem_pool", edge_detail_init)
     channels = stem
     for s, (n, g) in enumerate(zip(units, growth), start=1):
         x = RenseBlock(n, g, momentum=bn_momentum, connection=block, name=f"stage{s}_{block}")(x)
         channels += n * g
         if s < len(units):
             channels = max(1, round(channels * compression))
-            x = _downsample(x, channels, downsample, bn_momentum, f"stage{s}_pool")
+            x = _downsample(x, channels, downsample, bn_momentum, f"stage{s}_pool", edge_detail_init)
     model = classifier_model(
         inputs,
         x,
