@@ -114,3 +114,10 @@ def test_a_row_trained_with_overrides_is_its_own_row_and_no_verdict():
     assert medmnist.verdicts(rows)["breastmnist"]["accuracy"] == pytest.approx(0.80)
     text = medmnist.table({"rows": rows, "settings": {"seeds": [0, 1, 2]}, "command": "c"})
     assert "| breastmnist | `m`, ema=5 | 64 |" in text
+
+
+def test_the_verdict_prefers_a_row_that_clears_both_bars():
+    both = [{**_run(s, 0.53, 0.40, name="retinamnist"), "model": "a", "auroc": 0.73} for s in range(3)]
+    acc_only = [{**_run(s, 0.54, 0.40, name="retinamnist"), "model": "b", "auroc": 0.70} for s in range(3)]
+    verdict = medmnist.verdicts(medmnist.summarise(both + acc_only))["retinamnist"]
+    assert verdict["best"] == "a @ 64 px" and verdict["beats_bar"] is True
