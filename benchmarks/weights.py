@@ -43,7 +43,7 @@ from zoo.results import software  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "configs" / "corpus-medical.yaml"
-MODELS = ("ichnet", "ichnet_small")  # shipped today; any registry name with a `features` layer works
+MODELS = ("ichnet", "ichnet_small", "myositisnet", "rensenet_small")  # shipped today; any registry name with a `features` layer works
 HELD_OUT = ("breastmnist", "pneumoniamnist", "retinamnist")
 RESULT = ROOT / "benchmarks" / "results" / "weights.json"
 
