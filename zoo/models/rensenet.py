@@ -107,6 +107,11 @@ CARD = {
         "convolution all scored a higher test AUROC with CIs above zero, and the pooling twins "
         "stayed ahead as the stones shrank; on BreastMNIST no difference was shown. Rense blocks showed no difference "
         "from dense-only or residual-only blocks on either set",
+        "edge_detail_init (ours): the paper gives no initialisation for the module; with one "
+        "He-normal draw over pooled and detail channels (the default) the detail dominates at "
+        "the start, and that is what lost on the kidney stones: edge_detail_init='zeros' starts "
+        "the detail path switched off and drew level with average pooling on the same stones "
+        "(docs/RESULTS.md, 'Do the paper blocks help?'); use it for small lesions",
     ],
 }
 
