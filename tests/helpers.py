@@ -228,3 +228,17 @@ def check_backend_neutral(module: str):
             f"on KERAS_BACKEND={report['backend']}, importing {sorted(report['culprits'])} "
             "imported tensorflow"
         )
+
+
+def tiny_two_label_source(seed: int = 0, labels=("left", "top")):
+    """A multi-label ArraySource of random 8x8 images: 16 training, 8 validation examples
+    (for tests of the loop itself, with the scores scripted or ignored)."""
+    from zoo.training.data import ArraySource
+
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        return (rng.uniform(0, 1, size=(n, 8, 8, 1)).astype("float32"),
+                rng.integers(0, 2, size=(n, 2)).astype("float32"))
+
+    return ArraySource({"train": split(16), "val": split(8)}, labels=labels, task="multi-label")

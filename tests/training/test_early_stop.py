@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.helpers import tiny_two_label_source
 from zoo.training import run
-from zoo.training.data import ArraySource
 from zoo.training.trainer import Trainer
 
 LABELS = ("left", "top")
@@ -21,13 +21,7 @@ AUROCS = [0.60, 0.70, 0.65, 0.66, 0.69, 0.95, 0.96, 0.97]
 
 @pytest.fixture(scope="module")
 def source():
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        return (rng.uniform(0, 1, size=(n, 8, 8, 1)).astype("float32"),
-                rng.integers(0, 2, size=(n, 2)).astype("float32"))
-
-    return ArraySource({"train": split(16), "val": split(8)}, labels=LABELS, task="multi-label")
+    return tiny_two_label_source(0, LABELS)
 
 
 def tiny_model(input_shape, num_classes, activation):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import tiny_two_label_source
 from zoo.training import run
 from zoo.training.config import ConfigError, TrainConfig
-from zoo.training.data import ArraySource
 from zoo.training.ema import WeightAverage, ema_decay
 from zoo.training.trainer import Trainer
 
@@ -19,13 +19,7 @@ LABELS = ("left", "top")
 
 @pytest.fixture(scope="module")
 def source():
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        return (rng.uniform(0, 1, size=(n, 8, 8, 1)).astype("float32"),
-                rng.integers(0, 2, size=(n, 2)).astype("float32"))
-
-    return ArraySource({"train": split(16), "val": split(8)}, labels=LABELS, task="multi-label")
+    return tiny_two_label_source(0, LABELS)
 
 
 def tiny_model(input_shape, num_classes, activation):
