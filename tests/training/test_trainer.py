@@ -179,3 +179,27 @@ def test_batchnorm_layers_says_what_to_do_when_keras_drops_its_private_walk():
     with pytest.raises(RuntimeError, match=r"no longer has the private Layer._flatten_layers.*"
                                            r"--bn-calibration-batches 0"):
         batchnorm_layers(object())
+
+
+def test_with_the_weight_average_the_final_model_is_the_one_evaluated(source, tmp_path, monkeypatch):
+    """finish() with --ema: the model it leaves (and the digest it records) holds the averaged
+    weights with the batch-norm statistics recalibrated for them, i.e. what its evaluation saw."""
+    seen = []
+    real = Trainer._evaluate
+
+    def recording(self):
+        scores = real(self)
+        seen.append([np.array(w) for w in self.model.get_weights()])
+        return scores
+
+    monkeypatch.setattr(Trainer, "_evaluate", recording)
+    trainer = _trainer(source, tmp_path, ema=1.0)
+    epoch0, _ = trainer.resume()
+    iterator = trainer.begin_epoch(epoch0)
+    for step in range(trainer.steps):
+        trainer.on_step_end(epoch0, step, trainer.train_step(iterator))
+    metrics = trainer.finish()
+    for got, want in zip(trainer.model.get_weights(), seen[-1]):
+        np.testing.assert_array_equal(got, want)
+    assert metrics["weights_sha256"] == weights_digest(trainer.model)
+    trainer.close()

@@ -392,9 +392,9 @@ class Trainer:
         """Evaluate the final weights and return the run's metrics (the chief writes them to
         metrics.json): final and best-epoch AUROCs, sizes, throughput, the weights digest."""
         cfg, state, labels = self.cfg, self.state, self.labels
-        if self.ema is not None:  # the run's final model is its averaged weights
+        final = self.evaluate()   # under --ema: the average, batch norm recalibrated for it
+        if self.ema is not None:  # the run's final model is that evaluated average
             self.ema.assign_to_model()
-        final = self.evaluate()
         digest = weights_digest(self.model)
         best_epoch = int(state.best_epoch.numpy())
         metrics = {
