@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ema", type=float, metavar="EPOCHS",
                    help="evaluate, keep and export a moving average of the weights over about this "
                         f"many epochs; 0 = off {recipe('ema')}")
+    g.add_argument("--mixup", type=float, metavar="ALPHA",
+                   help="MixUp in the train step: blend each image with another of its batch, "
+                        f"labels alike, weight ~ Beta(ALPHA, ALPHA); 0 = off {recipe('mixup')}")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA",
+                   help="CutMix in the train step (a box from another image, labels by area); "
+                        f"with --mixup, batches alternate; 0 = off {recipe('cutmix')}")
     g.add_argument("--batch-size", type=int, help=f"GLOBAL batch, split over replicas {recipe('batch_size')}")
     g.add_argument("--lr", type=float, help=f"peak learning rate {recipe('lr')}")
     g.add_argument("--optimizer", choices=OPTIMIZERS, help=recipe("optimizer"))

@@ -148,7 +148,7 @@ def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
     if done is None:
         def model_fn(shape, k, act):
             return zoo.get_model(model, input_shape=tuple(shape), num_classes=k, activation=act,
-                                 weights=args.weights)
+                                 weights=args.weights, **dict(cfg.get("model_kwargs") or {}))
 
         t0 = time.perf_counter()
         net = train_one(cfg, source, model_fn)

@@ -214,13 +214,15 @@ def build_augmentation(spec, *, seed: int = 0):
 
 
 def build_mix(*, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0):
-    """fn(batch_index, images, labels) -> (images, labels), or None when both are 0.
+    """fn(batch_index, images, labels, seed=None) -> (images, labels), or None when both are 0.
 
     MixUp's ``alpha`` and CutMix's ``factor`` are the Beta-distribution parameters. With both
-    set, even batches get MixUp and odd batches CutMix.
+    set, even batches get MixUp and odd batches CutMix. ``seed`` (an int or an int tensor)
+    replaces the built one for a call: the train step passes each epoch's seed, so one traced
+    step serves every epoch.
     """
     for name, value in (("mixup", mixup), ("cutmix", cutmix)):
-        if not isinstance(value, (int, float)) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{name}={value!r} must be a number >= 0 (0 turns it off).")
     mix = keras.layers.MixUp(alpha=float(mixup), seed=seed) if mixup > 0 else None
     cut = keras.layers.CutMix(factor=float(cutmix), seed=seed + 1) if cutmix > 0 else None
@@ -228,23 +230,25 @@ def build_mix(*, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0):
         return None
 
     def apply(layer, layer_seed, index, images, labels):
-        data = {"images": images, "labels": labels}
+        data = {"images": images, "labels": tf.cast(labels, images.dtype)}
         if stateless_ok():
             out = _stateless_call(layer, data, layer_seed, index)
         else:
             out = layer(data, training=True)
         return tf.clip_by_value(out["images"], 0.0, 1.0), tf.cast(out["labels"], tf.float32)
 
-    def mixer(index, images, labels):
+    def mixer(index, images, labels, seed=None):
         """Deterministic in (seed, index): safe in a parallel map."""
+        base = seed_default if seed is None else tf.cast(seed, tf.int64)
         if mix is not None and cut is not None:
             return tf.cond(
                 tf.equal(index % 2, 0),
-                lambda: apply(mix, seed, index, images, labels),
-                lambda: apply(cut, seed + 1, index, images, labels),
+                lambda: apply(mix, base, index, images, labels),
+                lambda: apply(cut, base + 1, index, images, labels),
             )
         if mix is not None:
-            return apply(mix, seed, index, images, labels)
-        return apply(cut, seed + 1, index, images, labels)
+            return apply(mix, base, index, images, labels)
+        return apply(cut, base + 1, index, images, labels)
 
+    seed_default = seed
     return mixer

@@ -38,6 +38,10 @@ class Recipe:
         early_stop: patience in epochs on the scored split's mean AUROC; 0 = off.
         ema: the horizon, in epochs, of an exponential moving average of the weights that is
             evaluated, kept and exported (``zoo.training.ema``); 0 = off.
+        mixup: MixUp's Beta(alpha, alpha) parameter: each training image is blended with another
+            of its batch, labels in the same proportion (``keras.layers.MixUp``); 0 = off.
+        cutmix: CutMix's Beta parameter (a box of another image is pasted in, labels by area,
+            ``keras.layers.CutMix``); 0 = off. With both set, batches alternate between them.
         input_sizes: the square input sizes (pixels) the recipe was tuned at; informative, the
             input size itself comes from ``--image-size``.
     """
@@ -53,6 +57,8 @@ class Recipe:
     epochs: int = 20
     early_stop: int = 0
     ema: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
     input_sizes: tuple[int, ...] = (96,)
 
     def __post_init__(self):
@@ -64,6 +70,10 @@ class Recipe:
             raise ValueError(f"Recipe early_stop must be 0 (off) or a positive integer, got {self.early_stop!r}.")
         if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or self.ema < 0:
             raise ValueError(f"Recipe ema must be 0 (off) or a positive number of epochs, got {self.ema!r}.")
+        for name in ("mixup", "cutmix"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"Recipe {name} must be 0 (off) or a positive Beta parameter, got {value!r}.")
         if not self.lr > 0:
             raise ValueError(f"Recipe lr must be positive, got {self.lr!r}.")
         sizes = tuple(self.input_sizes)

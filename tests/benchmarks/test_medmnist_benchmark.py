@@ -121,3 +121,18 @@ def test_the_verdict_prefers_a_row_that_clears_both_bars():
     acc_only = [{**_run(s, 0.54, 0.40, name="retinamnist"), "model": "b", "auroc": 0.70} for s in range(3)]
     verdict = medmnist.verdicts(medmnist.summarise(both + acc_only))["retinamnist"]
     assert verdict["best"] == "a @ 64 px" and verdict["beats_bar"] is True
+
+
+def test_a_model_kwargs_override_reaches_the_builder(tmp_path, shared_data):
+    """--override model_kwargs={...} builds the model it names (it once reached only the config)."""
+    import zoo
+
+    out = tmp_path / "kw.json"
+    argv = ["--quick", "--override", 'model_kwargs={"head": 24}', "--data-dir", str(shared_data),
+            "--work-dir", str(tmp_path / "work"), "--json", str(out)]
+    assert medmnist.main(argv) == 0
+    (run,) = json.loads(out.read_text())["runs"]
+    narrow = zoo.get_model("ichnet_small", input_shape=(32, 32, 1), num_classes=2, head=24)
+    assert run["parameters"] == narrow.count_params()
+    assert run["parameters"] != zoo.get_model("ichnet_small", input_shape=(32, 32, 1), num_classes=2).count_params()
+    assert run["overrides"] == 'model_kwargs={"head": 24}'

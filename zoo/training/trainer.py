@@ -14,6 +14,8 @@ device that trains: the input pipeline only reads, decodes and batches, and tags
 ``[epoch seed, batch index]`` (its position in the pipeline's stream, counted before a resumed
 epoch skips batches). The step augments with exactly the seed and index the tf.data map uses on
 the CPU path (``--augment-on cpu``), so both paths, and a resumed run, see the same batches.
+MixUp / CutMix (``--mixup``, ``--cutmix``) run in the step on either path, after augmentation,
+seeded by the same tag, so they too are a function of (seed, epoch, batch index).
 
 Early stopping (``--early-stop PATIENCE``): after each epoch the run stops when the scored
 split's mean AUROC (the score that picks best.weights.h5) has not improved for PATIENCE epochs;
@@ -38,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipelines.augment import epoch_seed
+from pipelines.augment import build_mix, epoch_seed
 from zoo.models.medical import describe_line
 from zoo.training.batchnorm import BatchNormCalibrator
 from zoo.training.build import (
@@ -72,6 +74,8 @@ __all__ = ["STILL_IMPROVING_EPOCHS", "Trainer", "fit"]
 # a run that reaches --epochs with its best epoch among the last 1 + this many epochs is
 # "still improving": more epochs would probably have helped
 STILL_IMPROVING_EPOCHS = 2
+# MixUp / CutMix draw from the batch's epoch seed plus this, apart from the augmentation's draws
+MIX_SEED_OFFSET = 104_729
 
 
 def log_line(chief: bool, strategy, message: str) -> None:
@@ -119,6 +123,7 @@ class Trainer:
                                 strategy=strategy, max_to_keep=cfg.keep_checkpoints)
         self.calibrate = BatchNormCalibrator(self.model) if cfg.bn_calibration_batches else None
         self.augmenter = build_augmenter(cfg)
+        self.mixer = build_mix(mixup=float(cfg.mixup or 0), cutmix=float(cfg.cutmix or 0))
         self._loss_and_grads = (tf.function(self._forward_backward, jit_compile=True,
                                             reduce_retracing=True)
                                 if self.jit else self._forward_backward)
@@ -171,6 +176,7 @@ class Trainer:
         cfg, steps, global_batch = self.cfg, self.steps, self.global_batch
 
         on_device = self.augmenter is not None
+        tagged = on_device or self.mixer is not None
         aug_seed = epoch_seed(cfg.seed, epoch)
 
         def dataset_fn(ctx):
@@ -179,7 +185,7 @@ class Trainer:
             ds = self.source.train_dataset(epoch=epoch, batch_size=per_replica, seed=cfg.seed,
                                            input_context=ctx,
                                            augment=False if on_device else cfg.augment)
-            if on_device:  # tag each batch with [epoch seed, index]: counted before the skip
+            if tagged:  # tag each batch with [epoch seed, index]: counted before the skip
                 ds = ds.enumerate().map(
                     lambda i, batch: (batch[0], batch[1],
                                       tf.stack([tf.constant(aug_seed, tf.int64), i])))
@@ -212,8 +218,10 @@ class Trainer:
         return self.augmenter(x, training=True, batch_index=key[1], seed=key[0])
 
     def _replica_step(self, x, y, key=None):
-        if key is not None:
+        if key is not None and self.augmenter is not None:
             x = self.augment(x, key)
+        if key is not None and self.mixer is not None:  # MixUp / CutMix, after augmentation
+            x, y = self.mixer(key[1], x, y, seed=key[0] + MIX_SEED_OFFSET)
         loss, grads = self._loss_and_grads(x, y)
         n = len(self.head_vars)
         self.optimizer.apply_gradients(zip(grads[:n], self.head_vars))
