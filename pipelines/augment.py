@@ -228,6 +228,7 @@ def build_mix(*, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0):
     cut = keras.layers.CutMix(factor=float(cutmix), seed=seed + 1) if cutmix > 0 else None
     if mix is None and cut is None:
         return None
+    built_seed = seed
 
     def apply(layer, layer_seed, index, images, labels):
         data = {"images": images, "labels": tf.cast(labels, images.dtype)}
@@ -239,7 +240,7 @@ def build_mix(*, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0):
 
     def mixer(index, images, labels, seed=None):
         """Deterministic in (seed, index): safe in a parallel map."""
-        base = seed_default if seed is None else tf.cast(seed, tf.int64)
+        base = built_seed if seed is None else tf.cast(seed, tf.int64)
         if mix is not None and cut is not None:
             return tf.cond(
                 tf.equal(index % 2, 0),
@@ -250,5 +251,4 @@ def build_mix(*, mixup: float = 0.0, cutmix: float = 0.0, seed: int = 0):
             return apply(mix, base, index, images, labels)
         return apply(cut, base + 1, index, images, labels)
 
-    seed_default = seed
     return mixer

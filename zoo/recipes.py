@@ -18,7 +18,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["COMPACT_RECIPE", "DEFAULT_RECIPE", "FAMILY_RECIPES", "RECIPE_FIELDS", "Recipe", "family_recipe"]
+__all__ = ["COMPACT_RECIPE", "DEFAULT_RECIPE", "FAMILY_RECIPES", "RECIPE_FIELDS", "Recipe", "family_recipe",
+           "off_or_positive"]
+
+
+def off_or_positive(value) -> bool:
+    """Whether ``value`` is a number >= 0 (not a bool): the options where 0 means off (``ema``,
+    ``mixup``, ``cutmix``), checked alike by a recipe and by the training config."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(frozen=True)
@@ -68,11 +75,11 @@ class Recipe:
                 raise ValueError(f"Recipe {name} must be a positive integer, got {value!r}.")
         if not isinstance(self.early_stop, int) or self.early_stop < 0:
             raise ValueError(f"Recipe early_stop must be 0 (off) or a positive integer, got {self.early_stop!r}.")
-        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or self.ema < 0:
+        if not off_or_positive(self.ema):
             raise ValueError(f"Recipe ema must be 0 (off) or a positive number of epochs, got {self.ema!r}.")
         for name in ("mixup", "cutmix"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if not off_or_positive(value):
                 raise ValueError(f"Recipe {name} must be 0 (off) or a positive Beta parameter, got {value!r}.")
         if not self.lr > 0:
             raise ValueError(f"Recipe lr must be positive, got {self.lr!r}.")

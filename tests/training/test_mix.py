@@ -48,9 +48,8 @@ def test_the_step_trains_on_the_batch_blended_from_its_tag(cache, tmp_path, augm
     np.testing.assert_allclose(y.mean(), labels.mean(), atol=0.26)  # convex mixes of the batch
     assert x.min() >= 0.0 and x.max() <= 1.0
 
-    again = _fed(_trainer(cache, tmp_path / "again", mixup=0.4, augment_on=augment_on),
-                 next(iter(_trainer(cache, tmp_path / "b", mixup=0.4,
-                                    augment_on=augment_on).begin_epoch(1, skip=1))))
+    other = _trainer(cache, tmp_path / "again", mixup=0.4, augment_on=augment_on)
+    again = _fed(other, next(iter(other.begin_epoch(1, skip=1))))
     np.testing.assert_array_equal(again[1], y)                 # a function of the tag only
 
 

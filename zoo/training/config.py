@@ -27,7 +27,7 @@ from pipelines.manifest import PATH_ID_PREFIX, data_dir_id, shown_data_dir
 from pipelines.yamlfile import YamlFileError, dump_yaml, read_yaml
 from zoo.models.common import MIN_SIZE
 from zoo.models.medical import MEDICAL
-from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
+from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe, off_or_positive
 from zoo.registry import list_models, model_entry
 
 __all__ = [
@@ -251,11 +251,11 @@ class TrainConfig:
              f"--early-stop must be 0 (off) or a positive number of epochs, got {self.early_stop!r}.")
         need(isinstance(self.cpu_replicas, int) and self.cpu_replicas >= 0,
              f"--cpu-replicas must be 0 (off) or a positive integer, got {self.cpu_replicas!r}.")
-        need(isinstance(self.ema, (int, float)) and not isinstance(self.ema, bool) and self.ema >= 0,
+        need(off_or_positive(self.ema),
              f"--ema must be 0 (off) or a positive number of epochs, got {self.ema!r}.")
         for name in ("mixup", "cutmix"):
             value = getattr(self, name)
-            need(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+            need(off_or_positive(value),
                  f"{_flag(name)} must be 0 (off) or a positive Beta parameter, got {value!r}.")
         need(not ((self.mixup or self.cutmix) and self.pretrain),
              "--mixup/--cutmix blend images across a batch, and a --pretrain corpus batch mixes "
