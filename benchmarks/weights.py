@@ -15,7 +15,10 @@ One command, three steps, each reused when its output is already there:
 3. the shipped files: the run's ``backbone.weights.h5`` copied to
    ``zoo/weights/<model>-medical-<size>.weights.h5`` with its card beside it
    (:func:`zoo.models.medical.write_card`: corpus card, held-out sources, this command, date,
-   versions, corpus validation metric, curve, sha256). Each file's sha256 is printed.
+   versions, corpus validation metric, curve, sha256). Each file's sha256 is printed. A file
+   whose float32 form is over ``--max-bytes`` (2 MB, the package's budget per compact model) is
+   stored as float16 (:func:`zoo.models.backbone.recast_backbone`; ``stored_dtype`` in the card),
+   and one still over it is refused.
 
 A rerun from scratch (``--fresh``) gives other bytes (threads, cuDNN, float order) but the same
 corpus metric within the noise stated in ``docs/TRAINING.md``. The table goes to
@@ -38,14 +41,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipelines.corpus import build_corpus  # noqa: E402
 from pipelines.fs import atomic_path, atomic_write_json  # noqa: E402
+from zoo.models.backbone import recast_backbone  # noqa: E402
 from zoo.models.medical import WEIGHTS_DIR, write_card  # noqa: E402
 from zoo.results import software  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "configs" / "corpus-medical.yaml"
-MODELS = ("ichnet", "ichnet_small", "myositisnet", "rensenet_small")  # shipped today; any registry name with a `features` layer works
+MODELS = ("ichnet", "ichnet_small", "myositisnet", "rensenet_small", "mobilenetv3_small")  # shipped today; any registry name with a `features` layer works
 HELD_OUT = ("breastmnist", "pneumoniamnist", "retinamnist")
 RESULT = ROOT / "benchmarks" / "results" / "weights.json"
+MAX_BYTES = 2_000_000  # per shipped file of a compact model (the weights issue's budget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", default=",".join(HELD_OUT), help="spec sources left out of the corpus")
     p.add_argument("--fresh", action="store_true", help="retrain even where a finished run exists")
     p.add_argument("--json", default=str(RESULT), help="the result table")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES,
+                   help="size budget per shipped file: a larger float32 file is stored as float16")
     return p
 
 
@@ -99,6 +106,22 @@ def curve(run_dir: Path) -> list[dict]:
             for r in rows]
 
 
+def store(src: Path, target: Path, max_bytes: int) -> str:
+    """Copy the run's backbone ``src`` to ``target``, as float16 when the float32 file is over
+    ``max_bytes``; returns the stored dtype. A file over the budget even then is refused."""
+    if src.stat().st_size <= max_bytes:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src, tmp)
+        return "float32"
+    with atomic_path(target) as tmp:  # refused: the file shipped before, if any, stays as it was
+        size = Path(recast_backbone(src, tmp, "float16")).stat().st_size
+        if size > max_bytes:
+            raise SystemExit(f"The backbone {target.name} is {size} bytes even as float16, over the "
+                             f"{max_bytes}-byte budget of a shipped file; ship a smaller model or raise "
+                             "--max-bytes.")
+    return "float16"
+
+
 def ship(model: str, run_dir: Path, corpus: Path, args, command: str) -> dict:
     """Copy the run's backbone into the package folder with its card; returns the card."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -107,8 +130,7 @@ def ship(model: str, run_dir: Path, corpus: Path, args, command: str) -> dict:
     best = metrics.get("best_epoch")
     best_point = next((p for p in points if p["epoch"] == best), points[-1])
     target = Path(args.out) / f"{model}-medical-{args.size}.weights.h5"
-    with atomic_path(target) as tmp:
-        shutil.copyfile(run_dir / "backbone.weights.h5", tmp)
+    stored = store(run_dir / "backbone.weights.h5", target, args.max_bytes)
     kept = [s for s, v in (card_json.get("sources") or {}).items() if not (isinstance(v, dict) and v.get("excluded"))]
     card = {
         "model": model, "image_size": args.size, "channels": 1,
@@ -117,7 +139,8 @@ def ship(model: str, run_dir: Path, corpus: Path, args, command: str) -> dict:
         "command": command, "date": datetime.date.today().isoformat(), "versions": software(),
         "corpus_metric": {"name": "corpus val mean AUROC (best epoch)", "value": best_point["val_auroc_mean"],
                           "val_loss": best_point["val_loss"]},
-        "best_epoch": best, "epochs_run": metrics.get("epochs_run"), "stopped_early": metrics.get("stopped_early"),
+        "stored_dtype": stored, "best_epoch": best, "epochs_run": metrics.get("epochs_run"),
+        "stopped_early": metrics.get("stopped_early"),
         "still_improving": metrics.get("still_improving"), "steps_per_epoch": args.steps_per_epoch,
         "curve": points,
     }
@@ -139,6 +162,7 @@ def main(argv=None) -> int:
         card = ship(model, run_dir, corpus, args, command.strip())
         size_kb = (Path(args.out) / card["file"]).stat().st_size / 1024
         rows.append({"model": model, "size": args.size, "file": card["file"], "kib": round(size_kb, 1),
+                     "stored_dtype": card["stored_dtype"],
                      "best_epoch": card["best_epoch"], "epochs_run": card["epochs_run"],
                      "stopped_early": card["stopped_early"], "corpus_val_auroc": card["corpus_metric"]["value"],
                      "corpus_val_loss": card["corpus_metric"]["val_loss"], "sha256": card["sha256"]})

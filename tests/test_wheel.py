@@ -119,3 +119,24 @@ def test_the_weights_folder_is_package_data_without_an_init():
     weights = ROOT / "zoo" / "weights"
     assert (weights / "README.md").is_file() and not (weights / "__init__.py").exists()
     assert '"weights/*.weights.h5", "weights/*.json"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_every_shipped_backbone_fits_the_budget_and_matches_its_card():
+    """Each file in zoo/weights is under 2 MB (the budget per compact model), is the bytes its
+    card's sha256 names, and stores the dtype its card says (float16 only where float32 would
+    not fit)."""
+    import h5py
+    import numpy as np
+
+    from benchmarks.weights import MAX_BYTES
+    from zoo.models.medical import sha256_of
+
+    cards = sorted((ROOT / "zoo" / "weights").glob("*.json"))
+    for path in cards:
+        card = json.loads(path.read_text())
+        h5 = path.with_name(card["file"])
+        assert h5.stat().st_size <= MAX_BYTES, h5.name
+        assert sha256_of(h5) == card["sha256"], h5.name
+        with h5py.File(h5, "r") as f:
+            kinds = {f["layers"][n][i].dtype for n in f["layers"] for i in f["layers"][n]}
+        assert kinds == {np.dtype(card.get("stored_dtype", "float32"))}, h5.name

@@ -52,3 +52,34 @@ def test_one_command_rebuilds_a_shipped_backbone_with_its_card(tmp_path, monkeyp
     monkeypatch.setenv("MEDZOO_WEIGHTS_DIR", str(out))
     model = zoo.get_model("ichnet_small", weights="medical", num_classes=3, input_shape=(48, 48, 3))
     assert model.output_shape == (None, 3)
+
+    # over the size budget: stored as float16 (the card says so) and loaded back as float32
+    # values equal to the float32 run's weights rounded to float16
+    import h5py
+    import pytest
+
+    from zoo.models.backbone import backbone_layers
+
+    out16 = tmp_path / "weights16"
+    small = argv[: argv.index("--out")] + ["--out", str(out16)] + argv[argv.index("--out") + 2:]
+    assert weights.main(small + ["--max-bytes", str(h5.stat().st_size - 1)]) == 0
+    h5_16 = out16 / h5.name
+    card16 = json.loads((out16 / card_path.name).read_text())
+    assert card["stored_dtype"] == "float32" and card16["stored_dtype"] == "float16"
+    assert card16["sha256"] == hashlib.sha256(h5_16.read_bytes()).hexdigest()
+    assert h5_16.stat().st_size < h5.stat().st_size
+    with h5py.File(h5, "r") as f32, h5py.File(h5_16, "r") as f16:
+        assert json.loads(f16.attrs["metadata"])["stored_dtype"] == "float16"
+        assert all(f16["layers"][n][i].dtype == np.float16 for n in f16["layers"] for i in f16["layers"][n])
+        want = {n: [f32["layers"][n][str(i)][()] for i in range(len(f32["layers"][n]))] for n in f32["layers"]}
+    monkeypatch.setenv("MEDZOO_WEIGHTS_DIR", str(out16))
+    model = zoo.get_model("ichnet_small", weights="medical", num_classes=3, input_shape=(32, 32, 1))
+    loaded = [layer for layer in backbone_layers(model) if layer.get_weights()]
+    assert loaded and all(w.dtype == np.float32 for layer in loaded for w in layer.get_weights())
+    for layer in loaded:
+        for got, stored in zip(layer.get_weights(), want[layer.name]):
+            np.testing.assert_array_equal(got, stored.astype(np.float16).astype(np.float32), err_msg=layer.name)
+    with pytest.raises(SystemExit, match="even as float16"):
+        weights.main(small + ["--max-bytes", "1000"])
+    assert hashlib.sha256(h5_16.read_bytes()).hexdigest() == card16["sha256"]  # left as shipped
+    assert sorted(p.name for p in out16.iterdir()) == sorted([h5.name, card_path.name])
