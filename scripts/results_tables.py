@@ -148,10 +148,11 @@ def render_medical_table(folder=None) -> str:
 
     folder = Path(folder) if folder else ROOT / "benchmarks" / "results"
     shipped = json.loads((folder / "weights.json").read_text())
-    lines = ["| backbone file | KiB | best epoch / epochs run | corpus val mean AUROC | val loss | sha256 (first 16) |",
-             "|---|---:|---|---:|---:|---|"]
+    lines = ["| backbone file | KiB | stored as | best epoch / epochs run | corpus val mean AUROC | val loss | "
+             "sha256 (first 16) |", "|---|---:|---|---|---:|---:|---|"]
     for r in shipped["rows"]:
-        lines.append(f"| `{r['file']}` | {r['kib']:.0f} | {r['best_epoch']} / {r['epochs_run']} | "
+        lines.append(f"| `{r['file']}` | {r['kib']:.0f} | {r.get('stored_dtype', 'float32')} | "
+                     f"{r['best_epoch']} / {r['epochs_run']}{'' if r['stopped_early'] else ' (ceiling)'} | "
                      f"{r['corpus_val_auroc']:.4f} | {r['corpus_val_loss']:.4f} | `{r['sha256'][:16]}` |")
     lines += ["", f"command: `{shipped['command']}`", ""]
     record = json.loads((folder / "medical-transfer.json").read_text())
