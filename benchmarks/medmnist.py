@@ -271,11 +271,21 @@ def with_provenance(result: dict) -> dict:
 
 
 def merge(paths, out) -> dict:
-    """One result file from several (runs of other sets or sizes); rows and verdicts recomputed."""
+    """One result file from several (runs of other sets or sizes); rows and verdicts recomputed.
+
+    A run is identified by its set, model, size, seed, start, fraction and overrides: one that
+    is in several files counts once (the last file's), and a command is listed once."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    runs = [r for part in parts for r in part["runs"]]
+    by_key = {}
+    for run in (r for part in parts for r in part["runs"]):
+        key = (run["set"], run["model"], run["size"], run["seed"], run.get("start", "scratch"),
+               run.get("fraction", 1.0), run.get("overrides", ""))
+        by_key.pop(key, None)
+        by_key[key] = run
+    runs = list(by_key.values())
     seeds = sorted({r["seed"] for r in runs})
-    result = {"command": " && ".join(p["command"] for p in parts),
+    commands = dict.fromkeys(c for p in parts for c in p["command"].split(" && "))
+    result = {"command": " && ".join(commands),
               "settings": {"sets": list(dict.fromkeys(r["set"] for r in runs)),
                            "models": list(dict.fromkeys(r["model"] for r in runs)),
                            "sizes": sorted({r["size"] for r in runs}), "seeds": seeds,

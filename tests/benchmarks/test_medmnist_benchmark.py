@@ -29,11 +29,16 @@ def test_medmnist_quick_writes_scored_runs_and_a_table(tmp_path, shared_data, ca
     assert "| breastmnist | `ichnet_small` | 32 |" in text and "ResNet-18 (28) (published)" in text
     assert not math.isnan(result["verdicts"]["breastmnist"].get("accuracy") or 0.0)
 
-    # result files of other sets or sizes merge into one (rows and verdicts recomputed)
+    # result files of other sets or sizes merge into one (rows and verdicts recomputed); a run
+    # in two files counts once (the last file's) and a command is listed once
+    other = dict(result, runs=[dict(run, seed=1)], command=result["command"] + " --seeds 1")
+    other_path = tmp_path / "other.json"
+    other_path.write_text(json.dumps(other))
     merged = tmp_path / "merged.json"
-    assert medmnist.main(["--merge", str(out), str(out), "--json", str(merged)]) == 0
+    assert medmnist.main(["--merge", str(out), str(other_path), str(out), "--json", str(merged)]) == 0
     both = json.loads(merged.read_text())
-    assert len(both["runs"]) == 2 and both["rows"][0]["seeds"] == 2
+    assert sorted(r["seed"] for r in both["runs"]) == [0, 1] and both["rows"][0]["seeds"] == 2
+    assert both["command"] == result["command"] + " && " + other["command"]
     assert any("breastmnist" in line for line in medmnist.verdict_lines(both))
 
     # a rerun over the same work dir reuses the finished run instead of training again
