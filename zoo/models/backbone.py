@@ -93,8 +93,10 @@ def recast_backbone(src, dst, dtype: str = "float16") -> str:
     (``libver="latest"``) trims the per-dataset headers (``mobilenetv3_small`` at 64 px:
     3.9 MB as float32, 1.96 MB here). :func:`load_backbone` casts back to the model's dtype.
     """
-    meta = read_metadata(src)
-    with _open(src) as f:
+    with _open(src) as f:  # one read: the marker, the metadata and every weight
+        if not f.attrs.get(MARKER, 0):
+            raise BackboneError(f"{os.fspath(src)!r} is not a medzoo backbone file (no {MARKER} marker).")
+        meta = parse_metadata(f.attrs.get("metadata", "{}"), src, BackboneError)
         arrays = {name: [np.asarray(group[str(i)][()]) for i in range(len(group))]
                   for name, group in f["layers"].items()}
     for weights in arrays.values():
