@@ -120,6 +120,7 @@ def _value(text: str):
 def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
     """Train (or reuse) one run; its record for the result file."""
     import zoo
+    from zoo.training.config import TrainConfig
     from zoo.training.data import ArraySource
 
     source_spec = {"name": name, "dataset": "medmnist", "_data_dir": Path(args.data_dir) / SETS[name]}
@@ -138,17 +139,22 @@ def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
                                                      + (f"-{start_name(args.weights)}" if args.weights else "")
                                                      + ("-probe" if args.probe else "")
                                                      + (f"-frac{args.fraction:g}" if args.fraction < 1 else "")))}
+    if args.weights:
+        cfg["weights"] = args.weights  # a fine-tune: the recipe's from-scratch architecture does not apply
     if args.quick:
         cfg.update(epochs=2, steps_per_epoch=2, batch_size=16, bn_calibration_batches=1)
+    arch = TrainConfig.coerce(cfg).model_kwargs  # the recipe's architecture under the overrides
     n_train = len(splits["train"][0])
-    key = {"config": cfg, "train_images": n_train, "n_boot": args.n_boot, "weights": args.weights}
+    key = {"config": cfg, "train_images": n_train, "n_boot": args.n_boot, "weights": args.weights,
+           "model_kwargs": arch}  # a run of another architecture is never reused
     record = {"set": name, "model": model, "size": size, "seed": seed, "train_images": n_train,
-              "start": start, "fraction": args.fraction, "overrides": ",".join(sorted(args.override))}
+              "start": start, "fraction": args.fraction, "overrides": ",".join(sorted(args.override)),
+              "model_kwargs": arch}
     done = finished_run(cfg["output_dir"], key)
     if done is None:
         def model_fn(shape, k, act):
             return zoo.get_model(model, input_shape=tuple(shape), num_classes=k, activation=act,
-                                 weights=args.weights, **dict(cfg.get("model_kwargs") or {}))
+                                 weights=args.weights, **arch)
 
         t0 = time.perf_counter()
         net = train_one(cfg, source, model_fn)

@@ -11,7 +11,7 @@ import yaml
 import zoo
 from tests.conftest import ROOT
 from zoo import card as card_mod
-from zoo.recipes import COMPACT_RECIPE, DEFAULT_RECIPE, RECIPE_FIELDS, Recipe
+from zoo.recipes import COMPACT_RECIPE, DEFAULT_RECIPE, ICHNET_RECIPE, RECIPE_FIELDS, Recipe
 from zoo.training import config as config_mod
 from zoo.training.config import TrainConfig
 
@@ -27,7 +27,7 @@ def test_a_recipe_is_a_frozen_typed_record_that_checks_its_values():
     recipe = Recipe()
     with pytest.raises(dataclasses.FrozenInstanceError):
         recipe.lr = 1.0
-    assert {f.name for f in dataclasses.fields(Recipe)} == set(RECIPE_FIELDS) | {"input_sizes"}
+    assert {f.name for f in dataclasses.fields(Recipe)} == set(RECIPE_FIELDS) | {"input_sizes", "model_kwargs"}
     assert recipe.replace(lr=0.1, early_stop=4) == Recipe(lr=0.1, early_stop=4) != recipe
     with pytest.raises(ValueError, match="early_stop must be 0"):
         Recipe(early_stop=-1)
@@ -50,8 +50,11 @@ def test_the_default_recipe_is_what_train_py_always_did():
 
 
 def test_the_compact_paper_families_train_with_their_tuned_recipe():
-    for name in ("ichnet", "ichnet_small", "rensenet", "rensenet_small", "myositisnet"):
+    for name in ("ichnet_small", "rensenet", "rensenet_small", "myositisnet"):
         assert zoo.model_entry(name).recipe == COMPACT_RECIPE, name
+    # ichnet's own: the compact recipe with output stride 8 from scratch at its sizes
+    assert zoo.model_entry("ichnet").recipe == ICHNET_RECIPE == COMPACT_RECIPE.replace(
+        model_kwargs={"output_stride": 8})
     cfg = TrainConfig()  # the main job: ichnet
     assert (cfg.epochs, cfg.early_stop, cfg.weight_decay, cfg.label_smoothing) == (60, 15, 0.05, 0.1)
     assert cfg.origins == {k: "recipe ichnet" for k in RECIPE_FIELDS}
@@ -64,7 +67,7 @@ def test_every_registered_model_has_a_recipe_and_model_info_shows_it(name):
     assert isinstance(recipe, Recipe)
     info = zoo.model_info(name, count_params=False)
     assert info["recipe"] == recipe.to_dict()
-    assert set(info["recipe"]) == set(RECIPE_FIELDS) | {"input_sizes"}
+    assert set(info["recipe"]) == set(RECIPE_FIELDS) | {"input_sizes", "model_kwargs"}
 
 
 def test_flags_override_the_recipe_and_the_saved_config_names_each_origin(tmp_path):
@@ -106,6 +109,10 @@ def test_the_model_card_shows_the_recipe_as_a_table():
     assert "### Training recipe" in text
     assert "| lr | 0.003 |" in text and "| early_stop | 15 |" in text
     assert "| weight_decay | 0.05 |" in text and "| input_sizes | 32, 64 |" in text
+    assert "| model_kwargs | output_stride: 8 (from scratch, inputs up to 64 px) |" in text
+    plain = card_mod.render_card({"model_name": "resnet18", "version": 1,
+                                  "recipe": zoo.model_info("resnet18", count_params=False)["recipe"]})
+    assert "| model_kwargs | none (the model's defaults) |" in plain
 
 
 def test_an_export_card_of_a_registered_model_carries_its_recipe():
@@ -116,3 +123,42 @@ def test_an_export_card_of_a_registered_model_carries_its_recipe():
                                       config={}, input_shape=(8, 8, 1), signatures={})
     assert card["recipe"] == zoo.model_info("ichnet", count_params=False)["recipe"]
     assert "### Training recipe" in card_mod.render_card(card)
+
+
+def test_a_recipe_architecture_holds_from_scratch_at_the_sizes_it_was_tuned_at(tmp_path):
+    def kwargs(**values):
+        cfg = TrainConfig(model="ichnet", **values)
+        return cfg.model_kwargs, cfg.origins.get("model_kwargs")
+
+    tuned = "recipe ichnet: output_stride (from scratch at <= 64 px)"
+    assert kwargs(image_size=64) == ({"output_stride": 8}, tuned)
+    assert kwargs(image_size=32) == ({"output_stride": 8}, tuned)
+    # above the tuned sizes, and for a fine-tune or a pretraining run, the model's own defaults
+    assert kwargs(image_size=96) == ({}, None)
+    assert kwargs(image_size=64, weights="medical") == ({}, None)
+    assert kwargs(image_size=64, pretrain=str(tmp_path)) == ({}, None)
+    # the user's keys win and merge with the recipe's (a flag's JSON text too)
+    assert kwargs(image_size=64, model_kwargs={"output_stride": 16}) == ({"output_stride": 16}, None)
+    assert kwargs(image_size=64, model_kwargs='{"dropout": 0.1}') == ({"output_stride": 8, "dropout": 0.1}, tuned)
+    assert TrainConfig(model="ichnet_small", image_size=64).model_kwargs == {}
+    # the saved config reloads to the same config (a resume sees the same architecture)
+    cfg = TrainConfig(model="ichnet", image_size=64, output_dir=str(tmp_path)).validate()
+    cfg.save_yaml(tmp_path / "config.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "config.yaml") == cfg
+    # and the model train.py builds from it is the stride-8 form: 8x8 features at 64 px
+    from zoo.training import _registry_model_fn
+
+    model = _registry_model_fn(cfg)((64, 64, 1), 2, "softmax")
+    assert tuple(model.get_layer("features").output.shape[1:3]) == (8, 8)
+    assert zoo.get_model("ichnet", input_shape=(64, 64, 1), num_classes=2).get_layer(
+        "features").output.shape[1:3] == (4, 4)  # get_model itself keeps the paper's stride 16
+
+
+def test_recipe_model_kwargs_are_checked():
+    with pytest.raises(ValueError, match="model_kwargs must be a mapping"):
+        Recipe(model_kwargs=["output_stride", 8])
+    with pytest.raises(ValueError, match="model_kwargs may not set num_classes"):
+        Recipe(model_kwargs={"num_classes": 3})
+    assert Recipe(model_kwargs={"dropout": 0.3}).architecture(128) == {}
+    assert Recipe(model_kwargs={"dropout": 0.3}).architecture(96) == {"dropout": 0.3}
+    assert Recipe(model_kwargs={"dropout": 0.3}).architecture(64, scratch=False) == {}

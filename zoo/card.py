@@ -332,7 +332,12 @@ def _recipe_lines(recipe: dict) -> list[str]:
         return []
     lines = ["", "### Training recipe (train.py's defaults for this model; flags override)", "",
              "| option | value |", "|---|---|"]
-    return lines + [f"| {key} | {_md_value(value)} |" for key, value in recipe.items()]
+    shown = dict(recipe)
+    if "model_kwargs" in shown:  # architecture settings hold from scratch at the tuned sizes only
+        kwargs, sizes = shown["model_kwargs"], shown.get("input_sizes") or []
+        shown["model_kwargs"] = (f"{_md_value(kwargs)} (from scratch, inputs up to {max(sizes)} px)"
+                                 if kwargs and sizes else _md_value(kwargs) or "none (the model's defaults)")
+    return lines + [f"| {key} | {_md_value(value)} |" for key, value in shown.items()]
 
 
 def _measured_lines(measured: dict) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["COMPACT_RECIPE", "DEFAULT_RECIPE", "FAMILY_RECIPES", "RECIPE_FIELDS", "Recipe", "family_recipe",
+__all__ = ["COMPACT_RECIPE", "DEFAULT_RECIPE", "FAMILY_RECIPES", "ICHNET_RECIPE", "RECIPE_FIELDS", "Recipe", "family_recipe",
            "off_or_positive"]
 
 
@@ -51,6 +51,12 @@ class Recipe:
             ``keras.layers.CutMix``); 0 = off. With both set, batches alternate between them.
         input_sizes: the square input sizes (pixels) the recipe was tuned at; informative, the
             input size itself comes from ``--image-size``.
+        model_kwargs: architecture settings the recipe trains the model with (``get_model``
+            keyword arguments, e.g. ``{"output_stride": 8}``), under the user's own
+            ``--model-kwargs``. They hold where the recipe was tuned: a run from scratch (no
+            ``--weights``, no ``--pretrain``) at an input size up to the largest of
+            ``input_sizes`` (:meth:`architecture`). Elsewhere the model's own defaults hold, so a
+            pretrained backbone is fine-tuned in the form it was pretrained in.
     """
 
     optimizer: str = "adamw"
@@ -67,6 +73,7 @@ class Recipe:
     mixup: float = 0.0
     cutmix: float = 0.0
     input_sizes: tuple[int, ...] = (96,)
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("batch_size", "epochs"):
@@ -87,6 +94,24 @@ class Recipe:
         if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
             raise ValueError(f"Recipe input_sizes must be positive integers, got {self.input_sizes!r}.")
         object.__setattr__(self, "input_sizes", sizes)
+        kwargs = self.model_kwargs
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ValueError(f"Recipe model_kwargs must be a mapping of get_model keyword arguments, got {kwargs!r}.")
+        reserved = sorted({"input_shape", "num_classes", "activation", "weights"} & set(kwargs))
+        if reserved:
+            raise ValueError(f"Recipe model_kwargs may not set {', '.join(reserved)}: the run decides them.")
+        object.__setattr__(self, "model_kwargs", dict(kwargs))
+
+    def architecture(self, image_size, *, scratch: bool = True) -> dict:
+        """The ``model_kwargs`` that hold for a run at ``image_size`` px: all of them from
+        scratch at a size up to the largest the recipe was tuned at, else none."""
+        if not self.model_kwargs or not scratch:
+            return {}
+        try:
+            tuned = int(image_size) <= max(self.input_sizes)
+        except (TypeError, ValueError):
+            return {}  # a bad size is validate()'s sentence, not ours
+        return dict(self.model_kwargs) if tuned else {}
 
     def to_dict(self) -> dict:
         """The recipe as plain data (``input_sizes`` as a list), for JSON, YAML and cards."""
@@ -99,8 +124,9 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
-# the options a recipe sets in TrainConfig (input_sizes is a fact about the recipe, not an option)
-RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name != "input_sizes")
+# the options a recipe fills in TrainConfig where they are unset (input_sizes is a fact about the
+# recipe, not an option; model_kwargs merge under the user's, see Recipe.architecture)
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe) if f.name not in ("input_sizes", "model_kwargs"))
 
 DEFAULT_RECIPE = Recipe()
 
@@ -114,6 +140,15 @@ DEFAULT_RECIPE = Recipe()
 # same accuracy). The figures of record are the three-seed rows in docs/RESULTS.md.
 COMPACT_RECIPE = Recipe(weight_decay=0.05, label_smoothing=0.1, epochs=60, early_stop=15,
                         input_sizes=(32, 64))
+
+# ichnet at 32-64 px (``zoo.register_model(recipe=...)`` on the ``ichnet`` variant): the compact
+# recipe with output stride 8 from scratch, i.e. the last two stages keep H/8 and dilate instead
+# of pooling to H/16 (8x8 features at 64 px rather than 4x4; no new parameters, about twice the
+# training time). Three seeds each, python -m benchmarks.medmnist (docs/RESULTS.md):
+# BreastMNIST 64 px 0.861 / 0.893 test accuracy / AUROC against 0.842 / 0.872 at stride 16,
+# RetinaMNIST 64 px 0.547 / 0.735 against 0.507 / 0.720. Not for a fine-tune: from the shipped
+# backbone (pretrained at stride 16) stride 8 gave BreastMNIST 0.833 / 0.882 against 0.857 / 0.874.
+ICHNET_RECIPE = COMPACT_RECIPE.replace(model_kwargs={"output_stride": 8})
 
 # family -> recipe, for variants that declare none (a tuned family's card and runs show it)
 FAMILY_RECIPES: dict[str, Recipe] = {

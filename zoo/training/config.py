@@ -153,13 +153,24 @@ class TrainConfig:
 
     def apply_recipe(self, recipe: Recipe, where: str = "recipe") -> TrainConfig:
         """Fill every recipe option that is None from ``recipe`` (``origins[option] = where``);
-        options already set keep their value and their recorded origin ("given" if none)."""
+        options already set keep their value and their recorded origin ("given" if none). The
+        recipe's architecture settings (:meth:`zoo.recipes.Recipe.architecture`: from scratch,
+        at the sizes it was tuned at) go under ``model_kwargs``, the user's keys winning."""
         for key in RECIPE_FIELDS:
             if getattr(self, key) is None:
                 setattr(self, key, getattr(recipe, key))
                 self.origins[key] = where
             else:
                 self.origins.setdefault(key, "given")
+        arch = recipe.architecture(self.image_size, scratch=not self.weights and not self.pretrain)
+        if arch and isinstance(self.model_kwargs, str):
+            self.model_kwargs = parse_model_kwargs(self.model_kwargs)
+        if arch and isinstance(self.model_kwargs, dict):
+            added = {k: v for k, v in arch.items() if k not in self.model_kwargs}
+            if added:
+                self.model_kwargs = {**added, **self.model_kwargs}
+                self.origins["model_kwargs"] = (f"{where}: {', '.join(sorted(added))} "
+                                                f"(from scratch at <= {max(recipe.input_sizes)} px)")
         return self
 
     # ---- construction -------------------------------------------------------------------
