@@ -162,3 +162,25 @@ def test_recipe_model_kwargs_are_checked():
     assert Recipe(model_kwargs={"dropout": 0.3}).architecture(128) == {}
     assert Recipe(model_kwargs={"dropout": 0.3}).architecture(96) == {"dropout": 0.3}
     assert Recipe(model_kwargs={"dropout": 0.3}).architecture(64, scratch=False) == {}
+
+
+def test_train_py_builds_and_announces_the_architecture_the_recipe_adds(tmp_path, capsys):
+    import keras
+
+    import train
+    from tests.tiny_cache import head_ct_cache
+
+    cache = head_ct_cache(tmp_path / "ct")
+    run = tmp_path / "run"
+    argv = ["--cache-dir", str(cache), "--dataset", "synthetic", "--model", "ichnet", "--image-size", "32",
+            "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--bn-calibration-batches", "1",
+            "--no-augment", "--output-dir", str(run), "--quiet", "--no-export"]
+    assert train.main(argv) == 0, capsys.readouterr().err[-2000:]
+    out = capsys.readouterr().out
+    assert ("Architecture output_stride=8 (recipe ichnet: output_stride (from scratch at <= 64 px); "
+            "--model-kwargs overrides).") in out.splitlines()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model_kwargs"] == {"output_stride": 8}
+    assert config["origins"]["model_kwargs"].startswith("recipe ichnet: output_stride")
+    model = keras.saving.load_model(run / "model.keras", compile=False)
+    assert tuple(model.get_layer("features").output.shape[1:3]) == (4, 4)  # 32 px / 8

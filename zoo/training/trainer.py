@@ -156,6 +156,9 @@ class Trainer:
                  f"batch {self.global_batch}, {self.steps} steps/epoch.")
         if self.weights is not None:
             self.log(describe_line(self.weights))
+        if cfg.origins.get("model_kwargs"):  # architecture settings the recipe added
+            shown = ", ".join(f"{k}={v}" for k, v in cfg.model_kwargs.items())
+            self.log(f"Architecture {shown} ({cfg.origins['model_kwargs']}; --model-kwargs overrides).")
         where = "off" if self.cfg.augment in (False, None, "none") else (
             "on the device" if self.augmenter is not None else "in tf.data (CPU)")
         self.log(f"Precision {self.model.dtype_policy.name}, XLA {'on' if self.jit else 'off'}, "
