@@ -173,6 +173,13 @@ def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
             "stopped_early": metrics.get("stopped_early"), "still_improving": metrics.get("still_improving")}
 
 
+def arch(run: dict) -> str:
+    """The run's architecture settings (``model_kwargs`` as the recipe and overrides resolved
+    them; "" for the model's defaults and for runs recorded before the field): part of a run's
+    identity, so rows of the same model at two output strides never merge."""
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted((run.get("model_kwargs") or {}).items()))
+
+
 def start_name(weights, probe: bool = False) -> str:
     """'scratch', 'medical', or the weights file's name; ' linear probe' added for a frozen backbone."""
     name = "scratch" if not weights else ("medical" if weights == "medical" else Path(str(weights)).name)
@@ -184,12 +191,12 @@ def summarise(runs: list[dict]) -> list[dict]:
     groups: dict = {}
     for r in runs:
         key = (r["set"], r["model"], r["size"], r.get("start", "scratch"), r.get("fraction", 1.0),
-               r.get("overrides", ""))
+               r.get("overrides", ""), arch(r))
         groups.setdefault(key, []).append(r)
     rows = []
-    for (name, model, size, start, fraction, overrides), rs in groups.items():
+    for (name, model, size, start, fraction, overrides, _), rs in groups.items():
         row = {"set": name, "model": model, "size": size, "start": start, "fraction": fraction,
-               "overrides": overrides, "seeds": len(rs),
+               "overrides": overrides, "model_kwargs": rs[0].get("model_kwargs") or {}, "seeds": len(rs),
                "parameters": rs[0].get("parameters"), "seconds": float(np.mean([r["seconds"] for r in rs]))}
         row.update(seed_stats(rs))
         rates = [r["train_images_per_s"] for r in rs if r.get("train_images_per_s")]
@@ -253,9 +260,11 @@ def transfer_lines(result: dict) -> list[str]:
     """Per set, model, size and share: the medical start against scratch (mean test accuracy)."""
     lines = []
     by = {(r["set"], r["model"], r["size"], r.get("fraction", 1.0), r.get("start", "scratch"),
-           r.get("overrides", "")): r for r in result["rows"]}
-    for (name, model, size, fraction, start, overrides), r in by.items():
-        base = by.get((name, model, size, fraction, "scratch", ""))  # the recipe's scratch row
+           r.get("overrides", ""), arch(r)): r for r in result["rows"]}
+    for (name, model, size, fraction, start, overrides, kwargs), r in by.items():
+        # the recipe's scratch row of the same architecture, else of the model's defaults
+        base = by.get((name, model, size, fraction, "scratch", "", kwargs)) or by.get(
+            (name, model, size, fraction, "scratch", "", ""))
         if start == "scratch" or base is None:
             continue
         gain = r["accuracy"] - base["accuracy"]
@@ -279,13 +288,14 @@ def with_provenance(result: dict) -> dict:
 def merge(paths, out) -> dict:
     """One result file from several (runs of other sets or sizes); rows and verdicts recomputed.
 
-    A run is identified by its set, model, size, seed, start, fraction and overrides: one that
+    A run is identified by its set, model, size, seed, start, fraction, overrides and
+    architecture (:func:`arch`): one that
     is in several files counts once (the last file's), and a command is listed once."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     by_key = {}
     for run in (r for part in parts for r in part["runs"]):
         key = (run["set"], run["model"], run["size"], run["seed"], run.get("start", "scratch"),
-               run.get("fraction", 1.0), run.get("overrides", ""))
+               run.get("fraction", 1.0), run.get("overrides", ""), arch(run))
         by_key.pop(key, None)
         by_key[key] = run
     runs = list(by_key.values())
@@ -315,7 +325,7 @@ def table(result: dict) -> str:
         rate = f"{r['train_images_per_s']:.0f}" if r.get("train_images_per_s") else ""
         model = f"`{r['model']}`" + ("" if r.get("start", "scratch") == "scratch" else f" from {r['start']}") \
             + ("" if r.get("fraction", 1.0) == 1.0 else f", {r['fraction']:.0%} of train") \
-            + (f", {r['overrides']}" if r.get("overrides") else "")
+            + (f", {r['overrides']}" if r.get("overrides") else (f", {arch(r)}" if arch(r) else ""))
         lines.append(f"| {r['set']} | {model} | {r['size']} | {r['parameters']:,} | {cell['accuracy']} | "
                      f"{cell['auroc']} | {cell['balanced_accuracy']} | {', '.join(map(str, r['best_epoch']))} | "
                      f"{rate} | {r['seconds']:.0f} | {'; '.join(r['marks'])} |")

@@ -121,6 +121,27 @@ def test_a_row_trained_with_overrides_is_its_own_row_and_no_verdict():
     assert "| breastmnist | `m`, ema=5 | 64 |" in text
 
 
+def test_runs_of_two_architectures_are_two_rows_and_merge_apart(tmp_path):
+    """A recipe that changes the architecture (ichnet: output stride 8 from scratch at <= 64 px)
+    gives new runs of the same (set, model, size, seed): they are their own row, named by their
+    model_kwargs, and --merge keeps both, comparing a fine-tune with scratch of its own form."""
+    older = [_run(s, 0.80, 0.75) for s in range(3)]  # recorded before the field: the defaults
+    stride8 = [{**_run(s, 0.86, 0.80), "model_kwargs": {"output_stride": 8}} for s in range(3)]
+    tuned = [{**_run(s, 0.83, 0.78), "start": "medical", "model_kwargs": {}} for s in range(3)]
+    rows = medmnist.summarise(older + stride8 + tuned)
+    assert sorted((r["start"], medmnist.arch(r), r["seeds"]) for r in rows) == [
+        ("medical", "", 3), ("scratch", "", 3), ("scratch", "output_stride=8", 3)]
+    text = medmnist.table({"rows": rows, "settings": {"seeds": [0, 1, 2]}, "command": "c"})
+    assert "| breastmnist | `m`, output_stride=8 | 64 |" in text and "| breastmnist | `m` | 64 |" in text
+    (line,) = medmnist.transfer_lines({"rows": rows})
+    assert "against scratch 0.800" in line  # the stride-16 scratch row, not the stride-8 one
+    for name, runs in (("a", older + tuned), ("b", stride8)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({
+            "command": name, "runs": runs, "settings": {"quick": False, "overrides": []}}))
+    merged = medmnist.merge([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "m.json")
+    assert len(merged["runs"]) == 9 and len(merged["rows"]) == 3
+
+
 def test_the_verdict_prefers_a_row_that_clears_both_bars():
     both = [{**_run(s, 0.53, 0.40, name="retinamnist"), "model": "a", "auroc": 0.73} for s in range(3)]
     acc_only = [{**_run(s, 0.54, 0.40, name="retinamnist"), "model": "b", "auroc": 0.70} for s in range(3)]
