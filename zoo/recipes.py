@@ -147,7 +147,8 @@ COMPACT_RECIPE = Recipe(weight_decay=0.05, label_smoothing=0.1, epochs=60, early
 # training time). Three seeds each, python -m benchmarks.medmnist (docs/RESULTS.md):
 # BreastMNIST 64 px 0.861 / 0.893 test accuracy / AUROC against 0.842 / 0.872 at stride 16,
 # RetinaMNIST 64 px 0.547 / 0.735 against 0.507 / 0.720. Not for a fine-tune: from the shipped
-# backbone (pretrained at stride 16) stride 8 gave BreastMNIST 0.833 / 0.882 against 0.857 / 0.874.
+# backbone (pretrained at stride 16) stride 8 gave BreastMNIST 0.833 / 0.882 against 0.857 / 0.874
+# and RetinaMNIST 0.537 / 0.746 against 0.523 / 0.714: mixed, and below scratch at stride 8.
 ICHNET_RECIPE = COMPACT_RECIPE.replace(model_kwargs={"output_stride": 8})
 
 # family -> recipe, for variants that declare none (a tuned family's card and runs show it)
