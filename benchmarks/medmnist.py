@@ -177,7 +177,12 @@ def arch(run: dict) -> str:
     """The run's architecture settings (``model_kwargs`` as the recipe and overrides resolved
     them; "" for the model's defaults and for runs recorded before the field): part of a run's
     identity, so rows of the same model at two output strides never merge."""
-    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted((run.get("model_kwargs") or {}).items()))
+    kwargs = run.get("model_kwargs")
+    if kwargs is None:  # recorded before the field: an override's model_kwargs, else the defaults
+        text = run.get("overrides") or ""
+        at = text.find("model_kwargs=")
+        kwargs = json.JSONDecoder().raw_decode(text, at + len("model_kwargs="))[0] if at >= 0 else {}
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(kwargs.items()))
 
 
 def start_name(weights, probe: bool = False) -> str:

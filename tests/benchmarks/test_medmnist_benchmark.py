@@ -140,6 +140,9 @@ def test_runs_of_two_architectures_are_two_rows_and_merge_apart(tmp_path):
             "command": name, "runs": runs, "settings": {"quick": False, "overrides": []}}))
     merged = medmnist.merge([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "m.json")
     assert len(merged["runs"]) == 9 and len(merged["rows"]) == 3
+    # a study recorded before the field names its architecture in its override
+    old_study = {**_run(0, 0.8, 0.7), "overrides": 'model_kwargs={"output_stride": 8, "stages": [[8, 1]]}'}
+    assert medmnist.arch(old_study) == 'output_stride=8, stages=[[8, 1]]'
 
 
 def test_the_verdict_prefers_a_row_that_clears_both_bars():
