@@ -185,6 +185,23 @@ def arch(run: dict) -> str:
     return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(kwargs.items()))
 
 
+def recipe_arch(run: dict) -> str:
+    """:func:`arch` of what the model's recipe builds today for the run's size and start (a
+    fine-tune keeps the model's defaults); "" for a name the registry does not know."""
+    import zoo
+
+    if run["model"] not in zoo.list_models():
+        return ""
+    recipe = zoo.model_entry(run["model"]).recipe
+    return arch({"model_kwargs": recipe.architecture(run["size"], scratch=run.get("start", "scratch") == "scratch")})
+
+
+def is_recipe_row(row: dict) -> bool:
+    """A row of what the recipe gives today: no overrides, and the recipe's architecture (a row
+    recorded before the recipe changed the architecture is history, not the recipe)."""
+    return not row.get("overrides") and arch(row) == recipe_arch(row)
+
+
 def start_name(weights, probe: bool = False) -> str:
     """'scratch', 'medical', or the weights file's name; ' linear probe' added for a frozen backbone."""
     name = "scratch" if not weights else ("medical" if weights == "medical" else Path(str(weights)).name)
@@ -222,12 +239,13 @@ def summarise(runs: list[dict]) -> list[dict]:
 def verdicts(rows: list[dict]) -> dict:
     """Per set: the best compact model (< 1.5 M parameters), and the bar: the row with the
     highest mean accuracy among those that beat the bar on accuracy and AUROC, else among all. Only
-    rows of the recipe itself count: a row trained with ``--override`` is a study of the recipe,
-    not what a user gets from it."""
+    rows of the recipe itself count (:func:`is_recipe_row`): a row trained with ``--override``
+    is a study of the recipe, and one of an architecture the recipe no longer builds is history;
+    neither is what a user gets from it."""
     out = {}
     for name in dict.fromkeys(r["set"] for r in rows):
         compact = [r for r in rows if r["set"] == name and (r["parameters"] or 0) < COMPACT and not r["marks"]
-                   and r.get("fraction", 1.0) == 1.0 and not r.get("overrides")]
+                   and r.get("fraction", 1.0) == 1.0 and is_recipe_row(r)]
         if not compact:
             out[name] = {"best": None}
             continue
@@ -320,6 +338,14 @@ def merge(paths, out) -> dict:
     return result
 
 
+def _arch_label(row: dict) -> str:
+    """", output_stride=8" for a recipe row with settings; a row of an architecture the recipe no
+    longer builds says so."""
+    if arch(row) == recipe_arch(row):
+        return f", {arch(row)}" if arch(row) else ""
+    return f", {arch(row) or 'the model defaults'} (an earlier recipe; today: {recipe_arch(row) or 'the defaults'})"
+
+
 def table(result: dict) -> str:
     """The Markdown table (docs/RESULTS.md renders this)."""
     lines = ["| set | model | size | params | test accuracy | test AUROC | balanced acc. | best epochs | train img/s | wall s | note |",
@@ -330,7 +356,7 @@ def table(result: dict) -> str:
         rate = f"{r['train_images_per_s']:.0f}" if r.get("train_images_per_s") else ""
         model = f"`{r['model']}`" + ("" if r.get("start", "scratch") == "scratch" else f" from {r['start']}") \
             + ("" if r.get("fraction", 1.0) == 1.0 else f", {r['fraction']:.0%} of train") \
-            + (f", {r['overrides']}" if r.get("overrides") else (f", {arch(r)}" if arch(r) else ""))
+            + (f", {r['overrides']}" if r.get("overrides") else _arch_label(r))
         lines.append(f"| {r['set']} | {model} | {r['size']} | {r['parameters']:,} | {cell['accuracy']} | "
                      f"{cell['auroc']} | {cell['balanced_accuracy']} | {', '.join(map(str, r['best_epoch']))} | "
                      f"{rate} | {r['seconds']:.0f} | {'; '.join(r['marks'])} |")

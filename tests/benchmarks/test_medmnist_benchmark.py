@@ -125,16 +125,24 @@ def test_runs_of_two_architectures_are_two_rows_and_merge_apart(tmp_path):
     """A recipe that changes the architecture (ichnet: output stride 8 from scratch at <= 64 px)
     gives new runs of the same (set, model, size, seed): they are their own row, named by their
     model_kwargs, and --merge keeps both, comparing a fine-tune with scratch of its own form."""
-    older = [_run(s, 0.80, 0.75) for s in range(3)]  # recorded before the field: the defaults
-    stride8 = [{**_run(s, 0.86, 0.80), "model_kwargs": {"output_stride": 8}} for s in range(3)]
-    tuned = [{**_run(s, 0.83, 0.78), "start": "medical", "model_kwargs": {}} for s in range(3)]
+    def run(seed, acc, **extra):
+        return {**_run(seed, acc, 0.75), "model": "ichnet", "parameters": 143_498, **extra}
+
+    older = [run(s, 0.87) for s in range(3)]  # recorded before the field: the defaults
+    stride8 = [run(s, 0.86, model_kwargs={"output_stride": 8}) for s in range(3)]
+    tuned = [run(s, 0.83, start="medical", model_kwargs={}) for s in range(3)]
     rows = medmnist.summarise(older + stride8 + tuned)
     assert sorted((r["start"], medmnist.arch(r), r["seeds"]) for r in rows) == [
         ("medical", "", 3), ("scratch", "", 3), ("scratch", "output_stride=8", 3)]
     text = medmnist.table({"rows": rows, "settings": {"seeds": [0, 1, 2]}, "command": "c"})
-    assert "| breastmnist | `m`, output_stride=8 | 64 |" in text and "| breastmnist | `m` | 64 |" in text
+    assert "| breastmnist | `ichnet`, output_stride=8 | 64 |" in text  # today's recipe at 64 px
+    assert ("| breastmnist | `ichnet`, the model defaults (an earlier recipe; today: output_stride=8) | 64 |"
+            in text)
+    assert "| breastmnist | `ichnet` from medical | 64 |" in text  # a fine-tune keeps the defaults
+    # the better stride-16 row is history: the verdict is the recipe's row
+    assert medmnist.verdicts(rows)["breastmnist"]["accuracy"] == pytest.approx(0.86)
     (line,) = medmnist.transfer_lines({"rows": rows})
-    assert "against scratch 0.800" in line  # the stride-16 scratch row, not the stride-8 one
+    assert "against scratch 0.870" in line  # the stride-16 scratch row, not the stride-8 one
     for name, runs in (("a", older + tuned), ("b", stride8)):
         (tmp_path / f"{name}.json").write_text(json.dumps({
             "command": name, "runs": runs, "settings": {"quick": False, "overrides": []}}))
