@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import os
 import sys
 import time
@@ -173,16 +174,21 @@ def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
             "stopped_early": metrics.get("stopped_early"), "still_improving": metrics.get("still_improving")}
 
 
-def arch(run: dict) -> str:
+def run_kwargs(run: dict) -> dict:
     """The run's architecture settings (``model_kwargs`` as the recipe and overrides resolved
-    them; "" for the model's defaults and for runs recorded before the field): part of a run's
-    identity, so rows of the same model at two output strides never merge."""
+    them); a run recorded before the field: its override's ``model_kwargs``, else the defaults."""
     kwargs = run.get("model_kwargs")
-    if kwargs is None:  # recorded before the field: an override's model_kwargs, else the defaults
+    if kwargs is None:
         text = run.get("overrides") or ""
         at = text.find("model_kwargs=")
         kwargs = json.JSONDecoder().raw_decode(text, at + len("model_kwargs="))[0] if at >= 0 else {}
-    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(kwargs.items()))
+    return kwargs
+
+
+def arch(run: dict) -> str:
+    """:func:`run_kwargs` as text ("" for the model's defaults): part of a run's identity, so
+    rows of the same model at two output strides never merge."""
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(run_kwargs(run).items()))
 
 
 def recipe_arch(run: dict) -> str:
@@ -218,7 +224,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     for (name, model, size, start, fraction, overrides, _), rs in groups.items():
         row = {"set": name, "model": model, "size": size, "start": start, "fraction": fraction,
-               "overrides": overrides, "model_kwargs": rs[0].get("model_kwargs") or {}, "seeds": len(rs),
+               "overrides": overrides, "model_kwargs": run_kwargs(rs[0]), "seeds": len(rs),
                "parameters": rs[0].get("parameters"), "seconds": float(np.mean([r["seconds"] for r in rs]))}
         row.update(seed_stats(rs))
         rates = [r["train_images_per_s"] for r in rs if r.get("train_images_per_s")]
@@ -401,7 +407,7 @@ def main(argv=None) -> int:
                           f"auroc {r['auroc']:.3f} bacc {r['balanced_accuracy']:.3f} best epoch "
                           f"{r['best_epoch']}/{r['epochs_run']} {r['seconds']:.0f} s", flush=True)
     rows = summarise(runs)
-    command = "python -m benchmarks.medmnist " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.medmnist " + shlex.join(argv if argv is not None else sys.argv[1:])
     result = {"command": command.strip(), "settings": {"sets": names, "models": models, "sizes": sizes,
                                                       "seeds": seeds, "quick": args.quick, "overrides": args.override},
               "published": PUBLISHED, "published_plus_64_accuracy": PUBLISHED_PLUS_64_ACC,
