@@ -8,7 +8,9 @@ lr, batch size, warmup, schedule, weight decay, label smoothing, augmentation, e
 stopping) default to None, "from the recipe": a config is resolved when it is made, each unset
 option taking the value of ``zoo.model_info(model)["recipe"]``, and ``origins`` records where
 every one of them came from ("flag", "config file ...", "given", "recipe <model>"). The config
-saved with a run therefore shows the effective values and their sources.
+saved with a run therefore shows the effective values and their sources. A recipe's architecture
+settings (``Recipe.model_kwargs``) go under the user's ``model_kwargs`` for a run from scratch at
+the sizes the recipe was tuned at (``origins["model_kwargs"]`` says so).
 """
 
 from __future__ import annotations
