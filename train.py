@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"registry name (default {d.model}; see --list-models)")
     g.add_argument("--model-kwargs", help='JSON object of builder arguments, e.g. \'{"dropout": 0.2}\'; '
-                   "merged over the recipe's own, if any (ichnet from scratch at <= 64 px: output_stride 8)")
+                   "merged over the recipe's own, if any (ichnet at <= 64 px: output_stride 8)")
     g.add_argument("--weights", help="'medical' (the medical backbone shipped with medzoo for --model, "
                                      "under a fresh head), a local .weights.h5/.keras file to start "
                                      "from, or a backbone.weights.h5 (pretrained backbone under a fresh head)")

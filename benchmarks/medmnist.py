@@ -141,7 +141,7 @@ def run_one(args, name: str, model: str, size: int, seed: int) -> dict:
                                                      + ("-probe" if args.probe else "")
                                                      + (f"-frac{args.fraction:g}" if args.fraction < 1 else "")))}
     if args.weights:
-        cfg["weights"] = args.weights  # a fine-tune: the recipe's from-scratch architecture does not apply
+        cfg["weights"] = args.weights
     if args.quick:
         cfg.update(epochs=2, steps_per_epoch=2, batch_size=16, bn_calibration_batches=1)
     arch = TrainConfig.coerce(cfg).model_kwargs  # the recipe's architecture under the overrides
@@ -192,14 +192,14 @@ def arch(run: dict) -> str:
 
 
 def recipe_arch(run: dict) -> str:
-    """:func:`arch` of what the model's recipe builds today for the run's size and start (a
-    fine-tune keeps the model's defaults); "" for a name the registry does not know."""
+    """:func:`arch` of what the model's recipe builds today at the run's size; "" for a name
+    the registry does not know."""
     import zoo
 
     if run["model"] not in zoo.list_models():
         return ""
     recipe = zoo.model_entry(run["model"]).recipe
-    return arch({"model_kwargs": recipe.architecture(run["size"], scratch=run.get("start", "scratch") == "scratch")})
+    return arch({"model_kwargs": recipe.architecture(run["size"])})
 
 
 def is_recipe_row(row: dict) -> bool:

@@ -15,7 +15,9 @@ One command, three steps, each reused when its output is already there:
 3. the shipped files: the run's ``backbone.weights.h5`` copied to
    ``zoo/weights/<model>-medical-<size>.weights.h5`` with its card beside it
    (:func:`zoo.models.medical.write_card`: corpus card, held-out sources, this command, date,
-   versions, corpus validation metric, curve, sha256). Each file's sha256 is printed. A file
+   versions, the architecture it was pretrained in (``model_kwargs``: the model's recipe at this
+   size, as ``train.py`` resolves it), corpus validation metric, curve, sha256). Each file's
+   sha256 is printed. A file
    whose float32 form is over ``--max-bytes`` (2 MB, the package's budget per compact model) is
    stored as float16 (:func:`zoo.models.backbone.recast_backbone`; ``stored_dtype`` in the card),
    and one still over it is refused.
@@ -41,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipelines.corpus import build_corpus  # noqa: E402
 from pipelines.fs import atomic_path, atomic_write_json  # noqa: E402
+from pipelines.yamlfile import read_yaml  # noqa: E402
 from zoo.models.backbone import recast_backbone  # noqa: E402
 from zoo.models.medical import WEIGHTS_DIR, write_card  # noqa: E402
 from zoo.results import software  # noqa: E402
@@ -134,6 +137,8 @@ def ship(model: str, run_dir: Path, corpus: Path, args, command: str) -> dict:
     kept = [s for s, v in (card_json.get("sources") or {}).items() if not (isinstance(v, dict) and v.get("excluded"))]
     card = {
         "model": model, "image_size": args.size, "channels": 1,
+        # the architecture it was pretrained in (the recipe's at this size, e.g. ichnet's stride 8)
+        "model_kwargs": read_yaml(run_dir / "config.yaml").get("model_kwargs") or {},
         "corpus": {"name": corpus.name, "sources": [s for s in kept if s not in held_out(args)],
                    "held_out": held_out(args), "card": card_json},
         "command": command, "date": datetime.date.today().isoformat(), "versions": software(),

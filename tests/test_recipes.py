@@ -52,7 +52,7 @@ def test_the_default_recipe_is_what_train_py_always_did():
 def test_the_compact_paper_families_train_with_their_tuned_recipe():
     for name in ("ichnet_small", "rensenet", "rensenet_small", "myositisnet"):
         assert zoo.model_entry(name).recipe == COMPACT_RECIPE, name
-    # ichnet's own: the compact recipe with output stride 8 from scratch at its sizes
+    # ichnet's own: the compact recipe with output stride 8 at its sizes
     assert zoo.model_entry("ichnet").recipe == ICHNET_RECIPE == COMPACT_RECIPE.replace(
         model_kwargs={"output_stride": 8})
     cfg = TrainConfig()  # the main job: ichnet
@@ -109,7 +109,7 @@ def test_the_model_card_shows_the_recipe_as_a_table():
     assert "### Training recipe" in text
     assert "| lr | 0.003 |" in text and "| early_stop | 15 |" in text
     assert "| weight_decay | 0.05 |" in text and "| input_sizes | 32, 64 |" in text
-    assert "| model_kwargs | output_stride: 8 (from scratch, inputs up to 64 px) |" in text
+    assert "| model_kwargs | output_stride: 8 (inputs up to 64 px) |" in text
     plain = card_mod.render_card({"model_name": "resnet18", "version": 1,
                                   "recipe": zoo.model_info("resnet18", count_params=False)["recipe"]})
     assert "| model_kwargs | none (the model's defaults) |" in plain
@@ -125,18 +125,20 @@ def test_an_export_card_of_a_registered_model_carries_its_recipe():
     assert "### Training recipe" in card_mod.render_card(card)
 
 
-def test_a_recipe_architecture_holds_from_scratch_at_the_sizes_it_was_tuned_at(tmp_path):
+def test_a_recipe_architecture_holds_at_the_sizes_it_was_tuned_at(tmp_path):
     def kwargs(**values):
         cfg = TrainConfig(model="ichnet", **values)
         return cfg.model_kwargs, cfg.origins.get("model_kwargs")
 
-    tuned = "recipe ichnet: output_stride (from scratch at <= 64 px)"
+    tuned = "recipe ichnet: output_stride (at <= 64 px)"
     assert kwargs(image_size=64) == ({"output_stride": 8}, tuned)
     assert kwargs(image_size=32) == ({"output_stride": 8}, tuned)
-    # above the tuned sizes, and for a fine-tune or a pretraining run, the model's own defaults
+    # a fine-tune and a pretraining run too: the shipped 64 px backbone was pretrained in that form
+    assert kwargs(image_size=64, weights="medical") == ({"output_stride": 8}, tuned)
+    assert kwargs(image_size=64, pretrain=str(tmp_path)) == ({"output_stride": 8}, tuned)
+    # above the tuned sizes, the model's own defaults
     assert kwargs(image_size=96) == ({}, None)
-    assert kwargs(image_size=64, weights="medical") == ({}, None)
-    assert kwargs(image_size=64, pretrain=str(tmp_path)) == ({}, None)
+    assert kwargs(image_size=128, weights="medical") == ({}, None)
     # the user's keys win and merge with the recipe's (a flag's JSON text too)
     assert kwargs(image_size=64, model_kwargs={"output_stride": 16}) == ({"output_stride": 16}, None)
     assert kwargs(image_size=64, model_kwargs='{"dropout": 0.1}') == ({"output_stride": 8, "dropout": 0.1}, tuned)
@@ -161,7 +163,6 @@ def test_recipe_model_kwargs_are_checked():
         Recipe(model_kwargs={"num_classes": 3})
     assert Recipe(model_kwargs={"dropout": 0.3}).architecture(128) == {}
     assert Recipe(model_kwargs={"dropout": 0.3}).architecture(96) == {"dropout": 0.3}
-    assert Recipe(model_kwargs={"dropout": 0.3}).architecture(64, scratch=False) == {}
 
 
 def test_train_py_builds_and_announces_the_architecture_the_recipe_adds(tmp_path, capsys):
@@ -177,7 +178,7 @@ def test_train_py_builds_and_announces_the_architecture_the_recipe_adds(tmp_path
             "--no-augment", "--output-dir", str(run), "--quiet", "--no-export"]
     assert train.main(argv) == 0, capsys.readouterr().err[-2000:]
     out = capsys.readouterr().out
-    assert ("Architecture output_stride=8 (recipe ichnet: output_stride (from scratch at <= 64 px); "
+    assert ("Architecture output_stride=8 (recipe ichnet: output_stride (at <= 64 px); "
             "--model-kwargs overrides).") in out.splitlines()
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model_kwargs"] == {"output_stride": 8}

@@ -333,9 +333,9 @@ def _recipe_lines(recipe: dict) -> list[str]:
     lines = ["", "### Training recipe (train.py's defaults for this model; flags override)", "",
              "| option | value |", "|---|---|"]
     shown = dict(recipe)
-    if "model_kwargs" in shown:  # architecture settings hold from scratch at the tuned sizes only
+    if "model_kwargs" in shown:  # architecture settings hold at the tuned sizes only
         kwargs, sizes = shown["model_kwargs"], shown.get("input_sizes") or []
-        shown["model_kwargs"] = (f"{_md_value(kwargs)} (from scratch, inputs up to {max(sizes)} px)"
+        shown["model_kwargs"] = (f"{_md_value(kwargs)} (inputs up to {max(sizes)} px)"
                                  if kwargs and sizes else _md_value(kwargs) or "none (the model's defaults)")
     return lines + [f"| {key} | {_md_value(value)} |" for key, value in shown.items()]
 

@@ -134,11 +134,11 @@ def test_runs_of_two_architectures_are_two_rows_and_merge_apart(tmp_path):
     rows = medmnist.summarise(older + stride8 + tuned)
     assert sorted((r["start"], medmnist.arch(r), r["seeds"]) for r in rows) == [
         ("medical", "", 3), ("scratch", "", 3), ("scratch", "output_stride=8", 3)]
+    assert not medmnist.is_recipe_row(rows[2])  # a stride-16 fine-tune is history at 64 px too
     text = medmnist.table({"rows": rows, "settings": {"seeds": [0, 1, 2]}, "command": "c"})
     assert "| breastmnist | `ichnet`, output_stride=8 | 64 |" in text  # today's recipe at 64 px
     assert ("| breastmnist | `ichnet`, the model defaults (an earlier recipe; today: output_stride=8) | 64 |"
             in text)
-    assert "| breastmnist | `ichnet` from medical | 64 |" in text  # a fine-tune keeps the defaults
     # the better stride-16 row is history: the verdict is the recipe's row
     assert medmnist.verdicts(rows)["breastmnist"]["accuracy"] == pytest.approx(0.86)
     (line,) = medmnist.transfer_lines({"rows": rows})

@@ -9,8 +9,8 @@ stopping) default to None, "from the recipe": a config is resolved when it is ma
 option taking the value of ``zoo.model_info(model)["recipe"]``, and ``origins`` records where
 every one of them came from ("flag", "config file ...", "given", "recipe <model>"). The config
 saved with a run therefore shows the effective values and their sources. A recipe's architecture
-settings (``Recipe.model_kwargs``) go under the user's ``model_kwargs`` for a run from scratch at
-the sizes the recipe was tuned at (``origins["model_kwargs"]`` says so).
+settings (``Recipe.model_kwargs``) go under the user's ``model_kwargs`` for a run at the sizes the
+recipe was tuned at (``origins["model_kwargs"]`` says so).
 """
 
 from __future__ import annotations
@@ -156,15 +156,15 @@ class TrainConfig:
     def apply_recipe(self, recipe: Recipe, where: str = "recipe") -> TrainConfig:
         """Fill every recipe option that is None from ``recipe`` (``origins[option] = where``);
         options already set keep their value and their recorded origin ("given" if none). The
-        recipe's architecture settings (:meth:`zoo.recipes.Recipe.architecture`: from scratch,
-        at the sizes it was tuned at) go under ``model_kwargs``, the user's keys winning."""
+        recipe's architecture settings (:meth:`zoo.recipes.Recipe.architecture`: at the sizes it
+        was tuned at) go under ``model_kwargs``, the user's keys winning."""
         for key in RECIPE_FIELDS:
             if getattr(self, key) is None:
                 setattr(self, key, getattr(recipe, key))
                 self.origins[key] = where
             else:
                 self.origins.setdefault(key, "given")
-        arch = recipe.architecture(self.image_size, scratch=not self.weights and not self.pretrain)
+        arch = recipe.architecture(self.image_size)
         if arch and isinstance(self.model_kwargs, str):
             self.model_kwargs = parse_model_kwargs(self.model_kwargs)
         if arch and isinstance(self.model_kwargs, dict):
@@ -172,7 +172,7 @@ class TrainConfig:
             if added:
                 self.model_kwargs = {**added, **self.model_kwargs}
                 self.origins["model_kwargs"] = (f"{where}: {', '.join(sorted(added))} "
-                                                f"(from scratch at <= {max(recipe.input_sizes)} px)")
+                                                f"(at <= {max(recipe.input_sizes)} px)")
         return self
 
     # ---- construction -------------------------------------------------------------------
