@@ -18,8 +18,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["COMPACT_RECIPE", "DEFAULT_RECIPE", "FAMILY_RECIPES", "ICHNET_RECIPE", "RECIPE_FIELDS", "Recipe", "family_recipe",
+__all__ = ["COMPACT_RECIPE", "DEFAULT_RECIPE", "FAMILY_RECIPES", "ICHNET_RECIPE", "RECIPE_FIELDS", "RESERVED_MODEL_KWARGS", "Recipe", "family_recipe",
            "off_or_positive"]
+
+
+# builder arguments a run decides (--image-size, the dataset's labels, --weights): never model_kwargs
+RESERVED_MODEL_KWARGS = frozenset({"input_shape", "num_classes", "activation", "weights"})
 
 
 def off_or_positive(value) -> bool:
@@ -97,7 +101,7 @@ class Recipe:
         kwargs = self.model_kwargs
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise ValueError(f"Recipe model_kwargs must be a mapping of get_model keyword arguments, got {kwargs!r}.")
-        reserved = sorted({"input_shape", "num_classes", "activation", "weights"} & set(kwargs))
+        reserved = sorted(RESERVED_MODEL_KWARGS & set(kwargs))
         if reserved:
             raise ValueError(f"Recipe model_kwargs may not set {', '.join(reserved)}: the run decides them.")
         object.__setattr__(self, "model_kwargs", dict(kwargs))

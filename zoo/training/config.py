@@ -29,7 +29,13 @@ from pipelines.manifest import PATH_ID_PREFIX, data_dir_id, shown_data_dir
 from pipelines.yamlfile import YamlFileError, dump_yaml, read_yaml
 from zoo.models.common import MIN_SIZE
 from zoo.models.medical import MEDICAL
-from zoo.recipes import DEFAULT_RECIPE, RECIPE_FIELDS, Recipe, off_or_positive
+from zoo.recipes import (
+    DEFAULT_RECIPE,
+    RECIPE_FIELDS,
+    RESERVED_MODEL_KWARGS,
+    Recipe,
+    off_or_positive,
+)
 from zoo.registry import list_models, model_entry
 
 __all__ = [
@@ -250,7 +256,7 @@ class TrainConfig:
         need(isinstance(self.options, dict), f"options must be a mapping of the dataset adapter's options such as {{'channels': 3}}, got {self.options!r}.")
         need(isinstance(self.model_kwargs, dict), f"model_kwargs must be a JSON object such as '{{\"dropout\": 0.2}}', got {self.model_kwargs!r}.")
         _check_weights(self.weights)
-        reserved = {"input_shape", "num_classes", "activation", "weights"} & set(self.model_kwargs)
+        reserved = RESERVED_MODEL_KWARGS & set(self.model_kwargs)
         need(not reserved, f"model_kwargs may not set {', '.join(sorted(reserved))}: use --image-size, the dataset's labels and --weights instead.")
         for name in ("image_size", "epochs", "batch_size", "checkpoint_steps", "keep_checkpoints", "prepare_workers"):
             value = getattr(self, name)
